@@ -1,0 +1,3 @@
+//! ARD Studio binaries' shared code: the `ard` command line.
+
+pub mod cli;

@@ -1,0 +1,133 @@
+//! One sampling run of a loaded model, with every intermediate step named as in the reference
+//! vectors: `zt_{i}` / `pred_z0_{i}` for a teacher, `infer_z{anchor}` for a student.
+
+use burn::tensor::Device;
+
+use crate::config::ModelMeta;
+use crate::error::{EngineError, Result};
+use crate::host::{HostTensor, labels_to_device};
+use crate::model::{LoadedModel, Model};
+use crate::sampler::{DdimOptions, ddim_sample};
+
+/// What to sample: the starting noise `[B, C, H, W]` and one label per image.
+#[derive(Clone, Debug)]
+pub struct SampleRequest {
+    pub noise: HostTensor,
+    pub labels: Vec<i64>,
+    /// Teacher only.
+    pub ddim: DdimOptions,
+}
+
+/// One intermediate result, streamed as soon as it is computed.
+#[derive(Clone, Debug)]
+pub struct StepImage {
+    /// 0-based position in the run.
+    pub step: usize,
+    pub total: usize,
+    /// Name in the saved file (`pred_z0_15`, `infer_z10`, …).
+    pub name: String,
+    /// The step's estimate of the clean image, `[B, C, H, W]`.
+    pub image: HostTensor,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct SampleOutput {
+    /// Named tensors in the reference naming, in order of computation.
+    pub tensors: Vec<(String, HostTensor)>,
+    /// Per-step clean-image estimates, in order (the strip of the steps).
+    pub steps: Vec<HostTensor>,
+    /// The final images `[B, C, H, W]`.
+    pub images: HostTensor,
+}
+
+/// Checks a request against the model's shape and classes.
+pub fn validate_request(meta: &ModelMeta, req: &SampleRequest) -> Result<()> {
+    let d = &meta.dit;
+    let want = [req.labels.len(), d.in_channels, d.input_size, d.input_size];
+    if req.noise.shape != want {
+        return Err(EngineError::Input(format!(
+            "noise has shape {:?}; this model needs {want:?} (one image per label)",
+            req.noise.shape
+        )));
+    }
+    if !(1..=crate::schedule::TRAIN_TIMESTEPS).contains(&req.ddim.steps) {
+        return Err(EngineError::Input(format!(
+            "DDIM steps must be between 1 and {}, got {}",
+            crate::schedule::TRAIN_TIMESTEPS,
+            req.ddim.steps
+        )));
+    }
+    if req.labels.is_empty() {
+        return Err(EngineError::Input("no labels: nothing to sample".into()));
+    }
+    if let Some(&bad) = req
+        .labels
+        .iter()
+        .find(|&&l| l < 0 || l >= d.num_classes as i64)
+    {
+        return Err(EngineError::Input(format!(
+            "unknown class {bad}: the model has {} classes (0..={})",
+            d.num_classes,
+            d.num_classes - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the teacher's DDIM or the student's K autoregressive steps.
+pub fn sample(
+    model: &LoadedModel,
+    req: &SampleRequest,
+    device: &Device,
+    mut on_step: impl FnMut(&StepImage),
+) -> Result<SampleOutput> {
+    validate_request(&model.meta, req)?;
+    let noise = req.noise.to_device::<4>(device)?;
+    let mut tensors = Vec::new();
+    let mut steps = Vec::new();
+    let images = match &model.model {
+        Model::Teacher(dit) => {
+            let total = req.ddim.steps;
+            let mut n = 0;
+            let out = ddim_sample(dit, noise, &req.labels, &req.ddim, |s| {
+                let state = HostTensor::from_tensor(s.state.clone());
+                let x0 = HostTensor::from_tensor(s.x0_pred.clone());
+                let name = format!("pred_z0_{}", s.index);
+                on_step(&StepImage {
+                    step: n,
+                    total,
+                    name: name.clone(),
+                    image: x0.clone(),
+                });
+                n += 1;
+                tensors.push((format!("zt_{}", s.index), state));
+                tensors.push((name, x0.clone()));
+                steps.push(x0);
+            });
+            HostTensor::from_tensor(out)
+        }
+        Model::Student(student) => {
+            let names = student.config().output_names("infer");
+            let total = names.len();
+            let y = labels_to_device(&req.labels, device);
+            student.sample(noise, y, |k, pred| {
+                let image = HostTensor::from_tensor(pred.clone());
+                on_step(&StepImage {
+                    step: k,
+                    total,
+                    name: names[k].clone(),
+                    image: image.clone(),
+                });
+                tensors.push((names[k].clone(), image.clone()));
+                steps.push(image);
+            });
+            steps.last().cloned().expect("at least one step")
+        }
+    };
+    Ok(SampleOutput {
+        tensors,
+        steps,
+        images,
+    })
+}

@@ -1,0 +1,28 @@
+//! ARD Studio engine: the DiT teacher, its DDIM sampler, and the autoregressive-distillation
+//! (ARD) student, with weight files that use the reference implementation's key names.
+//!
+//! Everything computes on a runtime [`burn::tensor::Device`]: `flex` on the CPU or `wgpu`.
+
+pub mod attention;
+pub mod config;
+pub mod device;
+pub mod dit;
+pub mod dit_block;
+pub mod embedding;
+pub mod error;
+pub mod final_layer;
+pub mod generate;
+pub mod host;
+pub mod model;
+pub mod params;
+pub mod preview;
+pub mod sampler;
+pub mod schedule;
+pub mod student;
+pub mod weights;
+
+pub use config::{DitConfig, ModelKind, ModelMeta, StudentConfig};
+pub use error::{EngineError, Result};
+pub use host::HostTensor;
+pub use model::{LoadedModel, Model};
+pub use burn::tensor::Device;

@@ -1,0 +1,31 @@
+//! Shared helpers of the integration tests in `tests/`: fixture paths, reference tensors and
+//! the relative-error check.
+
+use std::path::PathBuf;
+
+use ard_engine::HostTensor;
+use ard_engine::weights::TensorFile;
+
+/// `tests/fixtures/ard-reference/NAME` (copied from the reference implementation's vectors).
+pub fn reference(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ard-reference")
+        .join(name)
+}
+
+/// Reads a reference tensor file.
+pub fn reference_file(name: &str) -> TensorFile {
+    TensorFile::read(reference(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// Relative error below which a float32 result counts as the reference's.
+pub const PARITY: f64 = 1e-4;
+
+/// Asserts `‖got − want‖ / ‖want‖ < tol`, NaN failing; returns the error.
+pub fn assert_close(name: &str, got: &HostTensor, want: &HostTensor, tol: f64) -> f64 {
+    assert_eq!(got.shape, want.shape, "{name}: shape");
+    assert!(got.data.iter().all(|v| v.is_finite()), "{name}: non-finite values");
+    let err = got.relative_error(want);
+    assert!(err < tol, "{name}: relative error {err:.3e} ≥ {tol:.0e}");
+    err
+}

@@ -1,0 +1,57 @@
+//! The engine on wgpu (lavapipe in CI): the student's autoregressive inference and a teacher
+//! DDIM run reproduce the reference vectors. Set ARD_SKIP_WGPU=1 to skip on a machine without
+//! any Vulkan/Metal/DX12 driver.
+
+use ard_engine::HostTensor;
+use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
+use ard_engine::generate::{SampleRequest, sample};
+use ard_engine::model::{LoadOptions, LoadedModel};
+use ard_engine::sampler::DdimOptions;
+use ard_studio::{PARITY, assert_close, reference, reference_file};
+
+#[test]
+fn reference_vectors_on_wgpu() {
+    if std::env::var_os("ARD_SKIP_WGPU").is_some() {
+        eprintln!("ARD_SKIP_WGPU set: skipping");
+        return;
+    }
+    let adapter = wgpu_adapter_name().expect(
+        "no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set ARD_SKIP_WGPU=1",
+    );
+    eprintln!("adapter: {adapter}");
+    let device = DeviceChoice::Wgpu.device().unwrap();
+    let options = LoadOptions {
+        num_heads: Some(4),
+        history_layers: Some(2),
+    };
+
+    let student = LoadedModel::load(reference("ard_student.safetensors"), &options, &device).unwrap();
+    let io = reference_file("ard_io.safetensors");
+    let req = SampleRequest {
+        noise: io.f32("zT").unwrap(),
+        labels: io.labels("y").unwrap(),
+        ddim: DdimOptions::default(),
+    };
+    let mut streamed = Vec::new();
+    let out = sample(&student, &req, &device, |s| streamed.push(s.name.clone())).unwrap();
+    assert_eq!(streamed, ["infer_z15", "infer_z10", "infer_z5", "infer_z0"]);
+    for (name, t) in &out.tensors {
+        let err = assert_close(name, t, &io.f32(name).unwrap(), PARITY);
+        eprintln!("wgpu {name}: {err:.2e}");
+    }
+
+    let teacher = LoadedModel::load(reference("dit_teacher.safetensors"), &options, &device).unwrap();
+    let io = reference_file("ddim_io.safetensors");
+    let req = SampleRequest {
+        noise: io.f32("noise").unwrap(),
+        labels: io.labels("y").unwrap(),
+        ddim: DdimOptions::default(),
+    };
+    let out = sample(&teacher, &req, &device, |_| {}).unwrap();
+    assert_eq!(out.tensors.len(), 50);
+    for (name, t) in &out.tensors {
+        assert_close(name, t, &io.f32(name).unwrap(), PARITY);
+    }
+    let final_ref: HostTensor = io.f32("zt_0").unwrap();
+    assert_close("final", &out.images, &final_ref, PARITY);
+}
