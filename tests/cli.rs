@@ -18,17 +18,38 @@ fn teacher_sample_reproduces_the_reference_trajectory() {
     let png = dir.path().join("final.png");
     let io = arg(&reference("ddim_io.safetensors"));
     run_args([
-        "ard", "sample", "--device", "cpu",
-        "--weights", &arg(&reference("dit_teacher.safetensors")), "--heads", "4",
-        "--noise", &format!("{io}:noise"), "--labels-from", &format!("{io}:y"),
-        "--steps", "25", "--cfg", "1.5", "--cfg-channels", "3",
-        "--save-steps", &arg(&out), "--png", &arg(&png),
+        "ard",
+        "sample",
+        "--device",
+        "cpu",
+        "--weights",
+        &arg(&reference("dit_teacher.safetensors")),
+        "--heads",
+        "4",
+        "--noise",
+        &format!("{io}:noise"),
+        "--labels-from",
+        &format!("{io}:y"),
+        "--steps",
+        "25",
+        "--cfg",
+        "1.5",
+        "--cfg-channels",
+        "3",
+        "--save-steps",
+        &arg(&out),
+        "--png",
+        &arg(&png),
     ])
     .unwrap();
     let got = TensorFile::read(&out).unwrap();
     let want = TensorFile::read(reference("ddim_io.safetensors")).unwrap();
     let mut compared = 0;
-    for key in want.tensors.keys().filter(|k| k.starts_with("zt_") || k.starts_with("pred_z0_")) {
+    for key in want
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("zt_") || k.starts_with("pred_z0_"))
+    {
         assert_close(key, &got.f32(key).unwrap(), &want.f32(key).unwrap(), PARITY);
         compared += 1;
     }
@@ -45,11 +66,22 @@ fn student_sample_reproduces_the_reference_inference() {
     let out = dir.path().join("steps.safetensors");
     let io = arg(&reference("ard_io.safetensors"));
     run_args([
-        "ard", "sample", "--device", "cpu",
-        "--weights", &arg(&reference("ard_student.safetensors")),
-        "--heads", "4", "--history-layers", "2",
-        "--noise", &format!("{io}:zT"), "--labels-from", &format!("{io}:y"),
-        "--save-steps", &arg(&out),
+        "ard",
+        "sample",
+        "--device",
+        "cpu",
+        "--weights",
+        &arg(&reference("ard_student.safetensors")),
+        "--heads",
+        "4",
+        "--history-layers",
+        "2",
+        "--noise",
+        &format!("{io}:zT"),
+        "--labels-from",
+        &format!("{io}:y"),
+        "--save-steps",
+        &arg(&out),
     ])
     .unwrap();
     let got = TensorFile::read(&out).unwrap();
@@ -66,9 +98,22 @@ fn seeded_sampling_is_repeatable_and_labels_are_checked() {
     let run = |name: &str, seed: &str| {
         let out = dir.path().join(name);
         run_args([
-            "ard", "sample", "--device", "cpu", "--weights", &student,
-            "--heads", "4", "--history-layers", "2",
-            "--seed", seed, "--labels", "3,7,0", "--save-steps", &arg(&out),
+            "ard",
+            "sample",
+            "--device",
+            "cpu",
+            "--weights",
+            &student,
+            "--heads",
+            "4",
+            "--history-layers",
+            "2",
+            "--seed",
+            seed,
+            "--labels",
+            "3,7,0",
+            "--save-steps",
+            &arg(&out),
         ])
         .unwrap();
         TensorFile::read(&out).unwrap().f32("infer_z0").unwrap()
@@ -79,8 +124,18 @@ fn seeded_sampling_is_repeatable_and_labels_are_checked() {
     assert_ne!(a.data, run("c.safetensors", "6").data);
 
     let err = run_args([
-        "ard", "sample", "--device", "cpu", "--weights", &student,
-        "--heads", "4", "--history-layers", "2", "--labels", "12",
+        "ard",
+        "sample",
+        "--device",
+        "cpu",
+        "--weights",
+        &student,
+        "--heads",
+        "4",
+        "--history-layers",
+        "2",
+        "--labels",
+        "12",
     ])
     .unwrap_err();
     assert!(format!("{err:#}").contains("unknown class 12"), "{err:#}");
@@ -89,7 +144,14 @@ fn seeded_sampling_is_repeatable_and_labels_are_checked() {
 #[test]
 fn info_reads_reference_and_own_files() {
     run_args(["ard", "info", &arg(&reference("dit_teacher.pt"))]).unwrap();
-    run_args(["ard", "info", &arg(&reference("ard_student.safetensors")), "--history-layers", "2"]).unwrap();
+    run_args([
+        "ard",
+        "info",
+        &arg(&reference("ard_student.safetensors")),
+        "--history-layers",
+        "2",
+    ])
+    .unwrap();
     let err = run_args(["ard", "info", "/nonexistent.safetensors"]).unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent.safetensors"));
 }

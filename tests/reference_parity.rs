@@ -24,7 +24,8 @@ fn reference_options() -> LoadOptions {
 }
 
 fn load(name: &str, device: &Device) -> LoadedModel {
-    LoadedModel::load(reference(name), &reference_options(), device).expect("reference weights load")
+    LoadedModel::load(reference(name), &reference_options(), device)
+        .expect("reference weights load")
 }
 
 fn teacher(m: &LoadedModel) -> &ard_engine::dit::Dit {
@@ -50,8 +51,22 @@ fn reference_shapes_give_the_reference_config() {
     let d = &m.meta.dit;
     assert_eq!(m.meta.kind, ModelKind::Teacher);
     assert_eq!(
-        (d.input_size, d.patch_size, d.in_channels, d.hidden_size, d.depth, d.num_classes),
-        (n("input_size"), n("patch_size"), n("in_channels"), n("hidden_size"), n("depth"), n("num_classes"))
+        (
+            d.input_size,
+            d.patch_size,
+            d.in_channels,
+            d.hidden_size,
+            d.depth,
+            d.num_classes
+        ),
+        (
+            n("input_size"),
+            n("patch_size"),
+            n("in_channels"),
+            n("hidden_size"),
+            n("depth"),
+            n("num_classes")
+        )
     );
     assert_eq!(d.learn_sigma, meta["learn_sigma"].as_bool().unwrap());
     let s = load("ard_student.safetensors", &cpu());
@@ -129,7 +144,12 @@ fn student_teacher_forced_forward_matches_reference() {
         .iter()
         .zip(outs)
     {
-        let err = assert_close(name, &HostTensor::from_tensor(out), &io.f32(name).unwrap(), PARITY);
+        let err = assert_close(
+            name,
+            &HostTensor::from_tensor(out),
+            &io.f32(name).unwrap(),
+            PARITY,
+        );
         eprintln!("{name}: {err:.2e}");
     }
 }
@@ -145,7 +165,12 @@ fn student_inference_matches_reference() {
     let names = student(&m).config().output_names("infer");
     assert_eq!(names, ["infer_z15", "infer_z10", "infer_z5", "infer_z0"]);
     for (name, p) in names.iter().zip(preds) {
-        let err = assert_close(name, &HostTensor::from_tensor(p), &io.f32(name).unwrap(), PARITY);
+        let err = assert_close(
+            name,
+            &HostTensor::from_tensor(p),
+            &io.f32(name).unwrap(),
+            PARITY,
+        );
         eprintln!("{name}: {err:.2e}");
     }
 }
@@ -195,6 +220,9 @@ fn saved_student_describes_itself_and_reloads_identically() {
         )
     };
     for (a, b) in run(&m).into_iter().zip(run(&again)) {
-        assert_eq!(HostTensor::from_tensor(a).data, HostTensor::from_tensor(b).data);
+        assert_eq!(
+            HostTensor::from_tensor(a).data,
+            HostTensor::from_tensor(b).data
+        );
     }
 }

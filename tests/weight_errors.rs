@@ -50,7 +50,10 @@ fn truncated_safetensors_is_reported() {
     let path = dir.path().join("cut.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let msg = load_err(&path, &options());
-    assert!(msg.contains("cut.safetensors") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("cut.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -89,13 +92,23 @@ fn missing_file_names_the_path() {
 fn wrong_shape_names_key_and_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let path = rewrite("dit_teacher.safetensors", dir.path(), |ts| {
-        let t = ts.iter_mut().find(|(k, _)| k == "blocks.1.mlp.fc1.weight").unwrap();
+        let t = ts
+            .iter_mut()
+            .find(|(k, _)| k == "blocks.1.mlp.fc1.weight")
+            .unwrap();
         t.1 = ard_engine::HostTensor::zeros(vec![255, 64]);
     });
-    let err = LoadedModel::load(&path, &options(), &Device::flex()).err().unwrap();
+    let err = LoadedModel::load(&path, &options(), &Device::flex())
+        .err()
+        .unwrap();
     assert!(matches!(err, EngineError::WrongShape { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("blocks.1.mlp.fc1.weight") && msg.contains("[255, 64]") && msg.contains("[256, 64]"), "{msg}");
+    assert!(
+        msg.contains("blocks.1.mlp.fc1.weight")
+            && msg.contains("[255, 64]")
+            && msg.contains("[256, 64]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -105,7 +118,10 @@ fn missing_key_is_named() {
         ts.retain(|(k, _)| k != "blocks.2.attn.proj.bias");
     });
     let msg = load_err(&path, &options());
-    assert!(msg.contains("missing key `blocks.2.attn.proj.bias`"), "{msg}");
+    assert!(
+        msg.contains("missing key `blocks.2.attn.proj.bias`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -120,7 +136,10 @@ fn student_with_a_hole_in_its_heads_is_rejected() {
 
 #[test]
 fn reference_files_ask_for_what_shapes_cannot_tell() {
-    let msg = load_err(&reference("dit_teacher.safetensors"), &LoadOptions::default());
+    let msg = load_err(
+        &reference("dit_teacher.safetensors"),
+        &LoadOptions::default(),
+    );
     assert!(msg.contains("--heads"), "{msg}");
     let msg = load_err(
         &reference("ard_student.safetensors"),
@@ -152,7 +171,10 @@ fn reference_files_ask_for_what_shapes_cannot_tell() {
 fn a_teacher_is_not_silently_read_as_a_file_with_extra_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let path = rewrite("dit_teacher.safetensors", dir.path(), |ts| {
-        ts.push(("optimizer.step".into(), ard_engine::HostTensor::zeros(vec![1])));
+        ts.push((
+            "optimizer.step".into(),
+            ard_engine::HostTensor::zeros(vec![1]),
+        ));
     });
     let msg = load_err(&path, &options());
     assert!(msg.contains("optimizer.step"), "{msg}");

@@ -15,9 +15,8 @@ fn reference_vectors_on_wgpu() {
         eprintln!("ARD_SKIP_WGPU set: skipping");
         return;
     }
-    let adapter = wgpu_adapter_name().expect(
-        "no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set ARD_SKIP_WGPU=1",
-    );
+    let adapter = wgpu_adapter_name()
+        .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set ARD_SKIP_WGPU=1");
     eprintln!("adapter: {adapter}");
     let device = DeviceChoice::Wgpu.device().unwrap();
     let options = LoadOptions {
@@ -25,7 +24,8 @@ fn reference_vectors_on_wgpu() {
         history_layers: Some(2),
     };
 
-    let student = LoadedModel::load(reference("ard_student.safetensors"), &options, &device).unwrap();
+    let student =
+        LoadedModel::load(reference("ard_student.safetensors"), &options, &device).unwrap();
     let io = reference_file("ard_io.safetensors");
     let req = SampleRequest {
         noise: io.f32("zT").unwrap(),
@@ -40,7 +40,8 @@ fn reference_vectors_on_wgpu() {
         eprintln!("wgpu {name}: {err:.2e}");
     }
 
-    let teacher = LoadedModel::load(reference("dit_teacher.safetensors"), &options, &device).unwrap();
+    let teacher =
+        LoadedModel::load(reference("dit_teacher.safetensors"), &options, &device).unwrap();
     let io = reference_file("ddim_io.safetensors");
     let req = SampleRequest {
         noise: io.f32("noise").unwrap(),

@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
+use ard_engine::classes::{display_name, resolve_label};
 use ard_engine::config::ModelKind;
 use ard_engine::device::DeviceChoice;
 use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
-use ard_engine::model::{LoadOptions, LoadedModel, Model, infer_meta};
+use ard_engine::model::{LoadOptions, LoadedModel, Model, resolve_meta};
 use ard_engine::preview::{batch_grid, save_png, step_strip};
 use ard_engine::sampler::DdimOptions;
 use ard_engine::weights::{SafetensorsWriter, Storage, TensorFile};
@@ -16,7 +17,11 @@ use clap::{Args, Parser, Subcommand};
 
 /// The `ard` command line.
 #[derive(Parser)]
-#[command(name = "ard", version, about = "ARD Studio: DiT teachers and their 4-step ARD students")]
+#[command(
+    name = "ard",
+    version,
+    about = "ARD Studio: DiT teachers and their 4-step ARD students"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,16 +128,13 @@ fn choose_device(name: Option<&str>) -> Result<(DeviceChoice, ard_engine::Device
 fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
     let mut file = TensorFile::read(path)?;
     file.strip_prefix_to("x_embedder.proj.weight");
-    let stored = file.model_meta()?;
-    let heads_known = stored.is_some() || arch.heads.is_some();
+    let stored = file.model_meta()?.is_some();
+    let heads_known = stored || arch.heads.is_some();
     let mut options = arch.options();
     if !heads_known {
         options.num_heads = Some(1); // the shapes do not depend on it
     }
-    let meta = match stored {
-        Some(m) => m,
-        None => infer_meta(&file, &options)?,
-    };
+    let meta = resolve_meta(&file, &options)?;
     let params: usize = file
         .tensors
         .values()
@@ -140,32 +142,63 @@ fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
         .sum();
     let d = &meta.dit;
     println!("file:        {}", path.display());
-    println!("format:      {:?}{}", file.format, if file.model_meta()?.is_some() { " (ARD Studio metadata)" } else { " (reference names, no metadata)" });
+    println!(
+        "format:      {:?}{}",
+        file.format,
+        if stored {
+            " (ARD Studio metadata)"
+        } else {
+            " (reference names, no metadata)"
+        }
+    );
     println!("kind:        {}", meta.kind);
-    println!("parameters:  {params} ({:.2} M) in {} tensors", params as f64 / 1e6, file.tensors.len());
+    println!(
+        "parameters:  {params} ({:.2} M) in {} tensors",
+        params as f64 / 1e6,
+        file.tensors.len()
+    );
     println!(
         "input:       {} channels x {}x{}, patch {} ({} tokens per image)",
-        d.in_channels, d.input_size, d.input_size, d.patch_size, d.num_patches()
+        d.in_channels,
+        d.input_size,
+        d.input_size,
+        d.patch_size,
+        d.num_patches()
     );
     println!(
         "transformer: hidden {}, depth {}, heads {}, MLP {}",
         d.hidden_size,
         d.depth,
-        if heads_known { d.num_heads.to_string() } else { "not stored (give --heads to load)".into() },
+        if heads_known {
+            d.num_heads.to_string()
+        } else {
+            "not stored (give --heads to load)".into()
+        },
         d.mlp_hidden
     );
     println!("classes:     {} (+ null class for guidance)", d.num_classes);
-    println!("learn_sigma: {} ({} output channels)", d.learn_sigma, d.out_channels());
+    println!(
+        "learn_sigma: {} ({} output channels)",
+        d.learn_sigma,
+        d.out_channels()
+    );
     if let Some(s) = &meta.student {
-        println!("student:     K = {} steps, history layers N = {}", s.steps, s.history_layers);
+        println!(
+            "student:     K = {} steps, history layers N = {}",
+            s.steps, s.history_layers
+        );
         println!("markers:     {:?}", s.time_markers);
         println!("outputs:     {}", s.output_names("infer").join(", "));
     } else if meta.kind == ModelKind::Student {
         println!("student:     give --history-layers to read the student structure");
     }
     if let Some(names) = &meta.class_names {
-        let shown: Vec<&str> = names.iter().take(12).map(String::as_str).collect();
-        println!("class names: {}{}", shown.join(", "), if names.len() > 12 { ", …" } else { "" });
+        let shown: Vec<&str> = names.iter().take(12).map(|n| display_name(n)).collect();
+        println!(
+            "class names: {}{}",
+            shown.join(", "),
+            if names.len() > 12 { ", …" } else { "" }
+        );
     }
     Ok(())
 }
@@ -178,20 +211,15 @@ fn split_tensor_ref(s: &str) -> Result<(PathBuf, String)> {
     Ok((PathBuf::from(f), k.to_string()))
 }
 
-fn parse_labels(items: &[String], class_names: Option<&[String]>) -> Result<Vec<i64>> {
-    items
+fn parse_labels(
+    items: &[String],
+    num_classes: usize,
+    names: Option<&[String]>,
+) -> Result<Vec<i64>> {
+    Ok(items
         .iter()
-        .map(|item| {
-            let item = item.trim();
-            if let Ok(v) = item.parse::<i64>() {
-                return Ok(v);
-            }
-            class_names
-                .and_then(|names| names.iter().position(|n| n.eq_ignore_ascii_case(item)))
-                .map(|i| i as i64)
-                .ok_or_else(|| anyhow!("unknown class `{item}`"))
-        })
-        .collect()
+        .map(|item| resolve_label(item, num_classes, names))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn sample_cmd(args: SampleArgs) -> Result<()> {
@@ -205,9 +233,11 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
             let (f, k) = split_tensor_ref(r)?;
             TensorFile::read(&f)?.labels(&k)?
         }
-        None if !args.labels.is_empty() => {
-            parse_labels(&args.labels, model.meta.class_names.as_deref())?
-        }
+        None if !args.labels.is_empty() => parse_labels(
+            &args.labels,
+            d.num_classes,
+            model.meta.class_names.as_deref(),
+        )?,
         None => bail!("give the classes to sample: --labels 3,7 or --labels-from FILE:KEY"),
     };
     let noise = match &args.noise {
@@ -217,7 +247,10 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
         }
         None => {
             let seed = args.seed.unwrap_or(0);
-            seeded_noise(vec![labels.len(), d.in_channels, d.input_size, d.input_size], seed)
+            seeded_noise(
+                vec![labels.len(), d.in_channels, d.input_size, d.input_size],
+                seed,
+            )
         }
     };
     let req = SampleRequest {
@@ -231,12 +264,22 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
     };
     let kind = match &model.model {
         Model::Teacher(_) => format!("teacher: {}-step DDIM, guidance {}", args.steps, args.cfg),
-        Model::Student(s) => format!("ARD student: {} steps, N = {}", s.steps(), s.config().history_layers),
+        Model::Student(s) => format!(
+            "ARD student: {} steps, N = {}",
+            s.steps(),
+            s.config().history_layers
+        ),
     };
     eprintln!("{kind}; {} images of classes {labels:?}", labels.len());
     let start = Instant::now();
     let out = sample(&model, &req, &device, |s| {
-        eprintln!("  step {}/{}: {} ({:.2} s)", s.step + 1, s.total, s.name, start.elapsed().as_secs_f64());
+        eprintln!(
+            "  step {}/{}: {} ({:.2} s)",
+            s.step + 1,
+            s.total,
+            s.name,
+            start.elapsed().as_secs_f64()
+        );
     })?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -247,14 +290,22 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
 
     if let Some(path) = &args.save_steps {
         let mut w = SafetensorsWriter::new();
-        let noise_key = if matches!(model.model, Model::Student(_)) { "zT" } else { "noise" };
+        let noise_key = if matches!(model.model, Model::Student(_)) {
+            "zT"
+        } else {
+            "noise"
+        };
         w.add_f32(noise_key, &noise, Storage::F32);
         w.add_i64("y", &labels);
         for (name, t) in &out.tensors {
             w.add_f32(name, t, Storage::F32);
         }
         w.write(path)?;
-        eprintln!("wrote {} tensors to {}", out.tensors.len() + 2, path.display());
+        eprintln!(
+            "wrote {} tensors to {}",
+            out.tensors.len() + 2,
+            path.display()
+        );
     }
     if let Some(path) = &args.png {
         save_png(&batch_grid(&out.images), path)?;

@@ -73,7 +73,12 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    pub fn load(r: &mut ParamReader, prefix: &str, hidden: usize, num_heads: usize) -> Result<Self> {
+    pub fn load(
+        r: &mut ParamReader,
+        prefix: &str,
+        hidden: usize,
+        num_heads: usize,
+    ) -> Result<Self> {
         Ok(Self {
             qkv: r.linear(&format!("{prefix}.qkv"), hidden, 3 * hidden)?,
             proj: r.linear(&format!("{prefix}.proj"), hidden, hidden)?,
@@ -119,7 +124,6 @@ impl SelfAttention {
                 scaled_dot_product(q, k, v)
             }
         };
-        self.proj
-            .forward(out.swap_dims(1, 2).reshape([b, l, h]))
+        self.proj.forward(out.swap_dims(1, 2).reshape([b, l, h]))
     }
 }

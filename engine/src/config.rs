@@ -92,19 +92,19 @@ impl DitConfig {
         if self.input_size == 0 || self.patch_size == 0 || self.in_channels == 0 {
             return fail("input size, patch size and channels must be positive".into());
         }
-        if self.input_size % self.patch_size != 0 {
+        if !self.input_size.is_multiple_of(self.patch_size) {
             return fail(format!(
                 "input size {} is not a multiple of patch size {}",
                 self.input_size, self.patch_size
             ));
         }
-        if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
             return fail(format!(
                 "hidden size {} is not divisible into {} heads",
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.hidden_size % 4 != 0 {
+        if !self.hidden_size.is_multiple_of(4) {
             return fail(format!(
                 "hidden size {} must be a multiple of 4 (2-D sin-cos positions)",
                 self.hidden_size
@@ -237,7 +237,10 @@ mod tests {
 
     #[test]
     fn reference_markers_and_anchors() {
-        assert_eq!(default_time_markers(4, 999.0), vec![999.0, 749.25, 499.5, 249.75]);
+        assert_eq!(
+            default_time_markers(4, 999.0),
+            vec![999.0, 749.25, 499.5, 249.75]
+        );
         assert_eq!(default_anchors(4, 25), vec![15, 10, 5, 0]);
         assert_eq!(default_anchors(1, 25), vec![0]);
     }

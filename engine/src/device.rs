@@ -40,16 +40,18 @@ impl fmt::Display for DeviceChoice {
 
 /// Name of the wgpu adapter burn would pick, or `None` when there is none.
 pub fn wgpu_adapter_name() -> Option<String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(
-        instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        }),
-    )
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
     .ok()?;
     let info = adapter.get_info();
-    Some(format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend))
+    Some(format!(
+        "{} ({:?}, {:?})",
+        info.name, info.device_type, info.backend
+    ))
 }
 
 impl DeviceChoice {

@@ -6,7 +6,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::attention::Mixing;
 use crate::config::DitConfig;
 use crate::dit_block::DitBlock;
-use crate::embedding::{LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_pos_embed_2d, unpatchify};
+use crate::embedding::{
+    LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_pos_embed_2d, unpatchify,
+};
 use crate::error::Result;
 use crate::final_layer::FinalLayer;
 use crate::host::labels_to_device;

@@ -73,8 +73,14 @@ impl DitBlock {
     pub fn forward(&self, x: Tensor<4>, c: Tensor<3>, mixing: Mixing) -> Tensor<4> {
         let [b, s, t, h] = x.dims();
         let m = split_last(self.ada_ln.forward(silu(c)).unsqueeze_dim::<4>(2), 6);
-        let [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp] =
-            <[Tensor<4>; 6]>::try_from(m).expect("six modulation chunks");
+        let [
+            shift_msa,
+            scale_msa,
+            gate_msa,
+            shift_mlp,
+            scale_mlp,
+            gate_mlp,
+        ] = <[Tensor<4>; 6]>::try_from(m).expect("six modulation chunks");
 
         let h_attn = modulate(layer_norm(x.clone()), shift_msa, scale_msa);
         let attn = self

@@ -122,7 +122,10 @@ impl TimestepEmbedder {
 
     /// `t: [n]` → `[n, hidden]`
     pub fn forward(&self, t: &[f32], device: &Device) -> Tensor<2> {
-        let feats = TensorData::new(timestep_features(t, self.frequency_size), [t.len(), self.frequency_size]);
+        let feats = TensorData::new(
+            timestep_features(t, self.frequency_size),
+            [t.len(), self.frequency_size],
+        );
         let x = Tensor::<2>::from_data(feats, device);
         self.fc2.forward(silu(self.fc1.forward(x)))
     }

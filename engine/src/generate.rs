@@ -58,6 +58,11 @@ pub fn validate_request(meta: &ModelMeta, req: &SampleRequest) -> Result<()> {
             req.ddim.steps
         )));
     }
+    if req.ddim.guided_channels == 0 {
+        return Err(EngineError::Input(
+            "guidance needs at least one guided channel".into(),
+        ));
+    }
     if req.labels.is_empty() {
         return Err(EngineError::Input("no labels: nothing to sample".into()));
     }

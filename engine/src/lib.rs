@@ -4,6 +4,7 @@
 //! Everything computes on a runtime [`burn::tensor::Device`]: `flex` on the CPU or `wgpu`.
 
 pub mod attention;
+pub mod classes;
 pub mod config;
 pub mod device;
 pub mod dit;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod final_layer;
 pub mod generate;
 pub mod host;
+pub mod init;
 pub mod model;
 pub mod params;
 pub mod preview;
@@ -21,8 +23,8 @@ pub mod schedule;
 pub mod student;
 pub mod weights;
 
+pub use burn::tensor::Device;
 pub use config::{DitConfig, ModelKind, ModelMeta, StudentConfig};
 pub use error::{EngineError, Result};
 pub use host::HostTensor;
 pub use model::{LoadedModel, Model};
-pub use burn::tensor::Device;

@@ -88,8 +88,17 @@ fn expect_rank(key: &str, shape: &[usize], rank: usize) -> Result<()> {
     }
 }
 
-/// The metadata of `file`, or one read off its shapes when it has none.
+/// The metadata of `file`, or one read off its shapes when it has none. Reference files with
+/// 1000 classes get the ImageNet class names.
 pub fn resolve_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta> {
+    let mut meta = stored_or_inferred_meta(file, options)?;
+    if meta.class_names.is_none() && meta.dit.num_classes == 1000 {
+        meta.class_names = Some(crate::classes::imagenet());
+    }
+    Ok(meta)
+}
+
+fn stored_or_inferred_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta> {
     if let Some(meta) = file.model_meta()? {
         if let Some(h) = options.num_heads.filter(|&h| h != meta.dit.num_heads) {
             return Err(EngineError::Input(format!(
@@ -127,7 +136,10 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
         )));
     }
     let depth = (0..)
-        .take_while(|i| file.tensors.contains_key(&format!("blocks.{i}.attn.qkv.weight")))
+        .take_while(|i| {
+            file.tensors
+                .contains_key(&format!("blocks.{i}.attn.qkv.weight"))
+        })
         .count();
     let mlp_hidden = shape_of(file, "blocks.0.mlp.fc1.weight")?[0];
     let num_classes = shape_of(file, "y_embedder.embedding_table.weight")?[0]
@@ -165,9 +177,13 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
         frequency_embedding_size,
     };
     dit.validate()?;
-    let heads = 1 + (2..)
-        .take_while(|k| file.tensors.contains_key(&format!("final_layer{k}.linear.weight")))
-        .count();
+    let heads = 1
+        + (2..)
+            .take_while(|k| {
+                file.tensors
+                    .contains_key(&format!("final_layer{k}.linear.weight"))
+            })
+            .count();
     if heads == 1 {
         return Ok(ModelMeta {
             kind: ModelKind::Teacher,

@@ -36,10 +36,14 @@ impl<'a> ParamReader<'a> {
 
     /// A host tensor with exactly the `expected` shape.
     pub fn host(&mut self, key: &str, expected: &[usize]) -> Result<HostTensor> {
-        let raw = self.file.tensors.get(key).ok_or_else(|| EngineError::MissingKey {
-            key: key.to_string(),
-            hint: missing_hint(key),
-        })?;
+        let raw = self
+            .file
+            .tensors
+            .get(key)
+            .ok_or_else(|| EngineError::MissingKey {
+                key: key.to_string(),
+                hint: missing_hint(key),
+            })?;
         if raw.shape != expected {
             return Err(EngineError::WrongShape {
                 key: key.to_string(),
@@ -69,7 +73,12 @@ impl<'a> ParamReader<'a> {
     }
 
     /// A conv weight (d_out, C, p, p) with stride p, read as a `Linear` over flattened patches.
-    pub fn patch_linear(&mut self, prefix: &str, d_out: usize, shape: [usize; 3]) -> Result<Linear> {
+    pub fn patch_linear(
+        &mut self,
+        prefix: &str,
+        d_out: usize,
+        shape: [usize; 3],
+    ) -> Result<Linear> {
         let [c, p, q] = shape;
         let w = self.host(&format!("{prefix}.weight"), &[d_out, c, p, q])?;
         let b = self.host(&format!("{prefix}.bias"), &[d_out])?;

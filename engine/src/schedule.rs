@@ -119,6 +119,10 @@ mod tests {
             assert!((s.alpha_bar[i] - base[t]).abs() < 1e-12);
         }
         assert_eq!(s.alpha_bar_prev[0], 1.0);
-        assert!((base[999] - 4.035e-5).abs() < 1e-7, "alpha_bar at T: {}", base[999]);
+        assert!(
+            (base[999] - 4.035e-5).abs() < 1e-7,
+            "alpha_bar at T: {}",
+            base[999]
+        );
     }
 }

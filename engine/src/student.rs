@@ -102,7 +102,12 @@ impl ArdStudent {
 
     /// Per-step conditioning `t_embed(marker_k) + y_embed(y)`: `y: [B]` → `[B, K, H]`
     pub fn step_conditions(&self, y: Tensor<1, Int>) -> Tensor<3> {
-        let markers: Vec<f32> = self.config().time_markers.iter().map(|&t| t as f32).collect();
+        let markers: Vec<f32> = self
+            .config()
+            .time_markers
+            .iter()
+            .map(|&t| t as f32)
+            .collect();
         let t = self.dit.t_embedder.forward(&markers, &y.device()); // [K, H]
         let y = self.dit.y_embedder.forward(y); // [B, H]
         t.unsqueeze_dim::<3>(0) + y.unsqueeze_dim::<3>(1)

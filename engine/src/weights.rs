@@ -180,6 +180,30 @@ impl TensorFile {
         })
     }
 
+    /// An in-memory "file" of f32 tensors (freshly initialised weights, say).
+    pub fn from_host(name: &str, tensors: impl IntoIterator<Item = (String, HostTensor)>) -> Self {
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| {
+                let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (
+                    k,
+                    RawTensor {
+                        dtype: Dtype::F32,
+                        shape: t.shape,
+                        bytes,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            path: PathBuf::from(name),
+            format: FileFormat::Safetensors,
+            tensors,
+            metadata: HashMap::new(),
+        }
+    }
+
     /// Our metadata, if the file carries it.
     pub fn model_meta(&self) -> Result<Option<ModelMeta>> {
         match self.metadata.get(META_KEY) {
@@ -196,7 +220,10 @@ impl TensorFile {
         let data = raw.to_f32().ok_or_else(|| {
             EngineError::bad_file(
                 &self.path,
-                format!("tensor `{key}` has type {:?}, expected a float type", raw.dtype),
+                format!(
+                    "tensor `{key}` has type {:?}, expected a float type",
+                    raw.dtype
+                ),
             )
         })?;
         Ok(HostTensor::new(raw.shape.clone(), data))
@@ -214,7 +241,10 @@ impl TensorFile {
         raw.to_i64().ok_or_else(|| {
             EngineError::bad_file(
                 &self.path,
-                format!("tensor `{key}` ({:?}) does not hold integer labels", raw.dtype),
+                format!(
+                    "tensor `{key}` ({:?}) does not hold integer labels",
+                    raw.dtype
+                ),
             )
         })
     }
@@ -225,7 +255,10 @@ impl TensorFile {
             names.truncate(12);
             EngineError::bad_file(
                 &self.path,
-                format!("no tensor named `{key}` (the file has: {})", names.join(", ")),
+                format!(
+                    "no tensor named `{key}` (the file has: {})",
+                    names.join(", ")
+                ),
             )
         })
     }

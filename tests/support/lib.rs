@@ -24,7 +24,10 @@ pub const PARITY: f64 = 1e-4;
 /// Asserts `‖got − want‖ / ‖want‖ < tol`, NaN failing; returns the error.
 pub fn assert_close(name: &str, got: &HostTensor, want: &HostTensor, tol: f64) -> f64 {
     assert_eq!(got.shape, want.shape, "{name}: shape");
-    assert!(got.data.iter().all(|v| v.is_finite()), "{name}: non-finite values");
+    assert!(
+        got.data.iter().all(|v| v.is_finite()),
+        "{name}: non-finite values"
+    );
     let err = got.relative_error(want);
     assert!(err < tol, "{name}: relative error {err:.3e} ≥ {tol:.0e}");
     err

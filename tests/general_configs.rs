@@ -1,0 +1,184 @@
+//! The engine beyond the reference's hard-coded sizes: random architectures (patch sizes,
+//! channel counts, head counts, token counts, learn_sigma off), K steps and N history layers.
+//! Fresh random weights (every adaLN and output layer non-zero) and fresh random inputs.
+
+use ard_engine::config::{DitConfig, StudentConfig};
+use ard_engine::host::{labels_to_device, seeded_noise};
+use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
+use ard_engine::model::{LoadOptions, LoadedModel, Model};
+use ard_engine::student::ArdStudent;
+use ard_engine::weights::Storage;
+use ard_engine::{Device, HostTensor};
+use ard_studio::assert_close;
+
+fn student_of(m: &LoadedModel) -> &ArdStudent {
+    match &m.model {
+        Model::Student(s) => s,
+        Model::Teacher(_) => unreachable!(),
+    }
+}
+
+/// One architecture to try: a DiT config and the student's K and N.
+struct Case {
+    dit: DitConfig,
+    steps: usize,
+    history_layers: usize,
+}
+
+fn cases() -> Vec<Case> {
+    let case = |dit, steps, history_layers| Case {
+        dit,
+        steps,
+        history_layers,
+    };
+    vec![
+        // Fashion-MNIST-like: 1 channel, patch 4, 49 tokens, head dim 16, no sigma.
+        case(DitConfig::new(28, 4, 1, 48, 3, 3, 10, false), 3, 1),
+        // The step-distillation baseline (N = 0), head dim 8.
+        case(DitConfig::new(16, 2, 3, 40, 2, 5, 7, true), 2, 0),
+        // K = 5 with history in every block, patch 3.
+        case(DitConfig::new(12, 3, 2, 24, 2, 2, 4, false), 5, 2),
+    ]
+}
+
+fn make_student(case: usize) -> (LoadedModel, DitConfig) {
+    let Case {
+        dit: cfg,
+        steps,
+        history_layers,
+    } = cases().swap_remove(case);
+    let options = InitOptions {
+        seed: 100 + case as u64,
+        zero_init: false,
+    };
+    let teacher = init_teacher(&cfg, None, options, &Device::flex()).unwrap();
+    let student = student_from_teacher(teacher, StudentConfig::new(steps, history_layers)).unwrap();
+    (student, cfg)
+}
+
+#[test]
+fn cached_inference_equals_masked_forward_for_any_shape() {
+    let device = Device::flex();
+    for case in 0..cases().len() {
+        let (m, cfg) = make_student(case);
+        let s = student_of(&m);
+        let labels: Vec<i64> = (0..3).map(|i| (i * 5 % cfg.num_classes) as i64).collect();
+        let noise = seeded_noise(
+            vec![3, cfg.in_channels, cfg.input_size, cfg.input_size],
+            case as u64,
+        );
+        let y = || labels_to_device(&labels, &device);
+        let preds = s.sample(noise.to_device(&device).unwrap(), y(), |_, _| {});
+        assert_eq!(preds.len(), s.steps());
+        let mut inputs = vec![noise.to_device::<4>(&device).unwrap()];
+        inputs.extend(preds.iter().take(s.steps() - 1).cloned());
+        let full = s.forward_teacher_forced(&inputs, y()).unwrap();
+        for (k, (p, f)) in preds.into_iter().zip(full).enumerate() {
+            assert_eq!(f.dims()[1], cfg.out_channels());
+            let f = HostTensor::from_tensor(f.narrow(1, 0, cfg.in_channels));
+            assert_close(
+                &format!("case {case} step {k}"),
+                &HostTensor::from_tensor(p),
+                &f,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn history_reaches_later_steps_only_through_the_lower_blocks() {
+    let device = Device::flex();
+    for case in 0..cases().len() {
+        let (m, cfg) = make_student(case);
+        let s = student_of(&m);
+        let shape = vec![2, cfg.in_channels, cfg.input_size, cfg.input_size];
+        let mut inputs: Vec<_> = (0..s.steps())
+            .map(|k| {
+                seeded_noise(shape.clone(), 7 + k as u64)
+                    .to_device::<4>(&device)
+                    .unwrap()
+            })
+            .collect();
+        let y = || labels_to_device(&[0, 1], &device);
+        let before: Vec<HostTensor> = s
+            .forward_teacher_forced(&inputs, y())
+            .unwrap()
+            .into_iter()
+            .map(HostTensor::from_tensor)
+            .collect();
+        // Change only x_T: step 0 must change; later steps only if there is history.
+        inputs[0] = seeded_noise(shape.clone(), 999).to_device(&device).unwrap();
+        let after: Vec<HostTensor> = s
+            .forward_teacher_forced(&inputs, y())
+            .unwrap()
+            .into_iter()
+            .map(HostTensor::from_tensor)
+            .collect();
+        assert_ne!(before[0].data, after[0].data);
+        let history = s.config().history_layers > 0;
+        for k in 1..s.steps() {
+            let changed = after[k].relative_error(&before[k]) > 1e-6;
+            assert_eq!(changed, history, "case {case} step {k}: history {history}");
+        }
+    }
+}
+
+#[test]
+fn any_architecture_round_trips_through_a_file() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for case in 0..cases().len() {
+        let (m, cfg) = make_student(case);
+        for storage in [Storage::F32, Storage::F16] {
+            let path = dir.path().join(format!("s{case}-{storage:?}.safetensors"));
+            m.save(&path, storage).unwrap();
+            let again = LoadedModel::load(&path, &LoadOptions::default(), &device).unwrap();
+            assert_eq!(again.meta, m.meta);
+            let noise = seeded_noise(vec![1, cfg.in_channels, cfg.input_size, cfg.input_size], 3);
+            let run = |m: &LoadedModel| {
+                let out = student_of(m).sample(
+                    noise.to_device(&device).unwrap(),
+                    labels_to_device(&[1], &device),
+                    |_, _| {},
+                );
+                HostTensor::from_tensor(out.last().unwrap().clone())
+            };
+            let (a, b) = (run(&m), run(&again));
+            match storage {
+                Storage::F32 => assert_eq!(a.data, b.data),
+                Storage::F16 => {
+                    assert_close("f16 copy", &b, &a, 1e-2);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn guidance_of_scale_one_is_the_conditional_output() {
+    let device = Device::flex();
+    let cfg = DitConfig::new(16, 4, 3, 32, 2, 4, 5, true);
+    let options = InitOptions {
+        seed: 1,
+        zero_init: false,
+    };
+    let m = init_teacher(&cfg, None, options, &device).unwrap();
+    let Model::Teacher(dit) = &m.model else {
+        unreachable!()
+    };
+    let x = seeded_noise(vec![2, 3, 16, 16], 4);
+    let t = [500.0, 20.0];
+    let plain = dit.forward(
+        x.to_device(&device).unwrap(),
+        &t,
+        labels_to_device(&[2, 4], &device),
+    );
+    let guided = dit.forward_with_cfg(x.to_device(&device).unwrap(), &t, &[2, 4], 1.0, 6);
+    assert_close(
+        "cfg 1",
+        &HostTensor::from_tensor(guided),
+        &HostTensor::from_tensor(plain),
+        1e-6,
+    );
+}
