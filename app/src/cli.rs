@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ard_engine::classes::{display_name, resolve_label};
-use ard_engine::config::ModelKind;
 use ard_engine::device::DeviceChoice;
 use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
@@ -130,10 +129,13 @@ fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
     file.strip_prefix_to("x_embedder.proj.weight");
     let stored = file.model_meta()?.is_some();
     let heads_known = stored || arch.heads.is_some();
-    let mut options = arch.options();
-    if !heads_known {
-        options.num_heads = Some(1); // the shapes do not depend on it
-    }
+    let history_known = stored || arch.history_layers.is_some();
+    // The shapes do not depend on what is not known: read them with placeholders.
+    let options = LoadOptions {
+        num_heads: arch.heads.or(Some(1)),
+        history_layers: arch.history_layers.or(Some(0)),
+    };
+    let options = if stored { arch.options() } else { options };
     let meta = resolve_meta(&file, &options)?;
     let params: usize = file
         .tensors
@@ -183,14 +185,14 @@ fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
         d.out_channels()
     );
     if let Some(s) = &meta.student {
-        println!(
-            "student:     K = {} steps, history layers N = {}",
-            s.steps, s.history_layers
-        );
+        let n = if history_known {
+            s.history_layers.to_string()
+        } else {
+            "not stored (give --history-layers to load)".into()
+        };
+        println!("student:     K = {} steps, history layers N = {n}", s.steps);
         println!("markers:     {:?}", s.time_markers);
         println!("outputs:     {}", s.output_names("infer").join(", "));
-    } else if meta.kind == ModelKind::Student {
-        println!("student:     give --history-layers to read the student structure");
     }
     if let Some(names) = &meta.class_names {
         let shown: Vec<&str> = names.iter().take(12).map(|n| display_name(n)).collect();
