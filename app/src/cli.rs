@@ -5,14 +5,23 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ard_engine::classes::{display_name, resolve_label};
+use ard_engine::config::{DitConfig, default_anchors};
+use ard_engine::data::{Split, fashion_mnist_from, fashion_mnist_split, image_folder};
 use ard_engine::device::DeviceChoice;
 use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
+use ard_engine::jobs::{JobEvent, RunDir, distill, train_teacher};
 use ard_engine::model::{LoadOptions, LoadedModel, Model, resolve_meta};
 use ard_engine::preview::{batch_grid, save_png, step_strip};
 use ard_engine::sampler::DdimOptions;
+use ard_engine::train::TrainOptions;
+use ard_engine::trajectories::{
+    AnchorKind, TrajectoryManifest, TrajectorySet, write_trajectory_set,
+};
+use ard_engine::weights::file_fingerprint;
 use ard_engine::weights::{SafetensorsWriter, Storage, TensorFile};
 use clap::{Args, Parser, Subcommand};
+use std::sync::atomic::AtomicBool;
 
 /// The `ard` command line.
 #[derive(Parser)]
@@ -36,6 +45,151 @@ enum Command {
     },
     /// Sample a teacher (DDIM) or a student (K autoregressive steps) and save every step.
     Sample(SampleArgs),
+    /// Train a class-conditional DiT teacher (Fashion-MNIST or an ImageFolder tree).
+    TrainTeacher(TrainTeacherArgs),
+    /// Run the teacher's DDIM + guidance and store the trajectory set in shards.
+    Trajectories(TrajectoriesArgs),
+    /// Distil a teacher into a K-step ARD student (--history-layers 0: step distillation).
+    Distill(DistillArgs),
+}
+
+/// Optimisation and run-directory settings shared by the training commands.
+#[derive(Args, Clone)]
+struct TrainArgs {
+    /// Run directory: checkpoint, weights, sample grids.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    iterations: u64,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// EMA decay of the weights (warmed up as min(decay, (1+i)/(10+i))).
+    #[arg(long, default_value_t = 0.9999)]
+    ema: f64,
+    /// Global gradient-norm clip (0 = none).
+    #[arg(long = "grad-clip", default_value_t = 1.0)]
+    grad_clip: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long = "checkpoint-every", default_value_t = 100)]
+    checkpoint_every: u64,
+    #[arg(long = "sample-every", default_value_t = 500)]
+    sample_every: u64,
+    /// Print progress every this many iterations.
+    #[arg(long = "log-every", default_value_t = 10)]
+    log_every: u64,
+    /// Continue from the run directory's checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// cpu or wgpu (default: wgpu when an adapter exists).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl TrainArgs {
+    fn options(&self) -> TrainOptions {
+        TrainOptions {
+            iterations: self.iterations,
+            batch_size: self.batch,
+            lr: self.lr,
+            ema_decay: self.ema,
+            grad_clip: self.grad_clip,
+            seed: self.seed,
+        }
+    }
+
+    fn run_dir(&self) -> RunDir {
+        RunDir {
+            dir: self.out.clone(),
+            checkpoint_every: self.checkpoint_every,
+            sample_every: self.sample_every,
+            resume: self.resume,
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainTeacherArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+    /// `fashion-mnist` (Debian's dataset-fashion-mnist), a folder of IDX files, or an
+    /// ImageFolder tree (one sub-folder per class).
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Image side for ImageFolder data (Fashion-MNIST is 28).
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// 1 (grey) or 3 (RGB) for ImageFolder data.
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    #[arg(long, default_value_t = 4)]
+    patch: usize,
+    #[arg(long, default_value_t = 96)]
+    hidden: usize,
+    #[arg(long, default_value_t = 6)]
+    depth: usize,
+    #[arg(long, default_value_t = 3)]
+    heads: usize,
+    /// Probability of training a batch element with the null class (for guidance).
+    #[arg(long = "label-dropout", default_value_t = 0.1)]
+    label_dropout: f64,
+}
+
+#[derive(Args)]
+struct TrajectoriesArgs {
+    #[arg(long)]
+    teacher: PathBuf,
+    #[command(flatten)]
+    arch: ArchArgs,
+    /// Output directory (manifest.json and shard-*.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Trajectories in the whole set (class-balanced).
+    #[arg(long)]
+    count: usize,
+    #[arg(long = "shard-size", default_value_t = 250)]
+    shard_size: usize,
+    /// This worker's part, i/n: shards s with s mod n = i.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    #[arg(long, default_value_t = 1.5)]
+    cfg: f32,
+    #[arg(long = "cfg-channels", default_value_t = 3)]
+    cfg_channels: usize,
+    /// Respaced indices of the anchors, highest first, ending with 0 (default: the student's
+    /// K-step anchors, 15,10,5,0 for K = 4 of 25).
+    #[arg(long, value_delimiter = ',')]
+    anchors: Vec<usize>,
+    /// Student steps K, when --anchors is not given.
+    #[arg(long = "student-steps", default_value_t = 4)]
+    student_steps: usize,
+    /// x0 (the teacher's x0 predictions, default) or state (its noisy states).
+    #[arg(long = "anchor-kind", default_value = "x0")]
+    anchor_kind: String,
+    /// Images per teacher batch.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    device: Option<String>,
+}
+
+#[derive(Args)]
+struct DistillArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+    #[arg(long)]
+    teacher: PathBuf,
+    #[command(flatten)]
+    arch: ArchArgs,
+    /// Trajectory set directory (from `ard trajectories`).
+    #[arg(long)]
+    trajectories: PathBuf,
 }
 
 /// What reference files without metadata cannot say about themselves.
@@ -44,7 +198,8 @@ struct ArchArgs {
     /// Attention heads (reference files only; ours store it).
     #[arg(long = "heads")]
     heads: Option<usize>,
-    /// Lower blocks with history attention, N (reference student files only).
+    /// Lower blocks with history attention, N (reference student files; the student to
+    /// distil).
     #[arg(long = "history-layers")]
     history_layers: Option<usize>,
 }
@@ -111,6 +266,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { file, arch } => info(&file, &arch),
         Command::Sample(args) => sample_cmd(args),
+        Command::TrainTeacher(args) => train_teacher_cmd(args),
+        Command::Trajectories(args) => trajectories_cmd(args),
+        Command::Distill(args) => distill_cmd(args),
     }
 }
 
@@ -317,5 +475,199 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
         save_png(&step_strip(&strip), &strip_path)?;
         eprintln!("wrote {} and {}", path.display(), strip_path.display());
     }
+    Ok(())
+}
+
+fn fmt_secs(s: f64) -> String {
+    if !s.is_finite() {
+        return "?".into();
+    }
+    let s = s.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Prints job events; progress every `log_every` iterations.
+fn print_event(log_every: u64) -> impl FnMut(JobEvent) {
+    move |e| match e {
+        JobEvent::Progress {
+            iteration,
+            total,
+            loss,
+            elapsed_s,
+            eta_s,
+        } => {
+            if iteration % log_every.max(1) == 0 || iteration == total {
+                eprintln!(
+                    "iter {iteration}/{total}  loss {loss:.5}  elapsed {}  eta {}",
+                    fmt_secs(elapsed_s),
+                    fmt_secs(eta_s)
+                );
+            }
+        }
+        JobEvent::Resumed { iteration } => eprintln!("resumed at iteration {iteration}"),
+        JobEvent::Checkpoint { .. } => {}
+        JobEvent::Samples { path, .. } => eprintln!("samples: {}", path.display()),
+        JobEvent::Finished { path } => eprintln!("done: {}", path.display()),
+        JobEvent::Stopped { iteration } => eprintln!("stopped at iteration {iteration}"),
+    }
+}
+
+fn load_dataset(
+    spec: &str,
+    size: usize,
+    channels: usize,
+    split: Split,
+) -> Result<ard_engine::data::Dataset> {
+    if spec == "fashion-mnist" {
+        return Ok(fashion_mnist_split(split)?);
+    }
+    let path = Path::new(spec);
+    if !path.is_dir() {
+        bail!("dataset `{spec}`: not `fashion-mnist` and not a directory");
+    }
+    let has_idx = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("idx3-ubyte"));
+    Ok(if has_idx {
+        fashion_mnist_from(path, split)?
+    } else {
+        image_folder(path, size, channels)?
+    })
+}
+
+fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
+    let (_, device) = choose_device(args.train.device.as_deref())?;
+    let data = load_dataset(&args.data, args.size, args.channels, Split::Train)?;
+    eprintln!(
+        "data: {} images {}x{}x{}, {} classes (fingerprint {})",
+        data.len(),
+        data.channels(),
+        data.image_size(),
+        data.image_size(),
+        data.class_names.len(),
+        data.fingerprint()
+    );
+    let dit = DitConfig::new(
+        data.image_size(),
+        args.patch,
+        data.channels(),
+        args.hidden,
+        args.depth,
+        args.heads,
+        data.class_names.len(),
+        false,
+    );
+    dit.validate()?;
+    let stop = AtomicBool::new(false);
+    train_teacher(
+        &data,
+        &dit,
+        args.label_dropout,
+        &args.train.options(),
+        &args.train.run_dir(),
+        &device,
+        &stop,
+        &mut print_event(args.train.log_every),
+    )?;
+    Ok(())
+}
+
+fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
+    let (_, device) = choose_device(args.device.as_deref())?;
+    let teacher = LoadedModel::load(&args.teacher, &args.arch.options(), &device)?;
+    let Model::Teacher(dit) = &teacher.model else {
+        bail!(
+            "{}: trajectories come from a teacher, and this is a student",
+            args.teacher.display()
+        );
+    };
+    let (part, parts) = args
+        .shard
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+        .ok_or_else(|| anyhow!("--shard `{}`: expected i/n", args.shard))?;
+    let anchors = if args.anchors.is_empty() {
+        default_anchors(args.student_steps, args.steps)
+    } else {
+        args.anchors.clone()
+    };
+    let d = &teacher.meta.dit;
+    let manifest = TrajectoryManifest {
+        count: args.count,
+        shard_size: args.shard_size,
+        ddim_steps: args.steps,
+        cfg_scale: args.cfg,
+        guided_channels: args.cfg_channels,
+        anchors,
+        anchor_kind: args.anchor_kind.parse::<AnchorKind>()?,
+        seed: args.seed,
+        num_classes: d.num_classes,
+        image_shape: vec![d.in_channels, d.input_size, d.input_size],
+        teacher: file_fingerprint(&args.teacher)?,
+    };
+    eprintln!(
+        "{} trajectories in {} shards; anchors {:?} ({:?}); worker {part}/{parts}",
+        manifest.count,
+        manifest.num_shards(),
+        manifest.anchors,
+        manifest.anchor_kind
+    );
+    let done = write_trajectory_set(
+        dit,
+        &manifest,
+        &args.out,
+        (part, parts),
+        args.batch,
+        &device,
+        |p| {
+            eprintln!(
+                "trajectories {}/{}  elapsed {}  eta {}",
+                p.done,
+                p.total,
+                fmt_secs(p.elapsed_s),
+                fmt_secs(p.eta_s())
+            );
+        },
+    )?;
+    eprintln!("wrote {done} trajectories to {}", args.out.display());
+    Ok(())
+}
+
+fn distill_cmd(args: DistillArgs) -> Result<()> {
+    let (_, device) = choose_device(args.train.device.as_deref())?;
+    let n = args.arch.history_layers.ok_or_else(|| {
+        anyhow!("give the student's history layers: --history-layers N (0 = step distillation)")
+    })?;
+    let teacher = LoadedModel::load(
+        &args.teacher,
+        &LoadOptions {
+            num_heads: args.arch.heads,
+            history_layers: None,
+        },
+        &device,
+    )?;
+    if !matches!(teacher.model, Model::Teacher(_)) {
+        bail!(
+            "{}: distillation starts from a teacher, and this is a student",
+            args.teacher.display()
+        );
+    }
+    let set = TrajectorySet::load(&args.trajectories)?;
+    eprintln!(
+        "{} trajectories, K = {} steps, N = {n}",
+        set.labels.len(),
+        set.manifest.anchors.len()
+    );
+    let stop = AtomicBool::new(false);
+    distill(
+        &teacher,
+        &set,
+        n,
+        &args.train.options(),
+        &args.train.run_dir(),
+        &device,
+        &stop,
+        &mut print_event(args.train.log_every),
+    )?;
     Ok(())
 }

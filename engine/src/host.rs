@@ -69,6 +69,18 @@ impl HostTensor {
         )
     }
 
+    /// Rows `idx` of a `[N, …]` tensor, as a batch.
+    pub fn rows(&self, idx: &[usize]) -> HostTensor {
+        let per: usize = self.shape[1..].iter().product();
+        let mut data = Vec::with_capacity(per * idx.len());
+        for &i in idx {
+            data.extend_from_slice(&self.data[i * per..(i + 1) * per]);
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = idx.len();
+        HostTensor::new(shape, data)
+    }
+
     /// ‖self − reference‖ / ‖reference‖, in f64; NaN anywhere gives NaN.
     pub fn relative_error(&self, reference: &HostTensor) -> f64 {
         assert_eq!(self.shape, reference.shape, "shapes differ");

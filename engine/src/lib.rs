@@ -6,7 +6,10 @@
 pub mod attention;
 pub mod classes;
 pub mod config;
+pub mod data;
 pub mod device;
+pub mod diffusion_loss;
+pub mod distill_loss;
 pub mod dit;
 pub mod dit_block;
 pub mod embedding;
@@ -15,12 +18,15 @@ pub mod final_layer;
 pub mod generate;
 pub mod host;
 pub mod init;
+pub mod jobs;
 pub mod model;
 pub mod params;
 pub mod preview;
 pub mod sampler;
 pub mod schedule;
 pub mod student;
+pub mod train;
+pub mod trajectories;
 pub mod weights;
 
 pub use burn::tensor::Device;

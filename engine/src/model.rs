@@ -10,7 +10,7 @@ use crate::dit::Dit;
 use crate::error::{EngineError, Result};
 use crate::params::{ParamReader, ParamWriter};
 use crate::student::ArdStudent;
-use crate::weights::{Storage, TensorFile};
+use crate::weights::{SafetensorsWriter, Storage, TensorFile};
 
 /// What the shapes of a reference file cannot tell, given by the user.
 #[derive(Clone, Debug, Default)]
@@ -34,7 +34,11 @@ impl LoadedModel {
     /// Reads a safetensors or `.pt` file: ours describe themselves; reference files have
     /// their architecture read off the tensor shapes, plus `options`.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions, device: &Device) -> Result<Self> {
-        let mut file = TensorFile::read(path)?;
+        Self::from_file(TensorFile::read(path)?, options, device)
+    }
+
+    /// Builds the model from tensors already read.
+    pub fn from_file(mut file: TensorFile, options: &LoadOptions, device: &Device) -> Result<Self> {
         file.strip_prefix_to("x_embedder.proj.weight");
         let meta = resolve_meta(&file, options)?;
         let mut r = ParamReader::new(&file, device);
@@ -51,13 +55,25 @@ impl LoadedModel {
 
     /// Writes the weights under reference key names with our metadata in the header.
     pub fn save(&self, path: impl AsRef<Path>, storage: Storage) -> Result<()> {
+        self.writer(storage).write(path)
+    }
+
+    fn writer(&self, storage: Storage) -> SafetensorsWriter {
         let mut w = ParamWriter::new(storage);
         match &self.model {
             Model::Teacher(d) => d.save(&mut w),
             Model::Student(s) => s.save(&mut w),
         }
         w.writer.set_meta(&self.meta);
-        w.writer.write(path)
+        w.writer
+    }
+
+    /// A copy of the model on `device` (e.g. an inference copy of a model being trained);
+    /// the copy's parameters are independent of the original's.
+    pub fn copy_to(&self, device: &Device) -> Result<Self> {
+        let bytes = self.writer(Storage::F32).to_bytes()?;
+        let file = TensorFile::from_safetensors_bytes("<in-memory copy>", &bytes)?;
+        Self::from_file(file, &LoadOptions::default(), device)
     }
 
     pub fn num_params(&self) -> usize {

@@ -59,6 +59,11 @@ impl RawTensor {
         })
     }
 
+    /// The stored bytes as they are.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The values as i64 (any integer type, or floats holding whole numbers).
     pub fn to_i64(&self) -> Option<Vec<i64>> {
         let b = &self.bytes;
@@ -97,11 +102,20 @@ impl TensorFile {
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
-        if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+        // safetensors: an 8-byte header length, then the JSON header's `{`.
+        let safetensors = bytes.get(8) == Some(&b'{');
+        let pytorch = bytes.starts_with(b"PK\x03\x04")
+            || (bytes.first() == Some(&0x80) && matches!(bytes.get(1), Some(2..=5)));
+        if pytorch && !safetensors {
             Self::read_pytorch(path)
         } else {
             Self::read_safetensors(path, &bytes)
         }
+    }
+
+    /// Parses safetensors bytes held in memory; `name` stands for the path in messages.
+    pub fn from_safetensors_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        Self::read_safetensors(Path::new(name), bytes)
     }
 
     fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Self> {
@@ -360,6 +374,18 @@ impl SafetensorsWriter {
         );
     }
 
+    /// An opaque byte blob (a U8 tensor), e.g. optimizer state in a checkpoint.
+    pub fn add_bytes(&mut self, name: impl Into<String>, bytes: Vec<u8>) {
+        self.entries.insert(
+            name.into(),
+            Entry {
+                dtype: Dtype::U8,
+                shape: vec![bytes.len()],
+                bytes,
+            },
+        );
+    }
+
     pub fn set_meta(&mut self, meta: &ModelMeta) {
         self.metadata.insert(
             META_KEY.into(),
@@ -411,4 +437,35 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(EngineError::io(path, e));
     }
     Ok(())
+}
+
+/// FNV-1a 64-bit hash state, for short fingerprints of files and datasets.
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fingerprint {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// Fingerprint of a file's bytes.
+pub fn file_fingerprint(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let mut f = Fingerprint::default();
+    f.feed(&bytes);
+    Ok(f.hex())
 }

@@ -1,0 +1,343 @@
+//! Long jobs with progress events, periodic checkpoints and sample grids, and exact resume:
+//! training a teacher and distilling a student. The CLI prints their events; the app plots them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use rand::Rng;
+
+use crate::config::{DitConfig, ModelMeta, StudentConfig};
+use crate::data::Dataset;
+use crate::diffusion_loss::teacher_loss;
+use crate::distill_loss::distill_loss;
+use crate::dit::Dit;
+use crate::error::{EngineError, Result};
+use crate::generate::{SampleRequest, sample};
+use crate::host::seeded_noise;
+use crate::init::{InitOptions, init_teacher, student_from_teacher};
+use crate::model::{LoadedModel, Model};
+use crate::preview::{save_png, step_strip};
+use crate::sampler::DdimOptions;
+use crate::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
+use crate::student::ArdStudent;
+use crate::train::{TrainOptions, Trainer, checkpoint_meta};
+use crate::trajectories::TrajectorySet;
+use crate::weights::Storage;
+
+/// Where and how often a run writes.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub dir: PathBuf,
+    pub checkpoint_every: u64,
+    /// Sample grid every this many iterations (0 = only at the end).
+    pub sample_every: u64,
+    /// Continue from `dir/checkpoint.safetensors` when it exists.
+    pub resume: bool,
+}
+
+impl RunDir {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.safetensors")
+    }
+}
+
+/// What a running job reports.
+#[derive(Clone, Debug)]
+pub enum JobEvent {
+    Resumed {
+        iteration: u64,
+    },
+    Progress {
+        iteration: u64,
+        total: u64,
+        loss: f32,
+        elapsed_s: f64,
+        eta_s: f64,
+    },
+    Checkpoint {
+        iteration: u64,
+        path: PathBuf,
+    },
+    Samples {
+        iteration: u64,
+        path: PathBuf,
+    },
+    /// The EMA weights, written as a model file.
+    Finished {
+        path: PathBuf,
+    },
+    Stopped {
+        iteration: u64,
+    },
+}
+
+/// Runs `trainer` to its end (or until `stop`), checkpointing and sampling along the way.
+fn drive<M: burn::module::Module>(
+    trainer: &mut Trainer<M>,
+    run: &RunDir,
+    meta: &ModelMeta,
+    out_name: &str,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(JobEvent),
+    mut step: impl FnMut(&mut Trainer<M>) -> Result<f32>,
+    ema_model: impl Fn(&M) -> Model,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(run.dir.join("samples")).map_err(|e| EngineError::io(&run.dir, e))?;
+    let out_path = run.dir.join(out_name);
+    let save_ema = |trainer: &Trainer<M>| -> Result<()> {
+        LoadedModel {
+            model: ema_model(&trainer.ema),
+            meta: meta.clone(),
+        }
+        .save(&out_path, Storage::F32)
+    };
+    let start = Instant::now();
+    let first = trainer.iteration;
+    while !trainer.done() {
+        if stop.load(Ordering::Relaxed) {
+            trainer.save_checkpoint(&run.checkpoint(), meta)?;
+            save_ema(trainer)?;
+            on_event(JobEvent::Stopped {
+                iteration: trainer.iteration,
+            });
+            return Ok(out_path);
+        }
+        let loss = step(trainer)?;
+        let i = trainer.iteration;
+        let elapsed_s = start.elapsed().as_secs_f64();
+        let rate = (i - first) as f64 / elapsed_s.max(1e-9);
+        on_event(JobEvent::Progress {
+            iteration: i,
+            total: trainer.options.iterations,
+            loss,
+            elapsed_s,
+            eta_s: (trainer.options.iterations - i) as f64 / rate.max(1e-9),
+        });
+        if (run.checkpoint_every > 0 && i % run.checkpoint_every == 0) || trainer.done() {
+            trainer.save_checkpoint(&run.checkpoint(), meta)?;
+            save_ema(trainer)?;
+            on_event(JobEvent::Checkpoint {
+                iteration: i,
+                path: run.checkpoint(),
+            });
+        }
+        if (run.sample_every > 0 && i % run.sample_every == 0) || trainer.done() {
+            let path = run.dir.join("samples").join(format!("iter-{i:07}.png"));
+            sample_grid(
+                &LoadedModel {
+                    model: ema_model(&trainer.ema),
+                    meta: meta.clone(),
+                },
+                &path,
+            )?;
+            on_event(JobEvent::Samples { iteration: i, path });
+        }
+    }
+    on_event(JobEvent::Finished {
+        path: out_path.clone(),
+    });
+    Ok(out_path)
+}
+
+/// One image per class (at most 10), every step of the model shown left to right.
+pub fn sample_grid(model: &LoadedModel, path: &Path) -> Result<()> {
+    let d = &model.meta.dit;
+    let n = d.num_classes.min(10);
+    let device = Device::flex();
+    let req = SampleRequest {
+        noise: seeded_noise(vec![n, d.in_channels, d.input_size, d.input_size], 1234),
+        labels: (0..n as i64).collect(),
+        ddim: DdimOptions {
+            steps: 25,
+            cfg_scale: 1.5,
+            guided_channels: d.in_channels,
+        },
+    };
+    let model = model.copy_to(&device)?;
+    let out = sample(&model, &req, &device, |_| {})?;
+    let steps: Vec<_> = match model.model {
+        Model::Teacher(_) => out
+            .steps
+            .iter()
+            .step_by(4)
+            .chain(out.steps.last())
+            .cloned()
+            .collect(),
+        Model::Student(_) => out.steps.clone(),
+    };
+    save_png(&step_strip(&steps), path)
+}
+
+/// Trains a class-conditional teacher on `data` (epsilon prediction, label dropout `p_drop`).
+pub fn train_teacher(
+    data: &Dataset,
+    dit: &DitConfig,
+    label_dropout: f64,
+    options: &TrainOptions,
+    run: &RunDir,
+    device: &Device,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(JobEvent),
+) -> Result<PathBuf> {
+    if data.channels() != dit.in_channels || data.image_size() != dit.input_size {
+        return Err(EngineError::Input(format!(
+            "the data is {}×{}×{} but the model takes {}×{}×{}",
+            data.channels(),
+            data.image_size(),
+            data.image_size(),
+            dit.in_channels,
+            dit.input_size,
+            dit.input_size
+        )));
+    }
+    if data.class_names.len() != dit.num_classes {
+        return Err(EngineError::Input(format!(
+            "the data has {} classes, the model {}",
+            data.class_names.len(),
+            dit.num_classes
+        )));
+    }
+    let train_device = device.clone().autodiff();
+    let fresh = || -> Result<Dit> {
+        let m = init_teacher(
+            dit,
+            Some(data.class_names.clone()),
+            InitOptions {
+                seed: options.seed,
+                zero_init: true,
+            },
+            &train_device,
+        )?;
+        match m.model {
+            Model::Teacher(d) => Ok(d),
+            Model::Student(_) => unreachable!(),
+        }
+    };
+    let meta = ModelMeta {
+        kind: crate::config::ModelKind::Teacher,
+        dit: dit.clone(),
+        student: None,
+        class_names: Some(data.class_names.clone()),
+    };
+    let mut trainer = if run.resume && run.checkpoint().exists() {
+        let stored = checkpoint_meta(&run.checkpoint())?;
+        if stored.dit != *dit {
+            return Err(EngineError::Input(format!(
+                "{} was made with another architecture; resume without changing it, or use a new directory",
+                run.checkpoint().display()
+            )));
+        }
+        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations))?;
+        on_event(JobEvent::Resumed {
+            iteration: t.iteration,
+        });
+        t
+    } else {
+        Trainer::new(fresh()?, options.clone())
+    };
+    let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
+    let batch = options.batch_size;
+    drive(
+        &mut trainer,
+        run,
+        &meta,
+        "teacher.safetensors",
+        stop,
+        on_event,
+        |t| {
+            t.step(|model, rng| {
+                let idx: Vec<usize> = (0..batch)
+                    .map(|_| rng.random_range(0..data.len()))
+                    .collect();
+                let (x0, y) = data.batch(&idx);
+                teacher_loss(
+                    model,
+                    &x0,
+                    &y,
+                    &alpha_bar,
+                    label_dropout,
+                    rng,
+                    &train_device,
+                )
+            })
+        },
+        |ema| Model::Teacher(ema.clone()),
+    )
+}
+
+/// Distils `teacher` into a K-step student with N history layers on a trajectory set.
+pub fn distill(
+    teacher: &LoadedModel,
+    set: &TrajectorySet,
+    history_layers: usize,
+    options: &TrainOptions,
+    run: &RunDir,
+    device: &Device,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(JobEvent),
+) -> Result<PathBuf> {
+    let steps = set.manifest.anchors.len();
+    let mut student_cfg = StudentConfig::new(steps, history_layers);
+    student_cfg.anchors = set.manifest.anchors.clone();
+    student_cfg.teacher_steps = set.manifest.ddim_steps;
+    let dit = teacher.meta.dit.clone();
+    let image = vec![dit.in_channels, dit.input_size, dit.input_size];
+    if set.manifest.image_shape != image || set.manifest.num_classes != dit.num_classes {
+        return Err(EngineError::Input(
+            "the trajectory set was not made by a teacher of this shape".into(),
+        ));
+    }
+    let train_device = device.clone().autodiff();
+    let fresh = || -> Result<ArdStudent> {
+        let t = teacher.copy_to(&train_device)?;
+        match student_from_teacher(t, student_cfg.clone())?.model {
+            Model::Student(s) => Ok(s),
+            Model::Teacher(_) => unreachable!(),
+        }
+    };
+    let meta = ModelMeta {
+        kind: crate::config::ModelKind::Student,
+        dit,
+        student: Some(student_cfg.clone()),
+        class_names: teacher.meta.class_names.clone(),
+    };
+    let trainer = if run.resume && run.checkpoint().exists() {
+        let stored = checkpoint_meta(&run.checkpoint())?;
+        if stored != meta {
+            return Err(EngineError::Input(format!(
+                "{} belongs to another distillation (teacher, K or N differ); use a new directory",
+                run.checkpoint().display()
+            )));
+        }
+        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations));
+        t.inspect(|t| {
+            on_event(JobEvent::Resumed {
+                iteration: t.iteration,
+            })
+        })
+    } else {
+        fresh().map(|s| Trainer::new(s, options.clone()))
+    };
+    let mut trainer = trainer?;
+    let batch = options.batch_size;
+    let n = set.labels.len();
+    drive(
+        &mut trainer,
+        run,
+        &meta,
+        "student.safetensors",
+        stop,
+        on_event,
+        |t| {
+            t.step(|model, rng| {
+                let idx: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();
+                let anchors: Vec<_> = set.anchors.iter().map(|a| a.rows(&idx)).collect();
+                let y: Vec<i64> = idx.iter().map(|&i| set.labels[i]).collect();
+                distill_loss(model, &set.x_t.rows(&idx), &anchors, &y, &train_device)
+            })
+        },
+        |ema| Model::Student(ema.clone()),
+    )
+}
