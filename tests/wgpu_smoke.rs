@@ -1,6 +1,6 @@
-//! The engine on wgpu (lavapipe in CI): the student's autoregressive inference and a teacher
-//! DDIM run reproduce the reference vectors. Set ARD_SKIP_WGPU=1 to skip on a machine without
-//! any Vulkan/Metal/DX12 driver.
+//! The engine on wgpu (lavapipe in CI): `ard sample --device wgpu` on the reference student and
+//! a teacher DDIM run reproduce the reference vectors. Set ARD_SKIP_WGPU=1 to skip on a machine
+//! without any Vulkan/Metal/DX12 driver.
 
 use ard_engine::HostTensor;
 use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
@@ -48,8 +48,9 @@ fn reference_vectors_on_wgpu() {
         labels: io.labels("y").unwrap(),
         ddim: DdimOptions::default(),
     };
-    let out = sample(&teacher, &req, &device, |_| {}).unwrap();
-    assert_eq!(out.tensors.len(), 50);
+    let mut streamed = 0;
+    let out = sample(&teacher, &req, &device, |_| streamed += 1).unwrap();
+    assert_eq!((out.tensors.len(), streamed), (50, 25));
     for (name, t) in &out.tensors {
         assert_close(name, t, &io.f32(name).unwrap(), PARITY);
     }

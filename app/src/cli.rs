@@ -8,6 +8,8 @@ use ard_engine::classes::{display_name, resolve_label};
 use ard_engine::config::{DitConfig, default_anchors};
 use ard_engine::data::{Split, fashion_mnist_from, fashion_mnist_split, image_folder};
 use ard_engine::device::DeviceChoice;
+use ard_engine::eval::evaluate;
+use ard_engine::feature_net::{FeatureNet, train_feature_net};
 use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
 use ard_engine::jobs::{JobEvent, RunDir, distill, train_teacher};
@@ -51,6 +53,67 @@ enum Command {
     Trajectories(TrajectoriesArgs),
     /// Distil a teacher into a K-step ARD student (--history-layers 0: step distillation).
     Distill(DistillArgs),
+    /// Train the feature network that the evaluation's metrics use.
+    TrainFeatures(TrainFeaturesArgs),
+    /// Compare a teacher and its students: FID, KID, precision/recall, class agreement, FLOPs,
+    /// time per image.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct TrainFeaturesArgs {
+    /// Output file (safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// `fashion-mnist`, a folder of IDX files, or an ImageFolder tree.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// ImageFolder test split (default: the training tree itself).
+    #[arg(long = "test-data")]
+    test_data: Option<String>,
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    #[arg(long, default_value_t = 1500)]
+    iterations: u64,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    device: Option<String>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The teacher (first row, the FID reference for the degradation column).
+    #[arg(long)]
+    teacher: PathBuf,
+    /// Students to compare, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    students: Vec<PathBuf>,
+    #[arg(long = "feature-net")]
+    feature_net: PathBuf,
+    /// Real images: `fashion-mnist` (test split), IDX folder or ImageFolder tree.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Samples per model.
+    #[arg(long, default_value_t = 10000)]
+    samples: usize,
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    #[arg(long, default_value_t = 1.5)]
+    cfg: f32,
+    #[arg(long = "cfg-channels", default_value_t = 3)]
+    cfg_channels: usize,
+    /// Write the results as JSON here (and as Markdown beside it, `.md`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    device: Option<String>,
 }
 
 /// Optimisation and run-directory settings shared by the training commands.
@@ -269,6 +332,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::TrainTeacher(args) => train_teacher_cmd(args),
         Command::Trajectories(args) => trajectories_cmd(args),
         Command::Distill(args) => distill_cmd(args),
+        Command::TrainFeatures(args) => train_features_cmd(args),
+        Command::Eval(args) => eval_cmd(args),
     }
 }
 
@@ -669,5 +734,98 @@ fn distill_cmd(args: DistillArgs) -> Result<()> {
         &stop,
         &mut print_event(args.train.log_every),
     )?;
+    Ok(())
+}
+
+fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
+    let (_, device) = choose_device(args.device.as_deref())?;
+    let train = load_dataset(&args.data, args.size, args.channels, Split::Train)?;
+    let test = load_dataset(
+        args.test_data.as_deref().unwrap_or(&args.data),
+        args.size,
+        args.channels,
+        Split::Test,
+    )?;
+    let options = TrainOptions {
+        iterations: args.iterations,
+        batch_size: args.batch,
+        lr: args.lr,
+        ema_decay: 0.0,
+        grad_clip: 0.0,
+        seed: args.seed,
+    };
+    let start = std::time::Instant::now();
+    let total = args.iterations;
+    let net = train_feature_net(&train, &test, &options, &device, |i, loss| {
+        if i % 50 == 0 || i == total {
+            let el = start.elapsed().as_secs_f64();
+            eprintln!(
+                "iter {i}/{total}  loss {loss:.4}  elapsed {}  eta {}",
+                fmt_secs(el),
+                fmt_secs(el * (total - i) as f64 / i as f64)
+            );
+        }
+    })?;
+    net.save(&args.out)?;
+    eprintln!(
+        "test accuracy {:.2}% on {} images; wrote {}",
+        100.0 * net.config.test_accuracy.unwrap_or(f64::NAN),
+        test.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn eval_cmd(args: EvalArgs) -> Result<()> {
+    let (choice, device) = choose_device(args.device.as_deref())?;
+    let net = FeatureNet::load(&args.feature_net, &device)?;
+    let mut models = vec![LoadedModel::load(
+        &args.teacher,
+        &LoadOptions::default(),
+        &device,
+    )?];
+    for s in &args.students {
+        models.push(LoadedModel::load(s, &LoadOptions::default(), &device)?);
+    }
+    let size = models[0].meta.dit.input_size;
+    let channels = models[0].meta.dit.in_channels;
+    let real = load_dataset(&args.data, size, channels, Split::Test)?;
+    let ddim = DdimOptions {
+        steps: args.steps,
+        cfg_scale: args.cfg,
+        guided_channels: args.cfg_channels,
+    };
+    let mut report = evaluate(
+        &models,
+        &real.images,
+        &net,
+        args.samples,
+        &ddim,
+        &device,
+        |row| {
+            eprintln!(
+                "{}: FID {:.2}, class agreement {:.1}%, {:.2} ms/image",
+                row.model,
+                row.fid,
+                100.0 * row.class_agreement,
+                row.ms_per_image
+            );
+        },
+    )?;
+    report.device = choice.describe();
+    let md = report.markdown();
+    println!("{md}");
+    if let Some(out) = &args.out {
+        ard_engine::weights::write_atomically(
+            out,
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
+        ard_engine::weights::write_atomically(&out.with_extension("md"), md.as_bytes())?;
+        eprintln!(
+            "wrote {} and {}",
+            out.display(),
+            out.with_extension("md").display()
+        );
+    }
     Ok(())
 }

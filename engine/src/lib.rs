@@ -14,6 +14,8 @@ pub mod dit;
 pub mod dit_block;
 pub mod embedding;
 pub mod error;
+pub mod eval;
+pub mod feature_net;
 pub mod final_layer;
 pub mod generate;
 pub mod host;

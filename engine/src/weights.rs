@@ -469,3 +469,28 @@ pub fn file_fingerprint(path: &Path) -> Result<String> {
     f.feed(&bytes);
     Ok(f.hex())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle() {
+        // Pad the metadata until the 8-byte header length's low byte is 0x80 (pickle's magic).
+        for pad in 0..600 {
+            let mut w = SafetensorsWriter::new();
+            w.add_f32("x", &HostTensor::new(vec![2], vec![1.0, 2.0]), Storage::F32);
+            w.set_metadata("pad", "p".repeat(pad));
+            let bytes = w.to_bytes().unwrap();
+            if bytes[0] == 0x80 {
+                let dir = std::env::temp_dir().join(format!("ard-sniff-{}", std::process::id()));
+                std::fs::write(&dir, &bytes).unwrap();
+                let f = TensorFile::read(&dir);
+                let _ = std::fs::remove_file(&dir);
+                assert_eq!(f.unwrap().f32("x").unwrap().data, vec![1.0, 2.0]);
+                return;
+            }
+        }
+        panic!("no padding gave a 0x80 first byte");
+    }
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Trains ARD Studio's default models on Fashion-MNIST on the CPU and installs them in assets/:
+# the teacher, the ARD student, the step-distillation baseline, the feature network, and
+# assets/eval.json + assets/manifest.json. Every stage resumes: rerun the script after an
+# interruption and it continues where it stopped.
+#
+#   bash assets/train-defaults.sh            # RUN=runs/defaults by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=${RUN:-runs/defaults}
+SEED=${SEED:-0}
+# Architecture: DiT on 28x28 grey images, patch 4 (49 tokens), hidden 96, depth 6, 3 heads.
+ARCH="--patch 4 --hidden 96 --depth 6 --heads 3"
+TEACHER_ITERS=${TEACHER_ITERS:-3000}
+TRAJECTORIES=${TRAJECTORIES:-8000}
+DISTILL_ITERS=${DISTILL_ITERS:-1500}
+HISTORY=${HISTORY:-3}              # N: lower blocks with history attention (of 6)
+FEATURE_ITERS=${FEATURE_ITERS:-1500}
+SAMPLES=${SAMPLES:-10000}
+
+cargo build --release --bin ard
+ard() { target/release/ard "$@" --device cpu; }
+mkdir -p "$RUN"
+start=$(date +%s)
+stage() { echo "== $1 ($(( ($(date +%s) - start) / 60 )) min in)"; }
+
+stage "teacher"
+ard train-teacher --out "$RUN/teacher" --data fashion-mnist $ARCH \
+  --iterations "$TEACHER_ITERS" --batch 64 --lr 3e-4 --ema 0.999 --seed "$SEED" \
+  --checkpoint-every 100 --sample-every 500 --log-every 50 --resume
+
+stage "trajectories"
+ard trajectories --teacher "$RUN/teacher/teacher.safetensors" --out "$RUN/trajectories" \
+  --count "$TRAJECTORIES" --shard-size 500 --steps 25 --cfg 1.5 --cfg-channels 1 \
+  --student-steps 4 --batch 100 --seed "$SEED"
+
+for n in "$HISTORY" 0; do
+  stage "distill N=$n"
+  ard distill --teacher "$RUN/teacher/teacher.safetensors" --trajectories "$RUN/trajectories" \
+    --history-layers "$n" --out "$RUN/student-n$n" --iterations "$DISTILL_ITERS" --batch 32 \
+    --lr 1e-4 --ema 0.999 --seed "$SEED" --checkpoint-every 100 --sample-every 500 \
+    --log-every 50 --resume
+done
+
+stage "feature network"
+[ -f "$RUN/feature_net.safetensors" ] || \
+  ard train-features --out "$RUN/feature_net.safetensors" --iterations "$FEATURE_ITERS" --seed "$SEED"
+
+stage "eval"
+ard eval --teacher "$RUN/teacher/teacher.safetensors" \
+  --students "$RUN/student-n$HISTORY/student.safetensors,$RUN/student-n0/student.safetensors" \
+  --feature-net "$RUN/feature_net.safetensors" --samples "$SAMPLES" --cfg 1.5 --cfg-channels 1 \
+  --out "$RUN/eval.json"
+
+stage "install"
+cp "$RUN/teacher/teacher.safetensors" assets/teacher.safetensors
+cp "$RUN/student-n$HISTORY/student.safetensors" assets/ard.safetensors
+cp "$RUN/student-n0/student.safetensors" assets/baseline.safetensors
+cp "$RUN/feature_net.safetensors" assets/feature_net.safetensors
+cp "$RUN/eval.json" assets/eval.json
+cp "$RUN/eval.md" assets/eval.md
+cat > assets/manifest.json <<JSON
+{
+  "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist)",
+  "dataset_fingerprint_train": "$(target/release/ard info assets/teacher.safetensors >/dev/null; echo see train-teacher log)",
+  "seed": $SEED,
+  "architecture": "$ARCH",
+  "teacher_iterations": $TEACHER_ITERS,
+  "trajectories": $TRAJECTORIES,
+  "distill_iterations": $DISTILL_ITERS,
+  "history_layers": $HISTORY,
+  "feature_iterations": $FEATURE_ITERS,
+  "eval_samples": $SAMPLES,
+  "command": "bash assets/train-defaults.sh",
+  "minutes": $(( ($(date +%s) - start) / 60 ))
+}
+JSON
+stage "done"
