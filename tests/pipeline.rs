@@ -234,3 +234,53 @@ fn assert_ard_close(a: &HostTensor, b: &HostTensor) {
     // Different batch sizes may round differently; the values must still agree closely.
     assert!(a.relative_error(b) < 1e-4, "{}", a.relative_error(b));
 }
+
+#[test]
+fn the_ema_is_an_untracked_model() {
+    use ard_engine::burn::module::{Module, ModuleVisitor, Param};
+    use ard_engine::burn::tensor::Tensor;
+    struct Tracked(usize);
+    impl ModuleVisitor for Tracked {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if p.val().is_autodiff() {
+                self.0 += 1;
+            }
+        }
+    }
+    let device = Device::flex().autodiff();
+    let teacher = ard_engine::init::init_teacher(
+        &tiny_dit(),
+        None,
+        ard_engine::init::InitOptions {
+            seed: 1,
+            zero_init: false,
+        },
+        &device,
+    )
+    .unwrap();
+    let Model::Teacher(dit) = teacher.model else {
+        unreachable!()
+    };
+    let mut trainer = ard_engine::train::Trainer::new(dit, options(3));
+    let data = toy_data();
+    let alpha_bar =
+        ard_engine::schedule::alpha_bar_from_betas(&ard_engine::schedule::linear_betas(1000));
+    for _ in 0..3 {
+        trainer
+            .step(|m, rng| {
+                ard_engine::diffusion_loss::teacher_loss(
+                    m,
+                    &data.images.rows(&[0, 1]),
+                    &[0, 1],
+                    &alpha_bar,
+                    0.1,
+                    rng,
+                    &device,
+                )
+            })
+            .unwrap();
+    }
+    let mut tracked = Tracked(0);
+    trainer.ema.visit(&mut tracked);
+    assert_eq!(tracked.0, 0, "EMA parameters must not carry autodiff");
+}

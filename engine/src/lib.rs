@@ -31,6 +31,7 @@ pub mod train;
 pub mod trajectories;
 pub mod weights;
 
+pub use burn;
 pub use burn::tensor::Device;
 pub use config::{DitConfig, ModelKind, ModelMeta, StudentConfig};
 pub use error::{EngineError, Result};

@@ -101,12 +101,15 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     norm
 }
 
-/// Detached copies of a module's float parameters, by id.
+/// Untracked copies of a module's float parameters, by id.
 struct CollectParams(TensorContainer<ParamId>);
 
 impl ModuleVisitor for CollectParams {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        self.0.register::<Tensor<D>>(p.id, p.val().detach());
+        // Without autodiff: an EMA built from tracked tensors would chain a graph through every
+        // iteration.
+        self.0
+            .register::<Tensor<D>>(p.id, p.val().without_autodiff());
     }
 }
 
@@ -121,9 +124,8 @@ impl ModuleMapper for EmaUpdate<'_> {
         let Some(live) = self.live.get::<Tensor<D>>(&p.id) else {
             return p;
         };
-        let live = live.to_device(&p.val().device());
         let d = self.decay;
-        p.map(|e| e * d + live * (1.0 - d))
+        p.map(|e| (e.without_autodiff() * d + live * (1.0 - d)).without_autodiff())
     }
 }
 
