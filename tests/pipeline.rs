@@ -9,7 +9,7 @@ use ard_engine::config::{DitConfig, default_anchors};
 use ard_engine::data::Dataset;
 use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
-use ard_engine::jobs::{JobEvent, RunDir, distill, train_teacher};
+use ard_engine::jobs::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::model::{LoadOptions, LoadedModel};
 use ard_engine::sampler::DdimOptions;
 use ard_engine::train::TrainOptions;
@@ -83,8 +83,10 @@ fn train(dir: &Path, iterations: u64, resume: bool) -> Vec<JobEvent> {
         &options(iterations),
         &run_dir(dir, resume),
         &Device::flex(),
-        &AtomicBool::new(false),
-        &mut |e| events.push(e),
+        JobHooks {
+            stop: &AtomicBool::new(false),
+            on_event: &mut |e| events.push(e),
+        },
     )
     .unwrap();
     events
@@ -140,6 +142,7 @@ fn manifest(count: usize) -> TrajectoryManifest {
         num_classes: 2,
         image_shape: vec![1, 8, 8],
         teacher: "toy".into(),
+        clip_denoised: true,
     }
 }
 
@@ -205,8 +208,10 @@ fn trajectories_shard_resume_and_distil() {
                 &options(its),
                 &run_dir(dir, resume),
                 &device,
-                &AtomicBool::new(false),
-                &mut |_| {},
+                JobHooks {
+                    stop: &AtomicBool::new(false),
+                    on_event: &mut |_| {},
+                },
             )
             .unwrap()
         };
@@ -283,4 +288,45 @@ fn the_ema_is_an_untracked_model() {
     let mut tracked = Tracked(0);
     trainer.ema.visit(&mut tracked);
     assert_eq!(tracked.0, 0, "EMA parameters must not carry autodiff");
+}
+
+#[test]
+fn a_stopped_run_checkpoints_and_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("t");
+    let mut events = Vec::new();
+    let stop = AtomicBool::new(false);
+    let mut n = 0;
+    train_teacher(
+        &toy_data(),
+        &tiny_dit(),
+        0.1,
+        &options(5),
+        &RunDir {
+            checkpoint_every: 100,
+            ..run_dir(&dir, false)
+        },
+        &Device::flex(),
+        JobHooks {
+            stop: &stop,
+            on_event: &mut |e| {
+                if matches!(e, JobEvent::Progress { .. }) {
+                    n += 1;
+                    if n == 3 {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                events.push(e);
+            },
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(events.last(), Some(JobEvent::Stopped { iteration: 3 })),
+        "{:?}",
+        events.last()
+    );
+    let events = train(&dir, 5, true);
+    assert!(matches!(events[0], JobEvent::Resumed { iteration: 3 }));
+    assert!(matches!(events.last(), Some(JobEvent::Finished { .. })));
 }

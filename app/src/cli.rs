@@ -12,7 +12,7 @@ use ard_engine::eval::evaluate;
 use ard_engine::feature_net::{FeatureNet, train_feature_net};
 use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
-use ard_engine::jobs::{JobEvent, RunDir, distill, train_teacher};
+use ard_engine::jobs::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::model::{LoadOptions, LoadedModel, Model, resolve_meta};
 use ard_engine::preview::{batch_grid, save_png, step_strip};
 use ard_engine::sampler::DdimOptions;
@@ -304,6 +304,10 @@ struct SampleArgs {
     /// Output channels guided (3 as the reference DiT; more means all).
     #[arg(long = "cfg-channels", default_value_t = 3)]
     cfg_channels: usize,
+    /// Clamp x0 predictions to [−1, 1] while sampling (always on for pixel-space models trained
+    /// by ARD Studio).
+    #[arg(long)]
+    clip: bool,
     /// Write every step's tensors here (reference names).
     #[arg(long = "save-steps")]
     save_steps: Option<PathBuf>,
@@ -485,6 +489,7 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
             steps: args.steps,
             cfg_scale: args.cfg,
             guided_channels: args.cfg_channels,
+            clip_denoised: args.clip,
         },
     };
     let kind = match &model.model {
@@ -631,8 +636,10 @@ fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
         &args.train.options(),
         &args.train.run_dir(),
         &device,
-        &stop,
-        &mut print_event(args.train.log_every),
+        JobHooks {
+            stop: &stop,
+            on_event: &mut print_event(args.train.log_every),
+        },
     )?;
     Ok(())
 }
@@ -669,6 +676,7 @@ fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
         num_classes: d.num_classes,
         image_shape: vec![d.in_channels, d.input_size, d.input_size],
         teacher: file_fingerprint(&args.teacher)?,
+        clip_denoised: teacher.meta.clip_denoised,
     };
     eprintln!(
         "{} trajectories in {} shards; anchors {:?} ({:?}); worker {part}/{parts}",
@@ -731,8 +739,10 @@ fn distill_cmd(args: DistillArgs) -> Result<()> {
         &args.train.options(),
         &args.train.run_dir(),
         &device,
-        &stop,
-        &mut print_event(args.train.log_every),
+        JobHooks {
+            stop: &stop,
+            on_event: &mut print_event(args.train.log_every),
+        },
     )?;
     Ok(())
 }
@@ -794,6 +804,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         steps: args.steps,
         cfg_scale: args.cfg,
         guided_channels: args.cfg_channels,
+        clip_denoised: false,
     };
     let mut report = evaluate(
         &models,

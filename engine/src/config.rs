@@ -229,6 +229,9 @@ pub struct ModelMeta {
     /// Class names in label order, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_names: Option<Vec<String>>,
+    /// Pixel-space model with images in [−1, 1]: sampling clamps x0 predictions to that range.
+    #[serde(default)]
+    pub clip_denoised: bool,
 }
 
 #[cfg(test)]

@@ -95,7 +95,11 @@ pub fn sample(
         Model::Teacher(dit) => {
             let total = req.ddim.steps;
             let mut n = 0;
-            let out = ddim_sample(dit, noise, &req.labels, &req.ddim, |s| {
+            let ddim = DdimOptions {
+                clip_denoised: req.ddim.clip_denoised || model.meta.clip_denoised,
+                ..req.ddim.clone()
+            };
+            let out = ddim_sample(dit, noise, &req.labels, &ddim, |s| {
                 let state = HostTensor::from_tensor(s.state.clone());
                 let x0 = HostTensor::from_tensor(s.x0_pred.clone());
                 let name = format!("pred_z0_{}", s.index);
@@ -116,8 +120,14 @@ pub fn sample(
             let names = student.config().output_names("infer");
             let total = names.len();
             let y = labels_to_device(&req.labels, device);
+            let clip = model.meta.clip_denoised;
             student.sample(noise, y, |k, pred| {
-                let image = HostTensor::from_tensor(pred.clone());
+                let pred = if clip {
+                    pred.clone().clamp(-1.0, 1.0)
+                } else {
+                    pred.clone()
+                };
+                let image = HostTensor::from_tensor(pred);
                 on_step(&StepImage {
                     step: k,
                     total,

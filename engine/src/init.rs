@@ -141,6 +141,7 @@ pub fn init_teacher(
             dit: cfg.clone(),
             student: None,
             class_names,
+            clip_denoised: false,
         },
     })
 }

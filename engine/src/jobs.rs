@@ -73,17 +73,24 @@ pub enum JobEvent {
     },
 }
 
+/// How a caller follows and stops a job: events as they happen, and a flag checked before every
+/// iteration (set it to stop after a checkpoint).
+pub struct JobHooks<'a> {
+    pub stop: &'a AtomicBool,
+    pub on_event: &'a mut dyn FnMut(JobEvent),
+}
+
 /// Runs `trainer` to its end (or until `stop`), checkpointing and sampling along the way.
 fn drive<M: burn::module::Module>(
     trainer: &mut Trainer<M>,
     run: &RunDir,
     meta: &ModelMeta,
     out_name: &str,
-    stop: &AtomicBool,
-    on_event: &mut dyn FnMut(JobEvent),
+    hooks: JobHooks,
     mut step: impl FnMut(&mut Trainer<M>) -> Result<f32>,
     ema_model: impl Fn(&M) -> Model,
 ) -> Result<PathBuf> {
+    let JobHooks { stop, on_event } = hooks;
     std::fs::create_dir_all(run.dir.join("samples")).map_err(|e| EngineError::io(&run.dir, e))?;
     let out_path = run.dir.join(out_name);
     let save_ema = |trainer: &Trainer<M>| -> Result<()> {
@@ -115,7 +122,7 @@ fn drive<M: burn::module::Module>(
             elapsed_s,
             eta_s: (trainer.options.iterations - i) as f64 / rate.max(1e-9),
         });
-        if (run.checkpoint_every > 0 && i % run.checkpoint_every == 0) || trainer.done() {
+        if (run.checkpoint_every > 0 && i.is_multiple_of(run.checkpoint_every)) || trainer.done() {
             trainer.save_checkpoint(&run.checkpoint(), meta)?;
             save_ema(trainer)?;
             on_event(JobEvent::Checkpoint {
@@ -123,7 +130,7 @@ fn drive<M: burn::module::Module>(
                 path: run.checkpoint(),
             });
         }
-        if (run.sample_every > 0 && i % run.sample_every == 0) || trainer.done() {
+        if (run.sample_every > 0 && i.is_multiple_of(run.sample_every)) || trainer.done() {
             let path = run.dir.join("samples").join(format!("iter-{i:07}.png"));
             sample_grid(
                 &LoadedModel {
@@ -153,6 +160,7 @@ pub fn sample_grid(model: &LoadedModel, path: &Path) -> Result<()> {
             steps: 25,
             cfg_scale: 1.5,
             guided_channels: d.in_channels,
+            clip_denoised: model.meta.clip_denoised,
         },
     };
     let model = model.copy_to(&device)?;
@@ -178,8 +186,7 @@ pub fn train_teacher(
     options: &TrainOptions,
     run: &RunDir,
     device: &Device,
-    stop: &AtomicBool,
-    on_event: &mut dyn FnMut(JobEvent),
+    hooks: JobHooks,
 ) -> Result<PathBuf> {
     if data.channels() != dit.in_channels || data.image_size() != dit.input_size {
         return Err(EngineError::Input(format!(
@@ -220,6 +227,7 @@ pub fn train_teacher(
         dit: dit.clone(),
         student: None,
         class_names: Some(data.class_names.clone()),
+        clip_denoised: true,
     };
     let mut trainer = if run.resume && run.checkpoint().exists() {
         let stored = checkpoint_meta(&run.checkpoint())?;
@@ -230,7 +238,7 @@ pub fn train_teacher(
             )));
         }
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations))?;
-        on_event(JobEvent::Resumed {
+        (hooks.on_event)(JobEvent::Resumed {
             iteration: t.iteration,
         });
         t
@@ -244,8 +252,7 @@ pub fn train_teacher(
         run,
         &meta,
         "teacher.safetensors",
-        stop,
-        on_event,
+        hooks,
         |t| {
             t.step(|model, rng| {
                 let idx: Vec<usize> = (0..batch)
@@ -275,8 +282,7 @@ pub fn distill(
     options: &TrainOptions,
     run: &RunDir,
     device: &Device,
-    stop: &AtomicBool,
-    on_event: &mut dyn FnMut(JobEvent),
+    hooks: JobHooks,
 ) -> Result<PathBuf> {
     let steps = set.manifest.anchors.len();
     let mut student_cfg = StudentConfig::new(steps, history_layers);
@@ -302,6 +308,7 @@ pub fn distill(
         dit,
         student: Some(student_cfg.clone()),
         class_names: teacher.meta.class_names.clone(),
+        clip_denoised: teacher.meta.clip_denoised,
     };
     let trainer = if run.resume && run.checkpoint().exists() {
         let stored = checkpoint_meta(&run.checkpoint())?;
@@ -313,7 +320,7 @@ pub fn distill(
         }
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations));
         t.inspect(|t| {
-            on_event(JobEvent::Resumed {
+            (hooks.on_event)(JobEvent::Resumed {
                 iteration: t.iteration,
             })
         })
@@ -328,8 +335,7 @@ pub fn distill(
         run,
         &meta,
         "student.safetensors",
-        stop,
-        on_event,
+        hooks,
         |t| {
             t.step(|model, rng| {
                 let idx: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();

@@ -206,6 +206,7 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
             dit,
             student: None,
             class_names: None,
+            clip_denoised: false,
         });
     }
     let history_layers = options.history_layers.ok_or_else(|| {
@@ -221,5 +222,6 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
         dit,
         student: Some(student),
         class_names: None,
+        clip_denoised: false,
     })
 }

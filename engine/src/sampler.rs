@@ -15,6 +15,9 @@ pub struct DdimOptions {
     pub cfg_scale: f32,
     /// Output channels guided (the reference guides only the first 3); the rest stay conditional.
     pub guided_channels: usize,
+    /// Clamp x0 predictions to [−1, 1] before each update (pixel-space models; guided-diffusion's
+    /// `clip_denoised`). Off for latents, as in the reference.
+    pub clip_denoised: bool,
 }
 
 impl Default for DdimOptions {
@@ -23,6 +26,7 @@ impl Default for DdimOptions {
             steps: 25,
             cfg_scale: 1.5,
             guided_channels: 3,
+            clip_denoised: false,
         }
     }
 }
@@ -60,10 +64,18 @@ impl StepCoefficients {
 }
 
 /// One DDIM update from `x_t` and the model's epsilon: returns `(x_prev, x0_pred)`.
-/// As the reference: x0 from eps, then eps again from x0, then the eta-0 step.
-fn ddim_update(x_t: Tensor<4>, eps: Tensor<4>, k: &StepCoefficients) -> (Tensor<4>, Tensor<4>) {
+/// As the reference: x0 from eps (clamped if asked), then eps again from x0, then the eta-0 step.
+fn ddim_update(
+    x_t: Tensor<4>,
+    eps: Tensor<4>,
+    k: &StepCoefficients,
+    clip: bool,
+) -> (Tensor<4>, Tensor<4>) {
     let scaled = x_t * k.sqrt_recip_alpha_bar;
-    let x0_pred = scaled.clone() - eps * k.sqrt_recipm1_alpha_bar;
+    let mut x0_pred = scaled.clone() - eps * k.sqrt_recipm1_alpha_bar;
+    if clip {
+        x0_pred = x0_pred.clamp(-1.0, 1.0);
+    }
     let eps = (scaled - x0_pred.clone()) / k.sqrt_recipm1_alpha_bar;
     let x_prev = x0_pred.clone() * k.sqrt_alpha_bar_prev + eps * k.sqrt_one_minus_alpha_bar_prev;
     (x_prev, x0_pred)
@@ -99,7 +111,12 @@ pub fn ddim_sample(
             )
         };
         let eps = out.narrow(1, 0, channels);
-        let (x_prev, x0_pred) = ddim_update(x, eps, &StepCoefficients::at(&schedule, index));
+        let (x_prev, x0_pred) = ddim_update(
+            x,
+            eps,
+            &StepCoefficients::at(&schedule, index),
+            options.clip_denoised,
+        );
         x = x_prev;
         on_step(&DdimStep {
             index,

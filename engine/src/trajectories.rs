@@ -59,6 +59,9 @@ pub struct TrajectoryManifest {
     pub image_shape: Vec<usize>,
     /// Fingerprint of the teacher file the set was made with.
     pub teacher: String,
+    /// x0 predictions clamped to [−1, 1] (pixel-space teachers).
+    #[serde(default)]
+    pub clip_denoised: bool,
 }
 
 impl TrajectoryManifest {
@@ -122,6 +125,7 @@ pub fn make_shard(
         steps: manifest.ddim_steps,
         cfg_scale: manifest.cfg_scale,
         guided_channels: manifest.guided_channels,
+        clip_denoised: manifest.clip_denoised,
     };
     let mut x_t = Vec::new();
     let mut anchors: Vec<Vec<f32>> = vec![Vec::new(); manifest.anchors.len()];
