@@ -54,20 +54,6 @@ impl Dataset {
         )
     }
 
-    /// The first `n` images of each class, in class order (a class-balanced subset).
-    pub fn per_class(&self, n: usize) -> Vec<usize> {
-        let mut taken = vec![0; self.class_names.len()];
-        let mut out = Vec::new();
-        for (i, &l) in self.labels.iter().enumerate() {
-            let c = l as usize;
-            if taken[c] < n {
-                taken[c] += 1;
-                out.push(i);
-            }
-        }
-        out
-    }
-
     /// A short fingerprint of the pixels and labels, for manifests.
     pub fn fingerprint(&self) -> String {
         let mut f = Fingerprint::default();

@@ -102,9 +102,7 @@ impl FeatureNet {
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let file = TensorFile::read(path)?;
         let config: FeatureNetConfig = file
-            .metadata
-            .get(FEATURES_KEY)
-            .and_then(|j| serde_json::from_str(j).ok())
+            .header_json(FEATURES_KEY)?
             .ok_or_else(|| EngineError::bad_file(path, "not an ARD Studio feature network"))?;
         let mut net = Self::new(config.clone(), device);
         let mut r = ParamReader::new(&file, device);

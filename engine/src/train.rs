@@ -243,9 +243,7 @@ impl<M: Module> Trainer<M> {
     pub fn resume(model: M, path: &Path, iterations: Option<u64>) -> Result<Self> {
         let file = TensorFile::read(path)?;
         let header: CheckpointHeader = file
-            .metadata
-            .get(CHECKPOINT_KEY)
-            .and_then(|h| serde_json::from_str(h).ok())
+            .header_json(CHECKPOINT_KEY)?
             .ok_or_else(|| EngineError::bad_file(path, "not an ARD Studio training checkpoint"))?;
         let record = |key: &str| -> Result<ModuleRecord> {
             let bytes = blob(&file, key)?.to_vec();

@@ -220,10 +220,15 @@ impl TensorFile {
 
     /// Our metadata, if the file carries it.
     pub fn model_meta(&self) -> Result<Option<ModelMeta>> {
-        match self.metadata.get(META_KEY) {
+        self.header_json(META_KEY)
+    }
+
+    /// A JSON value stored in the safetensors header under `key`, if present.
+    pub fn header_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.metadata.get(key) {
             None => Ok(None),
             Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
-                EngineError::bad_file(&self.path, format!("unreadable ARD Studio metadata: {e}"))
+                EngineError::bad_file(&self.path, format!("unreadable `{key}` metadata: {e}"))
             }),
         }
     }
