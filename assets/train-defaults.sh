@@ -16,6 +16,8 @@ SEED=${SEED:-0}
 # with N = 0, feature-net step (batch 128) 0.29 s. One process keeps about one core busy, so the
 # independent stages run side by side (feature network beside the teacher, two trajectory
 # workers, the two students together): about 90 minutes for the defaults below.
+# The teacher's lr is 1e-3: at small budgets the adaLN-Zero label pathway learns slowly (see the
+# toy test in tests/pipeline.rs), and 3e-4 left samples blind to their class after 1000 steps.
 ARCH="--patch 4 --hidden 64 --depth 4 --heads 4"
 TEACHER_ITERS=${TEACHER_ITERS:-8000}
 TRAJECTORIES=${TRAJECTORIES:-8000}
@@ -37,7 +39,7 @@ if [ ! -f "$RUN/feature_net.safetensors" ]; then
   features=$!
 fi
 ard train-teacher --out "$RUN/teacher" --data fashion-mnist $ARCH \
-  --iterations "$TEACHER_ITERS" --batch 64 --lr 3e-4 --ema 0.999 --seed "$SEED" \
+  --iterations "$TEACHER_ITERS" --batch 64 --lr 1e-3 --ema 0.999 --seed "$SEED" \
   --checkpoint-every 100 --sample-every 1000 --log-every 50 --resume 2>&1 | tee -a "$RUN/teacher.log"
 
 stage "trajectories (two workers)"
