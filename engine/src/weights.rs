@@ -157,6 +157,8 @@ impl TensorFile {
         })
     }
 
+    /// Reads the file again by path: the reader's in-memory entry point takes plain pickles
+    /// only, not the ZIP container `torch.save` writes.
     fn read_pytorch(path: &Path) -> Result<Self> {
         let reader = PytorchReader::new(path).map_err(|e| {
             EngineError::bad_file(path, format!("not a readable PyTorch checkpoint: {e}"))
