@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use ard_engine::classes::{display_name, resolve_label};
 use ard_engine::config::{DitConfig, default_anchors};
-use ard_engine::data::{Split, fashion_mnist_from, fashion_mnist_split, image_folder};
+use ard_engine::data::Split;
 use ard_engine::device::DeviceChoice;
 use ard_engine::eval::evaluate;
 use ard_engine::feature_net::{FeatureNet, train_feature_net};
@@ -582,32 +582,9 @@ fn print_event(log_every: u64) -> impl FnMut(JobEvent) {
     }
 }
 
-fn load_dataset(
-    spec: &str,
-    size: usize,
-    channels: usize,
-    split: Split,
-) -> Result<ard_engine::data::Dataset> {
-    if spec == "fashion-mnist" {
-        return Ok(fashion_mnist_split(split)?);
-    }
-    let path = Path::new(spec);
-    if !path.is_dir() {
-        bail!("dataset `{spec}`: not `fashion-mnist` and not a directory");
-    }
-    let has_idx = std::fs::read_dir(path)?
-        .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().contains("idx3-ubyte"));
-    Ok(if has_idx {
-        fashion_mnist_from(path, split)?
-    } else {
-        image_folder(path, size, channels)?
-    })
-}
-
 fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     let (_, device) = choose_device(args.train.device.as_deref())?;
-    let data = load_dataset(&args.data, args.size, args.channels, Split::Train)?;
+    let data = ard_engine::data::load(&args.data, args.size, args.channels, Split::Train)?;
     eprintln!(
         "data: {} images {}x{}x{}, {} classes (fingerprint {})",
         data.len(),
@@ -749,8 +726,8 @@ fn distill_cmd(args: DistillArgs) -> Result<()> {
 
 fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
     let (_, device) = choose_device(args.device.as_deref())?;
-    let train = load_dataset(&args.data, args.size, args.channels, Split::Train)?;
-    let test = load_dataset(
+    let train = ard_engine::data::load(&args.data, args.size, args.channels, Split::Train)?;
+    let test = ard_engine::data::load(
         args.test_data.as_deref().unwrap_or(&args.data),
         args.size,
         args.channels,
@@ -799,7 +776,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     }
     let size = models[0].meta.dit.input_size;
     let channels = models[0].meta.dit.in_channels;
-    let real = load_dataset(&args.data, size, channels, Split::Test)?;
+    let real = ard_engine::data::load(&args.data, size, channels, Split::Test)?;
     let ddim = DdimOptions {
         steps: args.steps,
         cfg_scale: args.cfg,

@@ -1,3 +1,4 @@
-//! ARD Studio binaries' shared code: the `ard` command line.
+//! ARD Studio binaries' shared code: the `ard` command line and the `ard-studio` window.
 
 pub mod cli;
+pub mod gui;

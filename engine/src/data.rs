@@ -249,3 +249,27 @@ pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset
         class_names,
     })
 }
+
+/// Opens a dataset named the way the CLI and the app name it: `fashion-mnist` (Debian's
+/// package), a folder of Fashion-MNIST-style IDX files, or an ImageFolder tree (one folder per
+/// class) resized to `size` with `channels` channels.
+pub fn load(spec: &str, size: usize, channels: usize, split: Split) -> Result<Dataset> {
+    if spec == "fashion-mnist" {
+        return fashion_mnist_split(split);
+    }
+    let path = Path::new(spec);
+    if !path.is_dir() {
+        return Err(EngineError::Input(format!(
+            "dataset `{spec}`: not `fashion-mnist` and not a directory"
+        )));
+    }
+    let has_idx = std::fs::read_dir(path)
+        .map_err(|e| EngineError::io(path, e))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("idx3-ubyte"));
+    if has_idx {
+        fashion_mnist_from(path, split)
+    } else {
+        image_folder(path, size, channels)
+    }
+}

@@ -1,13 +1,15 @@
 //! One sampling run of a loaded model, with every intermediate step named as in the reference
 //! vectors: `zt_{i}` / `pred_z0_{i}` for a teacher, `infer_z{anchor}` for a student.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::Device;
 
 use crate::config::ModelMeta;
 use crate::error::{EngineError, Result};
 use crate::host::{HostTensor, labels_to_device};
 use crate::model::{LoadedModel, Model};
-use crate::sampler::{DdimOptions, ddim_sample};
+use crate::sampler::{DdimOptions, ddim_sample_until};
 
 /// What to sample: the starting noise `[B, C, H, W]` and one label per image.
 #[derive(Clone, Debug)]
@@ -26,6 +28,9 @@ pub struct StepImage {
     pub total: usize,
     /// Name in the saved file (`pred_z0_15`, `infer_z10`, …).
     pub name: String,
+    /// What the step started from, `[B, C, H, W]`: the noisy state x_t for a teacher; the newest
+    /// element of the history (x_T, then the previous prediction) for a student.
+    pub input: HostTensor,
     /// The step's estimate of the clean image, `[B, C, H, W]`.
     pub image: HostTensor,
 }
@@ -87,10 +92,26 @@ pub fn sample(
     device: &Device,
     mut on_step: impl FnMut(&StepImage),
 ) -> Result<SampleOutput> {
+    let out = sample_until(model, req, device, |s| {
+        on_step(s);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out.expect("never stopped"))
+}
+
+/// [`sample`] that stops after the step where `on_step` breaks, returning `None`.
+pub fn sample_until(
+    model: &LoadedModel,
+    req: &SampleRequest,
+    device: &Device,
+    mut on_step: impl FnMut(&StepImage) -> ControlFlow<()>,
+) -> Result<Option<SampleOutput>> {
     validate_request(&model.meta, req)?;
     let noise = req.noise.to_device::<4>(device)?;
     let mut tensors = Vec::new();
     let mut steps = Vec::new();
+    let mut input = req.noise.clone();
+    let mut stopped = false;
     let images = match &model.model {
         Model::Teacher(dit) => {
             let total = req.ddim.steps;
@@ -99,50 +120,61 @@ pub fn sample(
                 clip_denoised: req.ddim.clip_denoised || model.meta.clip_denoised,
                 ..req.ddim.clone()
             };
-            let out = ddim_sample(dit, noise, &req.labels, &ddim, |s| {
+            let out = ddim_sample_until(dit, noise, &req.labels, &ddim, |s| {
                 let state = HostTensor::from_tensor(s.state.clone());
                 let x0 = HostTensor::from_tensor(s.x0_pred.clone());
                 let name = format!("pred_z0_{}", s.index);
-                on_step(&StepImage {
+                let flow = on_step(&StepImage {
                     step: n,
                     total,
                     name: name.clone(),
+                    input: std::mem::replace(&mut input, state.clone()),
                     image: x0.clone(),
                 });
                 n += 1;
                 tensors.push((format!("zt_{}", s.index), state));
                 tensors.push((name, x0.clone()));
                 steps.push(x0);
+                flow
             });
-            HostTensor::from_tensor(out)
+            match out {
+                Some(out) => HostTensor::from_tensor(out),
+                None => return Ok(None),
+            }
         }
         Model::Student(student) => {
             let names = student.config().output_names("infer");
             let total = names.len();
             let y = labels_to_device(&req.labels, device);
             let clip = model.meta.clip_denoised;
-            student.sample(noise, y, |k, pred| {
+            student.sample_until(noise, y, |k, pred| {
                 let pred = if clip {
                     pred.clone().clamp(-1.0, 1.0)
                 } else {
                     pred.clone()
                 };
                 let image = HostTensor::from_tensor(pred);
-                on_step(&StepImage {
+                let flow = on_step(&StepImage {
                     step: k,
                     total,
                     name: names[k].clone(),
+                    input: std::mem::replace(&mut input, image.clone()),
                     image: image.clone(),
                 });
                 tensors.push((names[k].clone(), image.clone()));
                 steps.push(image);
+                stopped = flow.is_break() && k + 1 < total;
+                flow
             });
+            if stopped {
+                return Ok(None);
+            }
             steps.last().cloned().expect("at least one step")
         }
     };
-    Ok(SampleOutput {
+    Ok(Some(SampleOutput {
         tensors,
         steps,
         images,
-    })
+    }))
 }

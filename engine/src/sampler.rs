@@ -1,5 +1,7 @@
 //! Deterministic DDIM (eta 0) with classifier-free guidance, recording the whole trajectory.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::Tensor;
 
 use crate::dit::Dit;
@@ -90,6 +92,21 @@ pub fn ddim_sample(
     options: &DdimOptions,
     mut on_step: impl FnMut(&DdimStep),
 ) -> Tensor<4> {
+    ddim_sample_until(teacher, noise, labels, options, |s| {
+        on_step(s);
+        ControlFlow::Continue(())
+    })
+    .expect("never stopped")
+}
+
+/// [`ddim_sample`] that stops early, returning `None`, when `on_step` breaks.
+pub fn ddim_sample_until(
+    teacher: &Dit,
+    noise: Tensor<4>,
+    labels: &[i64],
+    options: &DdimOptions,
+    mut on_step: impl FnMut(&DdimStep) -> ControlFlow<()>,
+) -> Option<Tensor<4>> {
     let schedule = RespacedSchedule::linear(options.steps);
     let channels = teacher.config().in_channels;
     let b = labels.len();
@@ -123,9 +140,10 @@ pub fn ddim_sample(
             timestep,
             state: x.clone(),
             x0_pred,
-        });
+        })
+        .continue_value()?;
     }
-    x
+    Some(x)
 }
 
 /// Every step of a DDIM run, highest index first.

@@ -6,6 +6,8 @@
 //! (`history_layers`) let step k attend to steps ≤ k; the upper blocks see only the step itself.
 //! Head k (a copy of the teacher's final layer) regresses step k's target directly.
 
+use std::ops::ControlFlow;
+
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor};
@@ -166,6 +168,20 @@ impl ArdStudent {
         y: Tensor<1, Int>,
         mut on_step: impl FnMut(usize, &Tensor<4>),
     ) -> Vec<Tensor<4>> {
+        self.sample_until(noise, y, |k, p| {
+            on_step(k, p);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// [`Self::sample`] that stops after the step where `on_step` breaks, returning the
+    /// predictions made so far.
+    pub fn sample_until(
+        &self,
+        noise: Tensor<4>,
+        y: Tensor<1, Int>,
+        mut on_step: impl FnMut(usize, &Tensor<4>) -> ControlFlow<()>,
+    ) -> Vec<Tensor<4>> {
         let channels = self.dit.config().in_channels;
         let history = self.config().history_layers;
         let c = self.step_conditions(y); // [B, K, H]
@@ -189,9 +205,12 @@ impl ArdStudent {
                 .head(k)
                 .forward(tokens.reshape([b, t, h]), ck.reshape([b, h]));
             let prediction = self.dit.unpatchify(out).narrow(1, 0, channels);
-            on_step(k, &prediction);
+            let flow = on_step(k, &prediction);
             x = prediction.clone();
             predictions.push(prediction);
+            if flow.is_break() {
+                break;
+            }
         }
         predictions
     }

@@ -8,6 +8,7 @@
 //! resumes by skipping the shards already on disk (each written atomically).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
@@ -203,10 +204,29 @@ pub fn write_trajectory_set(
     teacher: &Dit,
     manifest: &TrajectoryManifest,
     dir: &Path,
+    part: (usize, usize),
+    batch: usize,
+    device: &Device,
+    progress: impl FnMut(&Progress),
+) -> Result<usize> {
+    let never = AtomicBool::new(false);
+    write_trajectory_set_until(
+        teacher, manifest, dir, part, batch, device, progress, &never,
+    )
+}
+
+/// [`write_trajectory_set`] that returns after the shard in progress once `stop` is set; the
+/// shards written so far stay, so a later call continues.
+#[allow(clippy::too_many_arguments)]
+pub fn write_trajectory_set_until(
+    teacher: &Dit,
+    manifest: &TrajectoryManifest,
+    dir: &Path,
     (part, parts): (usize, usize),
     batch: usize,
     device: &Device,
     mut progress: impl FnMut(&Progress),
+    stop: &AtomicBool,
 ) -> Result<usize> {
     manifest.validate()?;
     if parts == 0 || part >= parts {
@@ -245,6 +265,9 @@ pub fn write_trajectory_set(
     let start = Instant::now();
     let mut done = 0;
     for s in todo {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let range = manifest.shard_range(s);
         let len = range.len();
         make_shard(teacher, manifest, range, batch, device)?.write(shard_path(dir, s))?;

@@ -1,0 +1,396 @@
+//! The training tab: choose a teacher (or train one on a dataset), N, K, batch and iterations;
+//! run trajectory generation and distillation in the engine; follow both phases with progress
+//! bars and ETA, a live loss plot and sample previews; stop, resume, load the result.
+
+use std::path::PathBuf;
+
+use ard_engine::model::LoadOptions;
+use ard_engine::studio::{Phase, Request, TeacherSource, TrainingEvent, TrainingRequest};
+use eframe::egui;
+
+use super::grid_row;
+use egui_plot::{Legend, Line, Plot, PlotPoints};
+
+/// Progress of one phase.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseProgress {
+    pub done: u64,
+    pub total: u64,
+    pub eta_s: f64,
+    pub started: bool,
+}
+
+/// The training tab's state.
+pub struct TrainingPanel {
+    pub teacher_file: String,
+    pub train_teacher: bool,
+    pub dataset: String,
+    pub teacher_iterations: u64,
+    pub teacher_hidden: usize,
+    pub teacher_depth: usize,
+    pub history_layers: usize,
+    pub steps: usize,
+    pub batch: usize,
+    pub iterations: u64,
+    pub trajectories: usize,
+    pub lr: f64,
+    pub preview_every: u64,
+    pub run_dir: String,
+    pub running: bool,
+    pub status: String,
+    pub progress: [PhaseProgress; 3],
+    /// (iteration, loss) per phase.
+    pub losses: [Vec<[f64; 2]>; 3],
+    pub preview: Option<(String, egui::TextureHandle)>,
+    /// The distilled student once a run finishes.
+    pub result: Option<PathBuf>,
+}
+
+fn index(phase: Phase) -> usize {
+    match phase {
+        Phase::Teacher => 0,
+        Phase::Trajectories => 1,
+        Phase::Distillation => 2,
+    }
+}
+
+const PHASE_NAMES: [&str; 3] = ["Teacher", "Trajectories", "Distillation"];
+
+fn fmt_eta(s: f64) -> String {
+    if !s.is_finite() {
+        return "–".into();
+    }
+    let s = s.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+impl TrainingPanel {
+    pub fn new(runs_dir: PathBuf) -> Self {
+        Self {
+            teacher_file: super::assets_dir()
+                .join("teacher.safetensors")
+                .display()
+                .to_string(),
+            train_teacher: false,
+            dataset: "fashion-mnist".into(),
+            teacher_iterations: 2000,
+            teacher_hidden: 64,
+            teacher_depth: 4,
+            history_layers: 2,
+            steps: 4,
+            batch: 32,
+            iterations: 1000,
+            trajectories: 1000,
+            lr: 1e-4,
+            preview_every: 200,
+            run_dir: runs_dir.join("studio-run").display().to_string(),
+            running: false,
+            status: String::new(),
+            progress: Default::default(),
+            losses: Default::default(),
+            preview: None,
+            result: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// The request the Start button sends.
+    pub fn request(&self) -> TrainingRequest {
+        TrainingRequest {
+            run_dir: PathBuf::from(&self.run_dir),
+            teacher: if self.train_teacher {
+                TeacherSource::Train {
+                    dataset: self.dataset.clone(),
+                    iterations: self.teacher_iterations,
+                    hidden: self.teacher_hidden,
+                    depth: self.teacher_depth,
+                    heads: 4,
+                    patch: 4,
+                    image_size: 28,
+                    channels: 1,
+                }
+            } else {
+                TeacherSource::File(PathBuf::from(&self.teacher_file))
+            },
+            history_layers: self.history_layers,
+            steps: self.steps,
+            teacher_steps: 25,
+            cfg_scale: 1.5,
+            trajectories: self.trajectories,
+            batch: self.batch,
+            iterations: self.iterations,
+            lr: self.lr,
+            seed: 0,
+            preview_every: self.preview_every,
+        }
+    }
+
+    pub fn on_event(&mut self, ctx: &egui::Context, event: TrainingEvent) {
+        match event {
+            TrainingEvent::Phase { phase } => {
+                self.progress[index(phase)].started = true;
+                self.status = format!("{} phase", PHASE_NAMES[index(phase)]);
+            }
+            TrainingEvent::Progress {
+                phase,
+                done,
+                total,
+                eta_s,
+                ..
+            } => {
+                let p = &mut self.progress[index(phase)];
+                *p = PhaseProgress {
+                    done,
+                    total,
+                    eta_s,
+                    started: true,
+                };
+            }
+            TrainingEvent::Loss {
+                phase,
+                iteration,
+                loss,
+            } => {
+                let losses = &mut self.losses[index(phase)];
+                // A resumed run repeats nothing, but a restarted one starts over: keep one
+                // point per iteration.
+                losses.retain(|p| p[0] < iteration as f64);
+                losses.push([iteration as f64, loss as f64]);
+            }
+            TrainingEvent::Resumed { phase, iteration } => {
+                self.status = format!(
+                    "{} resumed at iteration {iteration}",
+                    PHASE_NAMES[index(phase)]
+                );
+            }
+            TrainingEvent::Preview {
+                phase,
+                iteration,
+                image,
+            } => {
+                let texture = ctx.load_texture(
+                    "training preview",
+                    super::canvas::color_image(&image),
+                    egui::TextureOptions::NEAREST,
+                );
+                self.preview = Some((
+                    format!(
+                        "{} samples at iteration {iteration}",
+                        PHASE_NAMES[index(phase)]
+                    ),
+                    texture,
+                ));
+            }
+            TrainingEvent::Finished { student } => {
+                self.running = false;
+                self.status = format!("finished: {}", student.display());
+                self.result = Some(student);
+            }
+            TrainingEvent::Stopped { phase } => {
+                self.running = false;
+                self.status = format!(
+                    "stopped during the {} phase; Start resumes",
+                    PHASE_NAMES[index(phase)].to_lowercase()
+                );
+            }
+            TrainingEvent::Failed { message } => {
+                self.running = false;
+                self.status = format!("failed: {message}");
+            }
+        }
+    }
+
+    /// Draws the tab; returns a request for the engine when a button asks for one.
+    pub fn show(&mut self, ui: &mut egui::Ui, loaded_teacher: Option<&str>) -> Option<Request> {
+        let mut request = None;
+        egui::Panel::left("training form")
+            .resizable(true)
+            .default_size(320.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    request = self.form(ui, loaded_teacher);
+                });
+            });
+        egui::CentralPanel::default().show(ui, |ui| self.monitor(ui));
+        request
+    }
+
+    fn form(&mut self, ui: &mut egui::Ui, loaded_teacher: Option<&str>) -> Option<Request> {
+        ui.heading("Distillation");
+        ui.add_enabled_ui(!self.running, |ui| {
+            ui.checkbox(&mut self.train_teacher, "Train a new teacher first");
+            if self.train_teacher {
+                let name = ui.label("Dataset (fashion-mnist or an ImageFolder / IDX folder)");
+                ui.horizontal(|ui| {
+                    ui.text_edit_singleline(&mut self.dataset)
+                        .labelled_by(name.id);
+                    if ui.button("Browse…").clicked()
+                        && let Some(dir) = rfd::FileDialog::new().pick_folder()
+                    {
+                        self.dataset = dir.display().to_string();
+                    }
+                });
+                egui::Grid::new("teacher form")
+                    .num_columns(2)
+                    .show(ui, |ui| {
+                        grid_row(
+                            ui,
+                            "Teacher iterations",
+                            egui::DragValue::new(&mut self.teacher_iterations).range(1..=1_000_000),
+                        );
+                        grid_row(
+                            ui,
+                            "Hidden size",
+                            egui::DragValue::new(&mut self.teacher_hidden).range(16..=1152),
+                        );
+                        grid_row(
+                            ui,
+                            "Depth",
+                            egui::DragValue::new(&mut self.teacher_depth).range(1..=28),
+                        );
+                    });
+            } else {
+                let name = ui.label("Teacher weights");
+                ui.horizontal(|ui| {
+                    ui.text_edit_singleline(&mut self.teacher_file)
+                        .labelled_by(name.id);
+                    if ui.button("Browse…").clicked()
+                        && let Some(file) = rfd::FileDialog::new()
+                            .add_filter("weights", &["safetensors", "pt", "pth"])
+                            .pick_file()
+                    {
+                        self.teacher_file = file.display().to_string();
+                    }
+                });
+                if let Some(t) = loaded_teacher {
+                    ui.weak(format!("(the loaded teacher is {t})"));
+                }
+            }
+            ui.add_space(6.0);
+            egui::Grid::new("distill form")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    grid_row(
+                        ui,
+                        "History layers N",
+                        egui::DragValue::new(&mut self.history_layers).range(0..=28),
+                    )
+                    .on_hover_text(
+                        "Lower blocks that attend to the trajectory so far (0 = step distillation)",
+                    );
+                    grid_row(
+                        ui,
+                        "Steps K",
+                        egui::DragValue::new(&mut self.steps).range(1..=8),
+                    );
+                    grid_row(
+                        ui,
+                        "Trajectories",
+                        egui::DragValue::new(&mut self.trajectories).range(1..=1_000_000),
+                    );
+                    grid_row(
+                        ui,
+                        "Batch",
+                        egui::DragValue::new(&mut self.batch).range(1..=1024),
+                    );
+                    grid_row(
+                        ui,
+                        "Iterations",
+                        egui::DragValue::new(&mut self.iterations).range(1..=10_000_000),
+                    );
+                    grid_row(
+                        ui,
+                        "Learning rate",
+                        egui::DragValue::new(&mut self.lr)
+                            .speed(1e-5)
+                            .range(1e-6..=1e-2),
+                    );
+                    grid_row(
+                        ui,
+                        "Preview every",
+                        egui::DragValue::new(&mut self.preview_every).range(0..=100_000),
+                    );
+                });
+            let name = ui.label("Run folder (the same folder resumes)");
+            ui.text_edit_singleline(&mut self.run_dir)
+                .labelled_by(name.id);
+        });
+        ui.add_space(8.0);
+        let mut request = None;
+        ui.horizontal(|ui| {
+            if self.running {
+                if ui.button("Stop").clicked() {
+                    self.status = "stopping after the current step…".into();
+                    request = Some(Request::StopTraining);
+                }
+                ui.spinner();
+            } else if ui.button("Start / resume").clicked() {
+                self.running = true;
+                self.result = None;
+                self.status = "starting…".into();
+                request = Some(Request::StartTraining(self.request()));
+            }
+            if let Some(result) = &self.result
+                && ui.button("Load result").clicked()
+            {
+                request = Some(Request::LoadWeights {
+                    path: result.clone(),
+                    options: LoadOptions::default(),
+                });
+            }
+        });
+        request
+    }
+
+    fn monitor(&mut self, ui: &mut egui::Ui) {
+        if !self.status.is_empty() {
+            ui.label(&self.status);
+        }
+        for (i, p) in self.progress.iter().enumerate() {
+            if i == 0 && !p.started {
+                continue;
+            }
+            let fraction = if p.total > 0 {
+                p.done as f32 / p.total as f32
+            } else {
+                0.0
+            };
+            ui.horizontal(|ui| {
+                ui.label(format!("{:<13}", PHASE_NAMES[i]));
+                ui.add(egui::ProgressBar::new(fraction).text(if p.total > 0 {
+                    format!("{}/{} · ETA {}", p.done, p.total, fmt_eta(p.eta_s))
+                } else {
+                    "waiting".into()
+                }));
+            });
+        }
+        ui.add_space(6.0);
+        Plot::new("loss")
+            .height(220.0)
+            .legend(Legend::default())
+            .x_axis_label("iteration")
+            .y_axis_label("loss")
+            .show(ui, |plot| {
+                for (i, losses) in self.losses.iter().enumerate() {
+                    if !losses.is_empty() {
+                        plot.line(Line::new(
+                            format!("{} loss", PHASE_NAMES[i]),
+                            PlotPoints::from(losses.clone()),
+                        ));
+                    }
+                }
+            });
+        if let Some((caption, texture)) = &self.preview {
+            ui.label(caption);
+            let size = texture.size_vec2();
+            let scale = (ui.available_width() / size.x).min(3.0);
+            ui.add(egui::Image::new(egui::load::SizedTexture::new(
+                texture.id(),
+                size * scale,
+            )));
+        }
+    }
+}

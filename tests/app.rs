@@ -1,0 +1,352 @@
+//! The desktop app under egui_kittest (rendered with wgpu; lavapipe in CI), with the engine
+//! thread computing on the CPU: streamed steps on the canvas, a bad dropped file, PNG settings,
+//! the training panel, and snapshots of the canvas and the controls.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ard_app::gui::{AppOptions, StudioApp, Tab, default_models};
+use ard_engine::config::{DitConfig, StudentConfig};
+use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
+use ard_engine::studio::{
+    Event, GenerateRequest, Request, Role, Studio, StudioOptions, TeacherSource,
+};
+use ard_engine::weights::Storage;
+use ard_engine::{Device, ModelKind};
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+/// A tiny teacher (8×8 grey, 3 named classes) and its 4-step student with N = 2, written to
+/// `dir`; returns (teacher, student).
+fn tiny_models(dir: &Path) -> (PathBuf, PathBuf) {
+    let dit = DitConfig::new(8, 2, 1, 32, 2, 2, 3, false);
+    let names = ["circle", "square", "cross"].map(String::from).to_vec();
+    let teacher = init_teacher(
+        &dit,
+        Some(names),
+        InitOptions {
+            seed: 3,
+            zero_init: false,
+        },
+        &Device::flex(),
+    )
+    .unwrap();
+    let teacher_path = dir.join("teacher.safetensors");
+    teacher.save(&teacher_path, Storage::F32).unwrap();
+    let student = student_from_teacher(teacher, StudentConfig::new(4, 2)).unwrap();
+    let student_path = dir.join("student.safetensors");
+    student.save(&student_path, Storage::F32).unwrap();
+    (teacher_path, student_path)
+}
+
+fn app_harness(models: Vec<PathBuf>, runs: &Path) -> Harness<'static, StudioApp> {
+    let runs = runs.to_path_buf();
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 900.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            StudioApp::with_context(
+                AppOptions {
+                    device: Device::flex(),
+                    device_label: "CPU (burn flex) — test".into(),
+                    models,
+                    runs_dir: runs,
+                },
+                &cc.egui_ctx,
+            )
+        })
+}
+
+/// Steps the app until `done` holds (the engine works on its own thread meanwhile).
+fn wait_for(
+    harness: &mut Harness<'static, StudioApp>,
+    what: &str,
+    timeout_s: u64,
+    done: impl Fn(&StudioApp) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        harness.step();
+        if done(harness.state()) {
+            harness.step();
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(timeout_s),
+            "timed out waiting for {what}; notice: {:?}",
+            harness.state().notice
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The Generate button (the tab of the same name is not a button).
+fn click_generate(harness: &mut Harness<'static, StudioApp>) {
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, "Generate")
+        .click();
+}
+
+fn loaded(app: &StudioApp, source: &str) -> bool {
+    app.generator.as_ref().is_some_and(|m| m.source == source)
+}
+
+#[test]
+fn the_engine_streams_each_step_before_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let studio = Studio::spawn(StudioOptions {
+        device: Device::flex(),
+        device_label: "cpu".into(),
+        initial_models: vec![teacher, student],
+        notify: Arc::new(|| {}),
+    });
+    studio.send(Request::Generate(GenerateRequest {
+        id: 7,
+        labels: vec![0, 2],
+        seed: 1,
+        cfg_scale: 1.5,
+        teacher_steps: 25,
+        compare_teacher: true,
+    }));
+    let mut generator_steps = Vec::new();
+    let mut teacher_steps = Vec::new();
+    let mut done_after = None;
+    while teacher_steps.len() < 4 {
+        match studio.events.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::Step(s) if s.source == Role::Generator => {
+                assert_eq!(s.id, 7);
+                assert_eq!(s.predictions.len(), 2);
+                assert_eq!(s.inputs.len(), 2);
+                assert!(s.difference.is_none());
+                generator_steps.push(s.step);
+            }
+            Event::Step(s) => {
+                let diff = s.difference.expect("teacher steps carry the difference");
+                assert!(diff.iter().all(|(rmse, _)| rmse.is_finite()));
+                teacher_steps.push(s.name);
+            }
+            Event::Done { id, images, .. } => {
+                assert_eq!(id, 7);
+                assert_eq!(images.len(), 2);
+                done_after = Some(generator_steps.len());
+            }
+            Event::GenerateFailed { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    assert_eq!(generator_steps, [0, 1, 2, 3]);
+    assert_eq!(done_after, Some(4), "every step arrives before Done");
+    // The teacher's estimates at the student's anchors (25-step DDIM, K = 4).
+    assert_eq!(
+        teacher_steps,
+        ["pred_z0_15", "pred_z0_10", "pred_z0_5", "pred_z0_0"]
+    );
+}
+
+#[test]
+fn generate_shows_every_step_on_the_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let mut harness = app_harness(vec![teacher, student], dir.path());
+    wait_for(&mut harness, "the student", 60, |a| {
+        loaded(a, "student.safetensors")
+    });
+    click_generate(&mut harness);
+    wait_for(&mut harness, "the run", 120, |a| {
+        a.run.as_ref().is_some_and(|r| !r.running)
+    });
+    let run = harness.state().run.as_ref().unwrap();
+    assert_eq!(run.steps.len(), 4);
+    assert_eq!(run.teacher_steps.len(), 4);
+    assert_eq!(run.final_images.len(), 4, "default batch of 4");
+    for k in 1..=4 {
+        harness.get_by_label(&format!("step {k} prediction"));
+        harness.get_by_label(&format!("step {k} input"));
+    }
+    assert_eq!(
+        harness
+            .query_all_by_label_contains("teacher pred_z0_")
+            .count(),
+        4
+    );
+    // The canvas grid shows the newest step's images, one per batch item.
+    for i in 1..=4 {
+        harness.get_by_label(&format!("image {i} · infer_z0"));
+    }
+    harness.get_by_label_contains("Device: CPU");
+}
+
+#[test]
+fn a_bad_dropped_file_leaves_the_model_loaded() {
+    #[derive(Debug)]
+    struct Dropped(PathBuf);
+    impl egui::DroppedFile for Dropped {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let mut harness = app_harness(vec![teacher, student.clone()], dir.path());
+    wait_for(&mut harness, "the student", 60, |a| {
+        loaded(a, "student.safetensors")
+    });
+    let broken = dir.path().join("broken.safetensors");
+    let bytes = std::fs::read(&student).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let not_weights = dir.path().join("notes.txt");
+    std::fs::write(&not_weights, "hello").unwrap();
+    for path in [broken, not_weights] {
+        harness
+            .input_mut()
+            .dropped_files
+            .push(Arc::new(Dropped(path.clone())));
+        wait_for(&mut harness, "the error", 60, |a| {
+            matches!(&a.notice, Some(ard_app::gui::Notice::Error(_)))
+        });
+        let notice = format!("{:?}", harness.state().notice);
+        assert!(
+            notice.contains(&*path.file_name().unwrap().to_string_lossy()),
+            "{notice}"
+        );
+        harness.get_by_label_contains("Error: ");
+        assert!(loaded(harness.state(), "student.safetensors"));
+        harness.state_mut().notice = None;
+    }
+    // Still generates with the model it had.
+    click_generate(&mut harness);
+    wait_for(&mut harness, "the run", 120, |a| {
+        a.run.as_ref().is_some_and(|r| !r.running)
+    });
+    assert_eq!(harness.state().run.as_ref().unwrap().steps.len(), 4);
+}
+
+#[test]
+fn saved_png_settings_come_back_when_the_png_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let mut harness = app_harness(vec![teacher, student], dir.path());
+    wait_for(&mut harness, "the student", 60, |a| {
+        loaded(a, "student.safetensors")
+    });
+    {
+        let c = &mut harness.state_mut().conditioning;
+        c.label = 2;
+        c.seed = 4242;
+        c.batch = 2;
+        c.compare = false;
+    }
+    click_generate(&mut harness);
+    wait_for(&mut harness, "the run", 120, |a| {
+        a.run.as_ref().is_some_and(|r| !r.running)
+    });
+    let png = dir.path().join("cross.png");
+    harness.state_mut().save_result(&png).unwrap();
+    let saved = ard_engine::png_settings::read_settings(&std::fs::read(&png).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.labels, [2, 2]);
+    assert_eq!(saved.class_name.as_deref(), Some("cross"));
+    assert_eq!(saved.steps, 4);
+    {
+        let c = &mut harness.state_mut().conditioning;
+        c.label = 0;
+        c.seed = 1;
+        c.batch = 9;
+    }
+    harness.state_mut().open_file(&png, None);
+    harness.step();
+    let c = &harness.state().conditioning;
+    assert_eq!((c.label, c.seed, c.batch), (2, 4242, 2));
+    assert!(matches!(
+        &harness.state().notice,
+        Some(ard_app::gui::Notice::Note(n)) if n.contains("restored")
+    ));
+    // The same settings make the same image.
+    click_generate(&mut harness);
+    wait_for(&mut harness, "the run", 120, |a| {
+        a.run.as_ref().is_some_and(|r| !r.running && r.id == 2)
+    });
+    let again = harness.state().run.as_ref().unwrap().final_grid().unwrap();
+    let first = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(again, first);
+}
+
+#[test]
+fn the_training_panel_runs_a_tiny_distillation_to_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let mut harness = app_harness(vec![teacher.clone(), student], dir.path());
+    wait_for(&mut harness, "the student", 60, |a| {
+        loaded(a, "student.safetensors")
+    });
+    harness.state_mut().tab = Tab::Train;
+    {
+        let t = &mut harness.state_mut().training;
+        t.teacher_file = teacher.display().to_string();
+        t.history_layers = 1;
+        t.trajectories = 12;
+        t.batch = 4;
+        t.iterations = 6;
+        t.preview_every = 3;
+        t.run_dir = dir.path().join("run").display().to_string();
+    }
+    harness.step();
+    assert_eq!(
+        harness.state().training.request().teacher,
+        TeacherSource::File(teacher)
+    );
+    harness.get_by_label("Start / resume").click();
+    wait_for(&mut harness, "the training run", 300, |a| {
+        !a.training.running
+    });
+    let t = &harness.state().training;
+    assert!(t.result.is_some(), "status: {}", t.status);
+    assert_eq!((t.progress[1].done, t.progress[1].total), (12, 12));
+    assert_eq!((t.progress[2].done, t.progress[2].total), (6, 6));
+    assert_eq!(t.losses[2].len(), 6);
+    assert!(t.losses[2].iter().all(|p| p[1].is_finite()));
+    assert!(t.preview.is_some());
+    harness.get_by_label("Load result").click();
+    wait_for(&mut harness, "the distilled student", 60, |a| {
+        loaded(a, "student.safetensors")
+            && a.generator.as_ref().unwrap().history_layers == Some(1)
+            && a.notice
+                .as_ref()
+                .is_some_and(|n| format!("{n:?}").contains("loaded"))
+            && a.training.result.is_some()
+    });
+    assert_eq!(
+        harness.state().generator.as_ref().unwrap().kind,
+        ModelKind::Student
+    );
+}
+
+#[test]
+fn starts_on_the_default_models() {
+    let models = default_models();
+    assert_eq!(
+        models
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+        ["teacher.safetensors", "ard.safetensors"],
+        "assets/ holds the default teacher and student"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = app_harness(models, dir.path());
+    wait_for(&mut harness, "the default student", 60, |a| {
+        loaded(a, "ard.safetensors") && a.teacher.is_some()
+    });
+    let model = harness.state().generator.clone().unwrap();
+    assert_eq!(model.kind, ModelKind::Student);
+    assert_eq!(model.class_names.len(), 10);
+    assert_eq!(model.class_names[9], "Ankle boot");
+    harness.get_by_label_contains("Generator: ard.safetensors");
+}
