@@ -75,8 +75,9 @@ fn wait_for(
         }
         assert!(
             start.elapsed() < Duration::from_secs(timeout_s),
-            "timed out waiting for {what}; notice: {:?}",
-            harness.state().notice
+            "timed out waiting for {what}; notice: {:?}; run: {:?}",
+            harness.state().notice,
+            harness.state().run.as_ref().map(|r| r.status())
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -349,4 +350,45 @@ fn starts_on_the_default_models() {
     assert_eq!(model.class_names.len(), 10);
     assert_eq!(model.class_names[9], "Ankle boot");
     harness.get_by_label_contains("Generator: ard.safetensors");
+}
+
+/// Masks every label that shows a timing, so snapshots do not depend on the machine's speed.
+fn mask_timings(harness: &mut Harness<'static, StudioApp>) {
+    let rects: Vec<egui::Rect> = harness
+        .query_all_by_label_contains(" ms")
+        .map(|n| n.rect())
+        .collect();
+    for rect in rects {
+        harness.mask(rect);
+    }
+}
+
+#[test]
+fn snapshots_of_the_sampling_and_distillation_tabs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let mut harness = app_harness(vec![teacher, student], dir.path());
+    wait_for(&mut harness, "the student", 60, |a| {
+        loaded(a, "student.safetensors")
+    });
+    harness.state_mut().notice = None;
+    let model = harness.state().generator.clone().unwrap();
+    harness
+        .state_mut()
+        .conditioning
+        .set_prompt("a cross", &model);
+    harness.run_steps(2);
+    click_generate(&mut harness);
+    wait_for(&mut harness, "the run", 120, |a| {
+        a.run.as_ref().is_some_and(|r| !r.running)
+    });
+    assert_eq!(harness.state().conditioning.chosen_label(), Some(2));
+    harness.get_by_label("Chosen: class 2, cross");
+    harness.run_steps(2);
+    mask_timings(&mut harness);
+    harness.snapshot("sampling_tab");
+
+    harness.state_mut().tab = Tab::Train;
+    harness.run_steps(2);
+    harness.snapshot("distillation_tab");
 }
