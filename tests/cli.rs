@@ -155,3 +155,55 @@ fn info_reads_reference_and_own_files() {
     let err = run_args(["ard", "info", "/nonexistent.safetensors"]).unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent.safetensors"));
 }
+
+#[test]
+fn a_prompt_picks_the_class_and_the_png_records_the_settings() {
+    use ard_engine::config::DitConfig;
+    use ard_engine::init::{InitOptions, init_teacher};
+    use ard_engine::weights::Storage;
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = dir.path().join("fashion.safetensors");
+    init_teacher(
+        &DitConfig::new(8, 4, 1, 16, 1, 2, 10, false),
+        Some(ard_engine::classes::fashion_mnist()),
+        InitOptions {
+            seed: 1,
+            zero_init: false,
+        },
+        &ard_engine::Device::flex(),
+    )
+    .unwrap()
+    .save(&teacher, Storage::F32)
+    .unwrap();
+    let png = dir.path().join("boots.png");
+    let sample = |prompt: &str| {
+        run_args([
+            "ard",
+            "sample",
+            "--device",
+            "cpu",
+            "--weights",
+            &arg(&teacher),
+            "--prompt",
+            prompt,
+            "--batch",
+            "2",
+            "--steps",
+            "3",
+            "--seed",
+            "11",
+            "--png",
+            &arg(&png),
+        ])
+    };
+    sample("a pair of ankle boots").unwrap();
+    let settings = ard_engine::png_settings::read_settings(&std::fs::read(&png).unwrap())
+        .unwrap()
+        .expect("settings in the PNG");
+    assert_eq!(settings.labels, [9, 9]);
+    assert_eq!(settings.class_name.as_deref(), Some("Ankle boot"));
+    assert_eq!(settings.prompt.as_deref(), Some("a pair of ankle boots"));
+    assert_eq!((settings.seed, settings.steps), (11, 3));
+    let err = sample("a unicorn").unwrap_err();
+    assert!(format!("{err:#}").contains("no class"), "{err:#}");
+}

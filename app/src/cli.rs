@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
+use ard_engine::classes::match_prompt;
 use ard_engine::classes::{display_name, resolve_label};
 use ard_engine::config::{DitConfig, default_anchors};
 use ard_engine::data::Split;
@@ -14,6 +15,7 @@ use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
 use ard_engine::jobs::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::model::{LoadOptions, LoadedModel, Model, resolve_meta};
+use ard_engine::png_settings::{self, GenerationSettings};
 use ard_engine::preview::{batch_grid, save_png, step_strip};
 use ard_engine::sampler::DdimOptions;
 use ard_engine::train::TrainOptions;
@@ -287,8 +289,14 @@ struct SampleArgs {
     #[arg(long, conflicts_with = "noise")]
     seed: Option<u64>,
     /// Class labels, comma-separated (indices or class names); one image each.
-    #[arg(long, value_delimiter = ',', conflicts_with = "labels_from")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["labels_from", "prompt"])]
     labels: Vec<String>,
+    /// Free text resolved to a class by the model's class names and synonyms.
+    #[arg(long, conflicts_with = "labels_from")]
+    prompt: Option<String>,
+    /// Images to make from --prompt.
+    #[arg(long, default_value_t = 1, requires = "prompt")]
+    batch: usize,
     /// Starting noise from a tensor file: FILE.safetensors:KEY.
     #[arg(long)]
     noise: Option<String>,
@@ -467,7 +475,39 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
             d.num_classes,
             model.meta.class_names.as_deref(),
         )?,
-        None => bail!("give the classes to sample: --labels 3,7 or --labels-from FILE:KEY"),
+        None if args.prompt.is_some() => {
+            let prompt = args.prompt.as_deref().unwrap_or_default();
+            let names = model.meta.class_names.clone().ok_or_else(|| {
+                anyhow!("this model has no class names to match a prompt against: use --labels")
+            })?;
+            let matches = match_prompt(prompt, &names);
+            let Some(best) = matches.first() else {
+                bail!(
+                    "no class of this model matches `{prompt}`; classes: {}",
+                    names
+                        .iter()
+                        .map(|n| display_name(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            eprintln!(
+                "prompt `{prompt}` -> class {} ({}); also: {}",
+                best.label,
+                display_name(&names[best.label]),
+                matches
+                    .iter()
+                    .skip(1)
+                    .take(4)
+                    .map(|m| display_name(&names[m.label]).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            vec![best.label as i64; args.batch.max(1)]
+        }
+        None => bail!(
+            "give the classes to sample: --labels 3,7, --prompt TEXT or --labels-from FILE:KEY"
+        ),
     };
     let noise = match &args.noise {
         Some(r) => {
@@ -538,7 +578,36 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
         );
     }
     if let Some(path) = &args.png {
-        save_png(&batch_grid(&out.images), path)?;
+        // Seeded runs record their settings, so the app can restore them from the PNG.
+        match (args.noise.is_none(), file_fingerprint(&args.weights)) {
+            (true, Ok(fingerprint)) => png_settings::save_png(
+                &batch_grid(&out.images),
+                &GenerationSettings {
+                    model_file: args
+                        .weights
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    model_fingerprint: fingerprint,
+                    labels: labels.clone(),
+                    class_name: model
+                        .meta
+                        .class_names
+                        .as_ref()
+                        .and_then(|n| n.get(labels[0] as usize))
+                        .map(|n| display_name(n).to_string()),
+                    prompt: args.prompt.clone(),
+                    seed: args.seed.unwrap_or(0),
+                    steps: match &model.model {
+                        Model::Teacher(_) => args.steps,
+                        Model::Student(s) => s.steps(),
+                    },
+                    cfg_scale: args.cfg,
+                },
+                path,
+            )?,
+            _ => save_png(&batch_grid(&out.images), path)?,
+        }
         let mut strip = vec![noise];
         strip.extend(out.steps.iter().cloned());
         let strip_path = path.with_extension("steps.png");
