@@ -32,6 +32,7 @@ pub mod studio;
 pub mod train;
 pub mod trajectories;
 pub mod weights;
+pub mod wgsl_attention;
 
 pub use burn;
 pub use burn::tensor::Device;

@@ -1,0 +1,442 @@
+//! Host side of `shaders/attention.wgsl`: fused attention with ARD's trajectory masks (none,
+//! block-causal, block-diagonal) and a key/value cache, one pipeline per head dimension.
+//!
+//! The kernel runs on any wgpu device: its own (for tests and benchmarks) or one shared with
+//! burn or the window. [`attention_reference`] is the float64 CPU definition it is tested
+//! against.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{EngineError, Result};
+
+const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
+/// Query rows per workgroup (one per invocation).
+pub const WG_SIZE: u32 = 64;
+/// Keys staged in workgroup memory at a time.
+pub const TILE_K: u32 = 16;
+
+/// `[bh, tq, head_dim]` queries against `[bh, tk, head_dim]` keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub bh: usize,
+    pub tq: usize,
+    pub tk: usize,
+    pub head_dim: usize,
+}
+
+/// Which keys a query sees. Tokens come in steps of `tokens_per_step`; query i is in step
+/// `q_step_offset + i / tokens_per_step` (with a KV cache: the current step's index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionMask {
+    None,
+    BlockCausal {
+        tokens_per_step: usize,
+        q_step_offset: usize,
+    },
+    BlockDiagonal {
+        tokens_per_step: usize,
+        q_step_offset: usize,
+    },
+}
+
+impl AttentionMask {
+    /// Keys `[lo, hi)` visible to query row `i` of `tk` keys.
+    pub fn key_range(&self, i: usize, tk: usize) -> (usize, usize) {
+        match *self {
+            Self::None => (0, tk),
+            Self::BlockCausal {
+                tokens_per_step: t,
+                q_step_offset,
+            } => (0, tk.min((q_step_offset + i / t + 1) * t)),
+            Self::BlockDiagonal {
+                tokens_per_step: t,
+                q_step_offset,
+            } => {
+                let step = q_step_offset + i / t;
+                (tk.min(step * t), tk.min((step + 1) * t))
+            }
+        }
+    }
+
+    fn params(&self) -> (u32, u32, u32) {
+        match *self {
+            Self::None => (0, 1, 0),
+            Self::BlockCausal {
+                tokens_per_step,
+                q_step_offset,
+            } => (1, tokens_per_step as u32, q_step_offset as u32),
+            Self::BlockDiagonal {
+                tokens_per_step,
+                q_step_offset,
+            } => (2, tokens_per_step as u32, q_step_offset as u32),
+        }
+    }
+}
+
+/// The kernel's WGSL for one head dimension.
+pub fn shader_source(head_dim: usize) -> String {
+    SOURCE
+        .replace("{{head_dim}}", &head_dim.to_string())
+        .replace("{{wg_size}}", &WG_SIZE.to_string())
+        .replace("{{tile_k}}", &TILE_K.to_string())
+        .replace("{{tile_elems}}", &(TILE_K as usize * head_dim).to_string())
+}
+
+/// Float64 attention on the CPU, the definition the kernel is tested against.
+pub fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: AttentionShape,
+    mask: AttentionMask,
+) -> Vec<f32> {
+    let AttentionShape {
+        bh,
+        tq,
+        tk,
+        head_dim: d,
+    } = shape;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut out = vec![0f32; bh * tq * d];
+    for b in 0..bh {
+        for i in 0..tq {
+            let (lo, hi) = mask.key_range(i, tk);
+            let qi = &q[(b * tq + i) * d..][..d];
+            let scores: Vec<f64> = (lo..hi)
+                .map(|j| {
+                    let kj = &k[(b * tk + j) * d..][..d];
+                    scale
+                        * qi.iter()
+                            .zip(kj)
+                            .map(|(&a, &c)| a as f64 * c as f64)
+                            .sum::<f64>()
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for (w, j) in weights.iter().zip(lo..hi) {
+                let vj = &v[(b * tk + j) * d..][..d];
+                for (o, &x) in out[(b * tq + i) * d..][..d].iter_mut().zip(vj) {
+                    *o += (w / total * x as f64) as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// Compiled attention pipelines on one wgpu device.
+pub struct AttentionKernel {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pipelines: Mutex<HashMap<usize, std::sync::Arc<Pipeline>>>,
+}
+
+/// GPU buffers of one attention call.
+pub struct AttentionBuffers<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+}
+
+impl AttentionKernel {
+    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self {
+            device,
+            queue,
+            pipelines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A device of its own on the best adapter; a clear error when there is none.
+    pub fn on_default_adapter() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|_| {
+            EngineError::Device(
+                "no wgpu adapter found (no Vulkan, Metal or DX12 driver): the WGSL kernels need \
+                 one; the CPU path uses burn's own attention"
+                    .into(),
+            )
+        })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ARD attention"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| EngineError::Device(format!("wgpu device: {e}")))?;
+        Ok(Self::new(device, queue))
+    }
+
+    /// Name of the adapter-independent device description, for reports.
+    fn pipeline(&self, head_dim: usize) -> Result<std::sync::Arc<Pipeline>> {
+        let mut cache = self.pipelines.lock().expect("pipeline cache");
+        if let Some(p) = cache.get(&head_dim) {
+            return Ok(p.clone());
+        }
+        let bytes = TILE_K as usize * head_dim * 4 * 2;
+        let limit = self.device.limits().max_compute_workgroup_storage_size as usize;
+        if head_dim == 0 || bytes > limit {
+            return Err(EngineError::Device(format!(
+                "head dimension {head_dim} needs {bytes} bytes of workgroup memory; this device \
+                 has {limit}"
+            )));
+        }
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("attention.wgsl"),
+                source: wgpu::ShaderSource::Wgsl(shader_source(head_dim).into()),
+            });
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty,
+            count: None,
+        };
+        let storage = |read_only| wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        };
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("attention"),
+                entries: &[
+                    entry(0, storage(true)),
+                    entry(1, storage(true)),
+                    entry(2, storage(true)),
+                    entry(3, storage(false)),
+                    entry(
+                        4,
+                        wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Uniform,
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                    ),
+                ],
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("attention"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("attention"),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let p = std::sync::Arc::new(Pipeline { pipeline, layout });
+        cache.insert(head_dim, p.clone());
+        Ok(p)
+    }
+
+    /// Records one attention into `encoder` on buffers already on the device.
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        buffers: AttentionBuffers,
+        shape: AttentionShape,
+        mask: AttentionMask,
+    ) -> Result<()> {
+        if shape.bh == 0 || shape.tq == 0 || shape.tk == 0 {
+            return Err(EngineError::Input(format!("empty attention {shape:?}")));
+        }
+        let p = self.pipeline(shape.head_dim)?;
+        let (mode, tokens_per_step, q_step_offset) = mask.params();
+        let scale = (1.0 / (shape.head_dim as f64).sqrt()) as f32;
+        let params: [u32; 8] = [
+            shape.bh as u32,
+            shape.tq as u32,
+            shape.tk as u32,
+            tokens_per_step.max(1),
+            q_step_offset,
+            mode,
+            scale.to_bits(),
+            0,
+        ];
+        let params = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("attention params"),
+                contents: &params
+                    .iter()
+                    .flat_map(|p| p.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("attention"),
+            layout: &p.layout,
+            entries: &[
+                (0, buffers.q),
+                (1, buffers.k),
+                (2, buffers.v),
+                (3, buffers.out),
+                (4, &params),
+            ]
+            .map(|(binding, buffer)| wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            }),
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("attention"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&p.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups((shape.tq as u32).div_ceil(WG_SIZE), shape.bh as u32, 1);
+        Ok(())
+    }
+
+    /// Uploads `q`, `k`, `v`, runs the kernel and reads the result back.
+    pub fn run(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: AttentionShape,
+        mask: AttentionMask,
+    ) -> Result<Vec<f32>> {
+        let AttentionShape {
+            bh,
+            tq,
+            tk,
+            head_dim,
+        } = shape;
+        if q.len() != bh * tq * head_dim || k.len() != bh * tk * head_dim || v.len() != k.len() {
+            return Err(EngineError::Input(format!(
+                "attention {shape:?}: got {} / {} / {} values",
+                q.len(),
+                k.len(),
+                v.len()
+            )));
+        }
+        let upload = |data: &[f32]| {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents: &data
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        };
+        let (qb, kb, vb) = (upload(q), upload(k), upload(v));
+        let size = (q.len() * 4) as u64;
+        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attention out"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attention readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        self.encode(
+            &mut encoder,
+            AttentionBuffers {
+                q: &qb,
+                k: &kb,
+                v: &vb,
+                out: &out,
+            },
+            shape,
+            mask,
+        )?;
+        encoder.copy_buffer_to_buffer(&out, 0, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        staging.map_async(wgpu::MapMode::Read, .., |_| {});
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| EngineError::Device(format!("wgpu poll: {e}")))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| EngineError::Device(format!("reading the result back: {e}")))?;
+        let values = view
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        drop(view);
+        staging.unmap();
+        Ok(values)
+    }
+
+    /// Runs `iterations` attentions on device-resident buffers and waits: for benchmarks.
+    pub fn time_resident(
+        &self,
+        shape: AttentionShape,
+        mask: AttentionMask,
+        iterations: usize,
+    ) -> Result<std::time::Duration> {
+        let n_q = (shape.bh * shape.tq * shape.head_dim * 4) as u64;
+        let n_k = (shape.bh * shape.tk * shape.head_dim * 4) as u64;
+        let buffer = |size| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let (qb, kb, vb, ob) = (buffer(n_q), buffer(n_k), buffer(n_k), buffer(n_q));
+        let run = |n: usize| -> Result<()> {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            for _ in 0..n {
+                self.encode(
+                    &mut encoder,
+                    AttentionBuffers {
+                        q: &qb,
+                        k: &kb,
+                        v: &vb,
+                        out: &ob,
+                    },
+                    shape,
+                    mask,
+                )?;
+            }
+            self.queue.submit([encoder.finish()]);
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| EngineError::Device(format!("wgpu poll: {e}")))?;
+            Ok(())
+        };
+        run(1)?;
+        let start = std::time::Instant::now();
+        run(iterations)?;
+        Ok(start.elapsed())
+    }
+}

@@ -1,0 +1,185 @@
+//! `shaders/attention.wgsl` on wgpu (lavapipe in CI) against the float64 definition and burn's
+//! own attention: random shapes, head dimensions that are not powers of two, token counts that
+//! are not multiples of the tiles, every mask, 1..K cached steps. ARD_SKIP_WGPU=1 skips.
+
+use ard_engine::HostTensor;
+use ard_engine::burn::tensor::module::attention;
+use ard_engine::burn::tensor::{Bool, Device, Tensor, TensorData};
+use ard_engine::wgsl_attention::{
+    AttentionKernel, AttentionMask, AttentionShape, attention_reference,
+};
+use ard_studio::PARITY;
+
+fn kernel() -> Option<AttentionKernel> {
+    if std::env::var_os("ARD_SKIP_WGPU").is_some() {
+        eprintln!("ARD_SKIP_WGPU set: skipping");
+        return None;
+    }
+    Some(AttentionKernel::on_default_adapter().unwrap_or_else(|e| {
+        panic!("{e} (install mesa-vulkan-drivers for lavapipe, or set ARD_SKIP_WGPU=1)")
+    }))
+}
+
+/// Deterministic values in [-2, 2) from a seed (xorshift), different for every call.
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn rel_error(got: &[f32], want: &[f32]) -> f64 {
+    assert!(got.iter().all(|x| x.is_finite()), "non-finite output");
+    HostTensor::new(vec![got.len()], got.to_vec())
+        .relative_error(&HostTensor::new(vec![want.len()], want.to_vec()))
+}
+
+fn check(kernel: &AttentionKernel, shape: AttentionShape, mask: AttentionMask, seed: u64) -> f64 {
+    let nq = shape.bh * shape.tq * shape.head_dim;
+    let nk = shape.bh * shape.tk * shape.head_dim;
+    let (q, k, v) = (random(nq, seed), random(nk, seed + 1), random(nk, seed + 2));
+    let got = kernel.run(&q, &k, &v, shape, mask).unwrap();
+    let want = attention_reference(&q, &k, &v, shape, mask);
+    let err = rel_error(&got, &want);
+    assert!(err < PARITY, "{shape:?} {mask:?}: relative error {err:.2e}");
+    err
+}
+
+#[test]
+fn every_mask_matches_the_float64_definition() {
+    let Some(kernel) = kernel() else { return };
+    let mut worst: f64 = 0.0;
+    let mut seed = 1;
+    // (head_dim, tokens per step, K): DiT-XL/2's 72, the default model's 16, odd sizes.
+    for (head_dim, t, steps) in [(16, 49, 4), (72, 20, 3), (8, 7, 4), (33, 50, 2), (64, 1, 5)] {
+        let bh = 3;
+        let all = t * steps;
+        // Teacher-forced: every step's queries at once.
+        for mask in [
+            AttentionMask::None,
+            AttentionMask::BlockCausal {
+                tokens_per_step: t,
+                q_step_offset: 0,
+            },
+            AttentionMask::BlockDiagonal {
+                tokens_per_step: t,
+                q_step_offset: 0,
+            },
+        ] {
+            let shape = AttentionShape {
+                bh,
+                tq: all,
+                tk: all,
+                head_dim,
+            };
+            worst = worst.max(check(&kernel, shape, mask, seed));
+            seed += 3;
+        }
+        // Cached inference: step s's queries against the keys of steps 0..=s.
+        for s in 0..steps {
+            let shape = AttentionShape {
+                bh,
+                tq: t,
+                tk: (s + 1) * t,
+                head_dim,
+            };
+            let mask = AttentionMask::BlockCausal {
+                tokens_per_step: t,
+                q_step_offset: s,
+            };
+            worst = worst.max(check(&kernel, shape, mask, seed));
+            seed += 3;
+        }
+    }
+    eprintln!("worst relative error vs float64: {worst:.2e}");
+}
+
+#[test]
+fn matches_burns_attention_on_the_cpu() {
+    let Some(kernel) = kernel() else { return };
+    let device = Device::flex();
+    let (b, h, t, steps, d) = (2, 4, 49, 4, 16);
+    let n = t * steps;
+    let shape = AttentionShape {
+        bh: b * h,
+        tq: n,
+        tk: n,
+        head_dim: d,
+    };
+    let (q, k, v) = (
+        random(b * h * n * d, 77),
+        random(b * h * n * d, 78),
+        random(b * h * n * d, 79),
+    );
+    let tensor =
+        |x: &Vec<f32>| Tensor::<4>::from_data(TensorData::new(x.clone(), [b, h, n, d]), &device);
+    // burn's mask: true = masked out; block-causal over steps of t tokens.
+    let blocked: Vec<bool> = (0..n * n).map(|e| (e % n) / t > (e / n) / t).collect();
+    let mask = Tensor::<4, Bool>::from_data(TensorData::new(blocked, [1, 1, n, n]), &device);
+    let burn_out = attention(
+        tensor(&q),
+        tensor(&k),
+        tensor(&v),
+        Some(mask),
+        None,
+        Default::default(),
+    );
+    let burn_out: Vec<f32> = burn_out.into_data().try_to_vec::<f32>().unwrap();
+    let got = kernel
+        .run(
+            &q,
+            &k,
+            &v,
+            shape,
+            AttentionMask::BlockCausal {
+                tokens_per_step: t,
+                q_step_offset: 0,
+            },
+        )
+        .unwrap();
+    let err = rel_error(&got, &burn_out);
+    eprintln!("relative error vs burn's attention: {err:.2e}");
+    assert!(err < PARITY, "relative error {err:.2e}");
+}
+
+#[test]
+fn bad_shapes_are_reported() {
+    let Some(kernel) = kernel() else { return };
+    let shape = AttentionShape {
+        bh: 1,
+        tq: 4,
+        tk: 4,
+        head_dim: 8,
+    };
+    assert!(
+        kernel
+            .run(
+                &[0.0; 31],
+                &[0.0; 32],
+                &[0.0; 32],
+                shape,
+                AttentionMask::None
+            )
+            .is_err()
+    );
+    let huge = AttentionShape {
+        head_dim: 100_000,
+        ..shape
+    };
+    let n = 4 * 100_000;
+    let err = kernel
+        .run(
+            &vec![0.0; n],
+            &vec![0.0; n],
+            &vec![0.0; n],
+            huge,
+            AttentionMask::None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("workgroup memory"), "{err}");
+}
