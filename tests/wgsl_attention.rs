@@ -183,3 +183,53 @@ fn bad_shapes_are_reported() {
         .unwrap_err();
     assert!(err.to_string().contains("workgroup memory"), "{err}");
 }
+
+#[test]
+fn runs_on_burns_own_wgpu_device() {
+    use ard_engine::device::DeviceChoice;
+    use ard_engine::wgsl_attention::{fused_attention, fused_attention_available};
+    if kernel().is_none() {
+        return;
+    }
+    let device = DeviceChoice::Wgpu.device().unwrap();
+    assert!(fused_attention_available(&device, 72));
+    assert!(!fused_attention_available(&device.clone().autodiff(), 72));
+    assert!(!fused_attention_available(&Device::flex(), 72));
+    let (b, h, t, steps, d) = (2, 3, 20, 3, 72);
+    let n = t * steps;
+    let (q, k, v) = (
+        random(b * h * n * d, 5),
+        random(b * h * n * d, 6),
+        random(b * h * n * d, 7),
+    );
+    let tensor =
+        |x: &Vec<f32>| Tensor::<4>::from_data(TensorData::new(x.clone(), [b, h, n, d]), &device);
+    let mask = AttentionMask::BlockCausal {
+        tokens_per_step: t,
+        q_step_offset: 0,
+    };
+    // Slices of burn tensors (the cached step's queries) are not contiguous views: also covered.
+    let got = fused_attention(tensor(&q), tensor(&k), tensor(&v), mask);
+    let got: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+    let shape = AttentionShape {
+        bh: b * h,
+        tq: n,
+        tk: n,
+        head_dim: d,
+    };
+    let err = rel_error(&got, &attention_reference(&q, &k, &v, shape, mask));
+    eprintln!("on burn's wgpu device: {err:.2e}");
+    assert!(err < PARITY, "{err:.2e}");
+    let last = tensor(&q).narrow(2, (steps - 1) * t, t);
+    let cached = fused_attention(last, tensor(&k), tensor(&v), AttentionMask::None);
+    let cached: Vec<f32> = cached.into_data().try_to_vec::<f32>().unwrap();
+    let want: Vec<f32> = (0..b * h)
+        .flat_map(|i| {
+            let all = attention_reference(&q, &k, &v, shape, mask);
+            all[(i * n + (steps - 1) * t) * d..(i * n + n) * d].to_vec()
+        })
+        .collect();
+    let err = rel_error(&cached, &want);
+    eprintln!("cached step on burn's wgpu device: {err:.2e}");
+    assert!(err < PARITY, "{err:.2e}");
+}

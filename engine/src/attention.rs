@@ -19,6 +19,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::error::Result;
 use crate::params::{ParamReader, ParamWriter};
+use crate::wgsl_attention::{AttentionMask, fused_attention, fused_attention_available};
 
 /// How the tokens of a pass attend to each other.
 pub enum Mixing<'a> {
@@ -59,9 +60,39 @@ impl KvCache {
     }
 }
 
-/// softmax(q kᵀ / √d) v — `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]`
+/// softmax(q kᵀ / √d) v — `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]`.
+/// On a wgpu device outside training this is our WGSL kernel (`shaders/attention.wgsl`);
+/// elsewhere burn's attention.
 pub fn scaled_dot_product(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    if fused_attention_available(&q.device(), q.dims()[3]) {
+        return fused_attention(q, k, v, AttentionMask::None);
+    }
     attention(q, k, v, None, None, AttentionModuleOptions::default())
+}
+
+/// The block-causal pass over `steps` steps of tokens. On a wgpu device outside training: one
+/// kernel launch that skips the masked tiles. Elsewhere: K attentions over growing key
+/// prefixes, so no masked score is formed either.
+fn block_causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, steps: usize) -> Tensor<4> {
+    let t = q.dims()[2] / steps;
+    if fused_attention_available(&q.device(), q.dims()[3]) {
+        let mask = AttentionMask::BlockCausal {
+            tokens_per_step: t,
+            q_step_offset: 0,
+        };
+        return fused_attention(q, k, v, mask);
+    }
+    let outs = (0..steps)
+        .map(|s| {
+            let keys = (s + 1) * t;
+            scaled_dot_product(
+                q.clone().narrow(2, s * t, t),
+                k.clone().narrow(2, 0, keys),
+                v.clone().narrow(2, 0, keys),
+            )
+        })
+        .collect();
+    Tensor::cat(outs, 2)
 }
 
 /// timm's `Attention`: fused qkv projection, heads, output projection.
@@ -105,20 +136,7 @@ impl SelfAttention {
         let (q, k, v) = (part(0), part(1), part(2));
         let out = match mixing {
             Mixing::Full => scaled_dot_product(q, k, v),
-            Mixing::BlockCausal { steps } => {
-                let t = l / steps;
-                let outs = (0..steps)
-                    .map(|s| {
-                        let keys = (s + 1) * t;
-                        scaled_dot_product(
-                            q.clone().narrow(2, s * t, t),
-                            k.clone().narrow(2, 0, keys),
-                            v.clone().narrow(2, 0, keys),
-                        )
-                    })
-                    .collect();
-                Tensor::cat(outs, 2)
-            }
+            Mixing::BlockCausal { steps } => block_causal(q, k, v, steps),
             Mixing::Cached(cache) => {
                 let (k, v) = cache.append(k, v);
                 scaled_dot_product(q, k, v)

@@ -76,6 +76,22 @@ impl AttentionMask {
     }
 }
 
+/// The kernel's `Params` uniform: bh, tq, tk, tokens per step, query step offset, mode, scale.
+fn kernel_params(shape: AttentionShape, mask: AttentionMask) -> [u32; 8] {
+    let (mode, tokens_per_step, q_step_offset) = mask.params();
+    let scale = (1.0 / (shape.head_dim as f64).sqrt()) as f32;
+    [
+        shape.bh as u32,
+        shape.tq as u32,
+        shape.tk as u32,
+        tokens_per_step.max(1),
+        q_step_offset,
+        mode,
+        scale.to_bits(),
+        0,
+    ]
+}
+
 /// The kernel's WGSL for one head dimension.
 pub fn shader_source(head_dim: usize) -> String {
     SOURCE
@@ -208,7 +224,7 @@ impl AttentionKernel {
             ty,
             count: None,
         };
-        let storage = |read_only| wgpu::BindingType::Buffer {
+        let storage = |read_only: bool| wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Storage { read_only },
             has_dynamic_offset: false,
             min_binding_size: None,
@@ -218,9 +234,9 @@ impl AttentionKernel {
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("attention"),
                 entries: &[
-                    entry(0, storage(true)),
-                    entry(1, storage(true)),
-                    entry(2, storage(true)),
+                    entry(0, storage(false)),
+                    entry(1, storage(false)),
+                    entry(2, storage(false)),
                     entry(3, storage(false)),
                     entry(
                         4,
@@ -266,18 +282,7 @@ impl AttentionKernel {
             return Err(EngineError::Input(format!("empty attention {shape:?}")));
         }
         let p = self.pipeline(shape.head_dim)?;
-        let (mode, tokens_per_step, q_step_offset) = mask.params();
-        let scale = (1.0 / (shape.head_dim as f64).sqrt()) as f32;
-        let params: [u32; 8] = [
-            shape.bh as u32,
-            shape.tq as u32,
-            shape.tk as u32,
-            tokens_per_step.max(1),
-            q_step_offset,
-            mode,
-            scale.to_bits(),
-            0,
-        ];
+        let params = kernel_params(shape, mask);
         let params = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -439,4 +444,112 @@ impl AttentionKernel {
         run(iterations)?;
         Ok(start.elapsed())
     }
+}
+
+// ---- On burn's own wgpu device -------------------------------------------------------------
+
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::{Backend, DispatchDevice, backend_extension, tensor::FloatTensor};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Tensor};
+
+/// ARD's attention as a burn backend extension: on cubecl (wgpu) devices it launches
+/// `shaders/attention.wgsl` on the tensors' own buffers; inside fusion it is a lazy custom op.
+#[backend_extension(Cube, Fusion)]
+pub trait ArdAttentionBackend: Backend {
+    /// `q: [BH, Tq, D]`, `k, v: [BH, Tk, D]` → `[BH, Tq, D]`; `params` as [`kernel_params`].
+    #[fusion(dtype = q, shape = q)]
+    fn ard_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        params: [u32; 8],
+    ) -> FloatTensor<Self>;
+}
+
+struct AttentionSource {
+    head_dim: usize,
+}
+
+impl KernelSource for AttentionSource {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(shader_source(self.head_dim))
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.head_dim, WG_SIZE, TILE_K))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+impl ArdAttentionBackend for CubeBackend {
+    fn ard_attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, params: [u32; 8]) -> CubeTensor {
+        let contiguous = burn::backend::wgpu::into_contiguous;
+        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+        let shape = q.meta.shape().clone();
+        let (bh, tq, d) = (shape[0], shape[1], shape[2]);
+        let client = q.client.clone();
+        let out = CubeTensor::new_contiguous(
+            client.clone(),
+            q.device.clone(),
+            shape,
+            client.empty(bh * tq * d * 4),
+            DType::F32,
+        );
+        let info = params
+            .chunks(2)
+            .map(|w| w[0] as u64 | (w[1] as u64) << 32)
+            .collect();
+        client.launch(
+            Box::new(SourceKernel::new(
+                AttentionSource { head_dim: d },
+                CubeDim::new_1d(WG_SIZE),
+            )),
+            CubeCount::Static((tq as u32).div_ceil(WG_SIZE), bh as u32, 1),
+            KernelArguments::new()
+                .with_buffer(q.handle.clone().binding())
+                .with_buffer(k.handle.clone().binding())
+                .with_buffer(v.handle.clone().binding())
+                .with_buffer(out.handle.clone().binding())
+                .with_info(MetadataBindingInfo::custom(info)),
+        );
+        out
+    }
+}
+
+/// Whether [`fused_attention`] runs on `device`: wgpu (cubecl) devices outside autodiff, with a
+/// head dimension that fits the kernel's workgroup memory. `ARD_WGSL=0` turns the kernels off.
+pub fn fused_attention_available(device: &burn::tensor::Device, head_dim: usize) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("ARD_WGSL").map_or(true, |v| v != "0"));
+    enabled
+        && !device.is_autodiff()
+        && matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+        && TILE_K as usize * head_dim * 8 <= 16384
+}
+
+/// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with our kernel on burn's wgpu
+/// device. Check [`fused_attention_available`] first.
+pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
+    let [b, h, lq, d] = q.dims();
+    let lk = k.dims()[2];
+    let shape = AttentionShape {
+        bh: b * h,
+        tq: lq,
+        tk: lk,
+        head_dim: d,
+    };
+    let params = kernel_params(shape, mask);
+    let out = burn::backend::Dispatch::ard_attention(
+        q.reshape([b * h, lq, d]).into_dispatch(),
+        k.reshape([b * h, lk, d]).into_dispatch(),
+        v.reshape([b * h, lk, d]).into_dispatch(),
+        params,
+    );
+    Tensor::<3>::from_dispatch(out).reshape([b, h, lq, d])
 }

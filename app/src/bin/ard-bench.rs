@@ -1,0 +1,311 @@
+//! `ard-bench`: speed measured in one run on one machine, printed as Markdown.
+//!
+//! ```text
+//! ard-bench [--device cpu|wgpu|all] [--repeats N]
+//! ```
+//!
+//! - the device's matrix-multiply rate (burn matmul, square f32);
+//! - our WGSL attention (`shaders/attention.wgsl`) against `burn::tensor::module::attention` on
+//!   the same adapter, for the default model's shapes and DiT-XL/2's (256 tokens per step,
+//!   4 steps, 16 heads × 72): ARD's cached step (the last step's queries against all four steps'
+//!   keys), the teacher-forced block-causal pass, and unmasked attention;
+//! - end to end: the ARD student's 4 steps against the teacher's 25-step guided DDIM, images per
+//!   second at batch 1 and 16, and the share of the matmul rate the student's FLOPs reach.
+
+use std::time::{Duration, Instant};
+
+use ard_engine::burn::tensor::module::attention;
+use ard_engine::burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
+use ard_engine::config::{DitConfig, StudentConfig};
+use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
+use ard_engine::eval::{ddim_flops, student_flops};
+use ard_engine::generate::{SampleRequest, sample};
+use ard_engine::host::seeded_noise;
+use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
+use ard_engine::model::LoadedModel;
+use ard_engine::sampler::DdimOptions;
+use ard_engine::wgsl_attention::{AttentionKernel, AttentionMask, AttentionShape};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "ard-bench",
+    about = "ARD Studio benchmarks (Markdown on stdout)"
+)]
+struct Args {
+    /// cpu, wgpu or all.
+    #[arg(long, default_value = "all")]
+    device: String,
+    /// Timed repetitions of each measurement (the best is kept).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// Best of `repeats` timings of `f` (after one warm-up call).
+fn best(repeats: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+fn sync(device: &Device) {
+    device.sync().expect("device sync");
+}
+
+fn matmul_gflops(device: &Device, repeats: usize) -> f64 {
+    let n = 1024;
+    let a = Tensor::<2>::random([n, n], Distribution::Default, device);
+    let b = Tensor::<2>::random([n, n], Distribution::Default, device);
+    let reps = 4;
+    let t = best(repeats, || {
+        let mut c = a.clone().matmul(b.clone());
+        for _ in 1..reps {
+            c = c.matmul(b.clone()) * 1e-3;
+        }
+        let _ = c.sum().into_scalar::<f32>();
+        sync(device);
+    });
+    2.0 * (n * n * n * reps) as f64 / t.as_secs_f64() / 1e9
+}
+
+struct AttentionCase {
+    name: &'static str,
+    heads: usize,
+    batch: usize,
+    tokens: usize,
+    steps: usize,
+    head_dim: usize,
+}
+
+/// burn's attention on `device`, ms per call, with an optional block-causal mask.
+fn burn_attention_ms(
+    device: &Device,
+    bh: usize,
+    tq: usize,
+    tk: usize,
+    d: usize,
+    causal_tokens: Option<usize>,
+    repeats: usize,
+) -> f64 {
+    let q = Tensor::<4>::random([1, bh, tq, d], Distribution::Default, device);
+    let k = Tensor::<4>::random([1, bh, tk, d], Distribution::Default, device);
+    let v = Tensor::<4>::random([1, bh, tk, d], Distribution::Default, device);
+    let mask = causal_tokens.map(|t| {
+        let blocked: Vec<bool> = (0..tq * tk).map(|e| (e % tk) / t > (e / tk) / t).collect();
+        Tensor::<4, Bool>::from_data(TensorData::new(blocked, [1, 1, tq, tk]), device)
+    });
+    let calls = 10;
+    let t = best(repeats, || {
+        let mut out = None;
+        for _ in 0..calls {
+            out = Some(attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                mask.clone(),
+                None,
+                Default::default(),
+            ));
+        }
+        let _ = out.unwrap().sum().into_scalar::<f32>();
+        sync(device);
+    });
+    t.as_secs_f64() * 1e3 / calls as f64
+}
+
+fn attention_table(device: &Device, repeats: usize) {
+    let Ok(kernel) = AttentionKernel::on_default_adapter() else {
+        println!("(no wgpu adapter: the WGSL attention needs one)\n");
+        return;
+    };
+    println!("### Attention: ours (WGSL) vs burn's, same adapter\n");
+    println!("| shapes | case | ours ms | burn ms | burn / ours |");
+    println!("|---|---|---|---|---|");
+    let cases = [
+        AttentionCase {
+            name: "default model (batch 16, 4 heads × 16, 49 tokens/step)",
+            heads: 4,
+            batch: 16,
+            tokens: 49,
+            steps: 4,
+            head_dim: 16,
+        },
+        AttentionCase {
+            name: "DiT-XL/2 (batch 1, 16 heads × 72, 256 tokens/step)",
+            heads: 16,
+            batch: 1,
+            tokens: 256,
+            steps: 4,
+            head_dim: 72,
+        },
+    ];
+    for c in cases {
+        let bh = c.heads * c.batch;
+        let all = c.tokens * c.steps;
+        let last = c.steps - 1;
+        let rows: [(&str, usize, usize, AttentionMask, Option<usize>); 3] = [
+            (
+                "cached step 4 (block-causal, KV cache)",
+                c.tokens,
+                all,
+                AttentionMask::BlockCausal {
+                    tokens_per_step: c.tokens,
+                    q_step_offset: last,
+                },
+                None,
+            ),
+            (
+                "teacher-forced block-causal",
+                all,
+                all,
+                AttentionMask::BlockCausal {
+                    tokens_per_step: c.tokens,
+                    q_step_offset: 0,
+                },
+                Some(c.tokens),
+            ),
+            ("unmasked", all, all, AttentionMask::None, None),
+        ];
+        for (case, tq, tk, mask, causal) in rows {
+            let shape = AttentionShape {
+                bh,
+                tq,
+                tk,
+                head_dim: c.head_dim,
+            };
+            let calls = 10;
+            let ours = (0..repeats.max(1))
+                .map(|_| kernel.time_resident(shape, mask, calls).expect("kernel"))
+                .min()
+                .unwrap()
+                .as_secs_f64()
+                * 1e3
+                / calls as f64;
+            let theirs = burn_attention_ms(device, bh, tq, tk, c.head_dim, causal, repeats);
+            println!(
+                "| {} | {case} | {ours:.3} | {theirs:.3} | {:.2}x |",
+                c.name,
+                theirs / ours
+            );
+        }
+    }
+    println!();
+}
+
+fn models(dit: &DitConfig, history: usize, device: &Device) -> (LoadedModel, LoadedModel) {
+    let teacher = init_teacher(
+        dit,
+        None,
+        InitOptions {
+            seed: 0,
+            zero_init: false,
+        },
+        device,
+    )
+    .unwrap();
+    let student = student_from_teacher(
+        teacher.copy_to(device).unwrap(),
+        StudentConfig::new(4, history),
+    )
+    .unwrap();
+    (teacher, student)
+}
+
+fn end_to_end(device: &Device, label: &str, matmul: f64, repeats: usize) {
+    println!("### End to end on {label}\n");
+    println!(
+        "| model | batch | teacher 25-step guided ms/img | ARD 4-step ms/img | speed-up | ARD images/s | ARD GFLOP/s | share of matmul rate |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let configs = [
+        (
+            "default (hidden 64, depth 4, 28×28×1, N=2)",
+            DitConfig::new(28, 4, 1, 64, 4, 4, 10, false),
+            2,
+        ),
+        (
+            "DiT-S/2 (hidden 384, depth 12, 32×32×4, N=3)",
+            DitConfig::new(32, 2, 4, 384, 12, 6, 1000, true),
+            3,
+        ),
+    ];
+    for (name, dit, history) in configs {
+        let (teacher, student) = models(&dit, history, device);
+        let s_cfg = StudentConfig::new(4, history);
+        for batch in [1, 16] {
+            let req = SampleRequest {
+                noise: seeded_noise(
+                    vec![batch, dit.in_channels, dit.input_size, dit.input_size],
+                    1,
+                ),
+                labels: (0..batch as i64)
+                    .map(|i| i % dit.num_classes as i64)
+                    .collect(),
+                ddim: DdimOptions {
+                    steps: 25,
+                    cfg_scale: 1.5,
+                    guided_channels: dit.in_channels.min(3),
+                    clip_denoised: false,
+                },
+            };
+            let run = |m: &LoadedModel| {
+                best(repeats, || {
+                    sample(m, &req, device, |_| {}).unwrap();
+                    sync(device);
+                })
+                .as_secs_f64()
+                    * 1e3
+                    / batch as f64
+            };
+            let ard = run(&student);
+            let teacher_ms = run(&teacher);
+            let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ard / 1e3);
+            let _ = ddim_flops(&dit, 25, true);
+            println!(
+                "| {name} | {batch} | {teacher_ms:.1} | {ard:.2} | {:.1}x | {:.0} | {gflops:.1} | {:.0}% |",
+                teacher_ms / ard,
+                1e3 / ard,
+                100.0 * gflops / matmul
+            );
+        }
+    }
+    println!();
+}
+
+fn main() {
+    let args = Args::parse();
+    let which: Vec<DeviceChoice> = match args.device.as_str() {
+        "all" => vec![DeviceChoice::Cpu, DeviceChoice::Wgpu],
+        other => vec![other.parse().unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        })],
+    };
+    println!(
+        "# ard-bench\n\nthreads: {}; wgpu adapter: {}\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        wgpu_adapter_name().unwrap_or_else(|| "none".into())
+    );
+    for choice in which {
+        let device = match choice.device() {
+            Ok(d) => d,
+            Err(e) => {
+                println!("## {choice}: skipped ({e})\n");
+                continue;
+            }
+        };
+        println!("## {}\n", choice.describe());
+        let matmul = matmul_gflops(&device, args.repeats);
+        println!("matmul rate (1024², f32, burn): {matmul:.1} GFLOP/s\n");
+        if choice == DeviceChoice::Wgpu {
+            attention_table(&device, args.repeats);
+        }
+        end_to_end(&device, &choice.describe(), matmul, args.repeats);
+    }
+}
