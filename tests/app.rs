@@ -229,6 +229,36 @@ fn a_bad_dropped_file_leaves_the_model_loaded() {
 }
 
 #[test]
+fn a_reference_pt_file_loads_once_its_head_count_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let mut harness = app_harness(vec![teacher, student], dir.path());
+    wait_for(&mut harness, "the student", 60, |a| {
+        loaded(a, "student.safetensors")
+    });
+    let reference = ard_studio::reference("dit_teacher.pt");
+    harness.state_mut().open_file(&reference, None);
+    wait_for(&mut harness, "the error", 60, |a| {
+        matches!(&a.notice, Some(ard_app::gui::Notice::Error(_)))
+    });
+    let notice = format!("{:?}", harness.state().notice);
+    assert!(notice.contains("Files without metadata"), "{notice}");
+    assert!(loaded(harness.state(), "student.safetensors"));
+    harness.state_mut().reference_heads = Some(4);
+    harness.state_mut().open_file(&reference, None);
+    wait_for(&mut harness, "the reference teacher", 60, |a| {
+        loaded(a, "dit_teacher.pt")
+    });
+    let model = harness.state().generator.clone().unwrap();
+    assert_eq!(model.kind, ModelKind::Teacher);
+    assert_eq!(model.class_names.len(), 10);
+    assert_eq!(
+        harness.state().teacher.as_ref().map(|t| t.source.as_str()),
+        Some("dit_teacher.pt")
+    );
+}
+
+#[test]
 fn saved_png_settings_come_back_when_the_png_is_opened() {
     let dir = tempfile::tempdir().unwrap();
     let (teacher, student) = tiny_models(dir.path());

@@ -86,7 +86,8 @@ pub struct ModelInfo {
     pub kind: ModelKind,
     pub architecture: String,
     pub params: usize,
-    /// One name per class (synonyms comma-separated); `class {i}` when the file has none.
+    /// One name per class (synonyms comma-separated): the file's, ImageNet's for a 1000-class
+    /// file without names, else `class {i}`.
     pub class_names: Vec<String>,
     pub image_size: usize,
     pub channels: usize,
@@ -657,10 +658,12 @@ fn load_model(path: &Path, options: &LoadOptions, device: &Device) -> Result<Loa
 pub fn model_info(model: &LoadedModel, source: String, fingerprint: String) -> ModelInfo {
     let meta = &model.meta;
     let d = &meta.dit;
+    // A 1000-class file without names is taken for ImageNet (DiT's own checkpoints).
     let class_names = meta
         .class_names
         .clone()
         .filter(|n| n.len() == d.num_classes)
+        .or_else(|| (d.num_classes == 1000).then(crate::classes::imagenet))
         .unwrap_or_else(|| (0..d.num_classes).map(|i| format!("class {i}")).collect());
     let student = meta.student.as_ref();
     ModelInfo {
@@ -924,4 +927,39 @@ fn run_training(
         send(TrainingEvent::Finished { student });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DitConfig;
+    use crate::init::{InitOptions, init_teacher};
+
+    #[test]
+    fn a_thousand_unnamed_classes_are_imagenet() {
+        let model = init_teacher(
+            &DitConfig::new(8, 4, 1, 16, 1, 2, 1000, false),
+            None,
+            InitOptions {
+                seed: 0,
+                zero_init: true,
+            },
+            &Device::flex(),
+        )
+        .unwrap();
+        let info = model_info(&model, "dit.pt".into(), "0".into());
+        assert!(info.class_names[207].starts_with("golden retriever"));
+        let model = init_teacher(
+            &DitConfig::new(8, 4, 1, 16, 1, 2, 3, false),
+            None,
+            InitOptions {
+                seed: 0,
+                zero_init: true,
+            },
+            &Device::flex(),
+        )
+        .unwrap();
+        let info = model_info(&model, "x".into(), "0".into());
+        assert_eq!(info.class_names, ["class 0", "class 1", "class 2"]);
+    }
 }
