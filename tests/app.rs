@@ -178,6 +178,15 @@ fn generate_shows_every_step_on_the_canvas() {
         harness.get_by_label(&format!("image {i} · infer_z0"));
     }
     harness.get_by_label_contains("Device: CPU");
+    // A click on an image zooms it and shows its trajectory.
+    harness.get_by_label("image 2 · infer_z0").click();
+    harness.run_steps(2);
+    let run = harness.state().run.as_ref().unwrap();
+    assert_eq!(run.selected, 1);
+    assert_eq!(
+        run.zoom.as_ref().map(|z| z.caption.as_str()),
+        Some("image 2 · infer_z0")
+    );
 }
 
 #[test]

@@ -20,8 +20,8 @@ impl Picture {
         Self { texture, rgb }
     }
 
-    /// Shows the picture at `side` points; a click opens the zoom window.
-    fn show(&self, ui: &mut egui::Ui, side: f32, caption: &str, zoom: &mut Option<Zoom>) {
+    /// Shows the picture at `side` points; a click opens the zoom window (and returns true).
+    fn show(&self, ui: &mut egui::Ui, side: f32, caption: &str, zoom: &mut Option<Zoom>) -> bool {
         let sized = egui::load::SizedTexture::new(self.texture.id(), egui::vec2(side, side));
         let response = ui
             .add(
@@ -36,6 +36,7 @@ impl Picture {
                 caption: caption.to_string(),
             });
         }
+        response.clicked()
     }
 }
 
@@ -225,7 +226,10 @@ impl RunView {
                         } else {
                             egui::Frame::new()
                         };
-                        frame.show(ui, |ui| p.show(ui, side, &caption, &mut zoom));
+                        // A click zooms, and makes this image the one the trajectory shows.
+                        if frame.show(ui, |ui| p.show(ui, side, &caption, &mut zoom)).inner {
+                            selected = i;
+                        }
                         if (i + 1) % cols == 0 {
                             ui.end_row();
                         }
