@@ -179,3 +179,28 @@ fn a_teacher_is_not_silently_read_as_a_file_with_extra_tensors() {
     let msg = load_err(&path, &options());
     assert!(msg.contains("optimizer.step"), "{msg}");
 }
+
+#[test]
+fn writing_a_model_twice_gives_the_same_bytes() {
+    use ard_engine::config::DitConfig;
+    use ard_engine::init::{InitOptions, init_teacher};
+    use ard_engine::weights::Storage;
+    let dir = tempfile::tempdir().unwrap();
+    let model = init_teacher(
+        &DitConfig::new(8, 4, 1, 16, 1, 2, 3, false),
+        Some(vec!["a".into(), "b".into(), "c".into()]),
+        InitOptions {
+            seed: 0,
+            zero_init: true,
+        },
+        &ard_engine::Device::flex(),
+    )
+    .unwrap();
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    model.save(&a, Storage::F32).unwrap();
+    model.save(&b, Storage::F32).unwrap();
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}

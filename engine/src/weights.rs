@@ -15,9 +15,6 @@ use crate::host::HostTensor;
 
 /// Header key holding our [`ModelMeta`] as JSON.
 pub const META_KEY: &str = "ard_studio";
-/// Header key with the format version of [`META_KEY`].
-pub const META_VERSION_KEY: &str = "ard_studio_version";
-const META_VERSION: &str = "1";
 
 /// The container a file was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,13 +390,13 @@ impl SafetensorsWriter {
         );
     }
 
+    /// One metadata key only: safetensors writes its metadata map in hash order, so a model
+    /// file with one key has the same bytes (and fingerprint) every time it is written.
     pub fn set_meta(&mut self, meta: &ModelMeta) {
         self.metadata.insert(
             META_KEY.into(),
             serde_json::to_string(meta).expect("metadata serialises"),
         );
-        self.metadata
-            .insert(META_VERSION_KEY.into(), META_VERSION.into());
     }
 
     pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {

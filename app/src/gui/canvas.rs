@@ -227,7 +227,10 @@ impl RunView {
                             egui::Frame::new()
                         };
                         // A click zooms, and makes this image the one the trajectory shows.
-                        if frame.show(ui, |ui| p.show(ui, side, &caption, &mut zoom)).inner {
+                        if frame
+                            .show(ui, |ui| p.show(ui, side, &caption, &mut zoom))
+                            .inner
+                        {
                             selected = i;
                         }
                         if (i + 1) % cols == 0 {
