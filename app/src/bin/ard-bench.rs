@@ -18,7 +18,7 @@ use ard_engine::burn::tensor::module::attention;
 use ard_engine::burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use ard_engine::config::{DitConfig, StudentConfig};
 use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
-use ard_engine::eval::{ddim_flops, student_flops};
+use ard_engine::eval::student_flops;
 use ard_engine::generate::{SampleRequest, sample};
 use ard_engine::host::seeded_noise;
 use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
@@ -39,6 +39,9 @@ struct Args {
     /// Timed repetitions of each measurement (the best is kept).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// End-to-end models: default, dit-s2 or all.
+    #[arg(long, default_value = "all")]
+    models: String,
 }
 
 /// Best of `repeats` timings of `f` (after one warm-up call).
@@ -217,7 +220,7 @@ fn models(dit: &DitConfig, history: usize, device: &Device) -> (LoadedModel, Loa
     (teacher, student)
 }
 
-fn end_to_end(device: &Device, label: &str, matmul: f64, repeats: usize) {
+fn end_to_end(device: &Device, label: &str, matmul: f64, repeats: usize, which: &str) {
     println!("### End to end on {label}\n");
     println!(
         "| model | batch | teacher 25-step guided ms/img | ARD 4-step ms/img | speed-up | ARD images/s | ARD GFLOP/s | share of matmul rate |"
@@ -236,6 +239,14 @@ fn end_to_end(device: &Device, label: &str, matmul: f64, repeats: usize) {
         ),
     ];
     for (name, dit, history) in configs {
+        let wanted = match which {
+            "all" => true,
+            "dit-s2" => name.starts_with("DiT-S/2"),
+            _ => name.starts_with("default"),
+        };
+        if !wanted {
+            continue;
+        }
         let (teacher, student) = models(&dit, history, device);
         let s_cfg = StudentConfig::new(4, history);
         for batch in [1, 16] {
@@ -266,7 +277,6 @@ fn end_to_end(device: &Device, label: &str, matmul: f64, repeats: usize) {
             let ard = run(&student);
             let teacher_ms = run(&teacher);
             let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ard / 1e3);
-            let _ = ddim_flops(&dit, 25, true);
             println!(
                 "| {name} | {batch} | {teacher_ms:.1} | {ard:.2} | {:.1}x | {:.0} | {gflops:.1} | {:.0}% |",
                 teacher_ms / ard,
@@ -306,6 +316,12 @@ fn main() {
         if choice == DeviceChoice::Wgpu {
             attention_table(&device, args.repeats);
         }
-        end_to_end(&device, &choice.describe(), matmul, args.repeats);
+        end_to_end(
+            &device,
+            &choice.describe(),
+            matmul,
+            args.repeats,
+            &args.models,
+        );
     }
 }
