@@ -187,14 +187,14 @@ fn bad_shapes_are_reported() {
 #[test]
 fn runs_on_burns_own_wgpu_device() {
     use ard_engine::device::DeviceChoice;
-    use ard_engine::wgsl_attention::{fused_attention, fused_attention_available};
+    use ard_engine::wgsl_attention::{fused_attention, fused_attention_supported};
     if kernel().is_none() {
         return;
     }
     let device = DeviceChoice::Wgpu.device().unwrap();
-    assert!(fused_attention_available(&device, 72));
-    assert!(!fused_attention_available(&device.clone().autodiff(), 72));
-    assert!(!fused_attention_available(&Device::flex(), 72));
+    assert!(fused_attention_supported(&device, 72));
+    assert!(!fused_attention_supported(&device.clone().autodiff(), 72));
+    assert!(!fused_attention_supported(&Device::flex(), 72));
     let (b, h, t, steps, d) = (2, 3, 20, 3, 72);
     let n = t * steps;
     let (q, k, v) = (
@@ -232,4 +232,36 @@ fn runs_on_burns_own_wgpu_device() {
     let err = rel_error(&cached, &want);
     eprintln!("cached step on burn's wgpu device: {err:.2e}");
     assert!(err < PARITY, "{err:.2e}");
+}
+
+#[test]
+fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
+    use ard_engine::device::DeviceChoice;
+    use ard_engine::generate::{SampleRequest, sample};
+    use ard_engine::model::{LoadOptions, LoadedModel};
+    use ard_engine::wgsl_attention::{set_fused_attention, use_fused_attention};
+    use ard_studio::{assert_close, reference, reference_file};
+    if kernel().is_none() {
+        return;
+    }
+    set_fused_attention(true);
+    let device = DeviceChoice::Wgpu.device().unwrap();
+    assert!(use_fused_attention(&device, 16));
+    let options = LoadOptions {
+        num_heads: Some(4),
+        history_layers: Some(2),
+    };
+    let student =
+        LoadedModel::load(reference("ard_student.safetensors"), &options, &device).unwrap();
+    let io = reference_file("ard_io.safetensors");
+    let req = SampleRequest {
+        noise: io.f32("zT").unwrap(),
+        labels: io.labels("y").unwrap(),
+        ddim: Default::default(),
+    };
+    let out = sample(&student, &req, &device, |_| {}).unwrap();
+    for (name, t) in &out.tensors {
+        let err = assert_close(name, t, &io.f32(name).unwrap(), PARITY);
+        eprintln!("through the WGSL kernel, {name}: {err:.2e}");
+    }
 }

@@ -19,7 +19,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::error::Result;
 use crate::params::{ParamReader, ParamWriter};
-use crate::wgsl_attention::{AttentionMask, fused_attention, fused_attention_available};
+use crate::wgsl_attention::{AttentionMask, fused_attention, use_fused_attention};
 
 /// How the tokens of a pass attend to each other.
 pub enum Mixing<'a> {
@@ -61,21 +61,21 @@ impl KvCache {
 }
 
 /// softmax(q kᵀ / √d) v — `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]`.
-/// On a wgpu device outside training this is our WGSL kernel (`shaders/attention.wgsl`);
-/// elsewhere burn's attention.
+/// With `ARD_WGSL=1` on a wgpu device outside training this is our WGSL kernel
+/// (`shaders/attention.wgsl`); otherwise burn's attention.
 pub fn scaled_dot_product(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    if fused_attention_available(&q.device(), q.dims()[3]) {
+    if use_fused_attention(&q.device(), q.dims()[3]) {
         return fused_attention(q, k, v, AttentionMask::None);
     }
     attention(q, k, v, None, None, AttentionModuleOptions::default())
 }
 
-/// The block-causal pass over `steps` steps of tokens. On a wgpu device outside training: one
-/// kernel launch that skips the masked tiles. Elsewhere: K attentions over growing key
-/// prefixes, so no masked score is formed either.
+/// The block-causal pass over `steps` steps of tokens. With our kernel: one launch that skips
+/// the masked tiles. Otherwise: K attentions over growing key prefixes, so no masked score is
+/// formed either.
 fn block_causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, steps: usize) -> Tensor<4> {
     let t = q.dims()[2] / steps;
-    if fused_attention_available(&q.device(), q.dims()[3]) {
+    if use_fused_attention(&q.device(), q.dims()[3]) {
         let mask = AttentionMask::BlockCausal {
             tokens_per_step: t,
             q_step_offset: 0,

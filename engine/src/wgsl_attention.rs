@@ -522,19 +522,39 @@ impl ArdAttentionBackend for CubeBackend {
     }
 }
 
-/// Whether [`fused_attention`] runs on `device`: wgpu (cubecl) devices outside autodiff, with a
-/// head dimension that fits the kernel's workgroup memory. `ARD_WGSL=0` turns the kernels off.
-pub fn fused_attention_available(device: &burn::tensor::Device, head_dim: usize) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("ARD_WGSL").map_or(true, |v| v != "0"));
-    enabled
-        && !device.is_autodiff()
+/// Whether [`fused_attention`] can run on `device`: wgpu (cubecl) devices outside autodiff, with
+/// a head dimension that fits the kernel's workgroup memory.
+pub fn fused_attention_supported(device: &burn::tensor::Device, head_dim: usize) -> bool {
+    !device.is_autodiff()
         && matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+        && head_dim > 0
         && TILE_K as usize * head_dim * 8 <= 16384
 }
 
+/// 0 = not decided yet (read `ARD_WGSL` on first use), 1 = off, 2 = on.
+static FUSED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Switches the model's use of the kernel on or off for this process (overrides `ARD_WGSL`).
+pub fn set_fused_attention(enabled: bool) {
+    FUSED.store(
+        if enabled { 2 } else { 1 },
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Whether the model's attention uses the kernel: where supported and switched on (`ARD_WGSL=1`
+/// or [`set_fused_attention`]). Off by default: on the one adapter measured so far (lavapipe)
+/// burn's autotuned attention is faster (docs/benchmarks.md).
+pub fn use_fused_attention(device: &burn::tensor::Device, head_dim: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if FUSED.load(Relaxed) == 0 {
+        set_fused_attention(std::env::var("ARD_WGSL").is_ok_and(|v| v == "1"));
+    }
+    FUSED.load(Relaxed) == 2 && fused_attention_supported(device, head_dim)
+}
+
 /// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with our kernel on burn's wgpu
-/// device. Check [`fused_attention_available`] first.
+/// device. Check [`fused_attention_supported`] first.
 pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
     let [b, h, lq, d] = q.dims();
     let lk = k.dims()[2];
