@@ -62,7 +62,7 @@ fn sync(device: &Device) {
 }
 
 fn matmul_gflops(device: &Device, repeats: usize) -> f64 {
-    let n = 1024;
+    let n: usize = 1024;
     let a = Tensor::<2>::random([n, n], Distribution::Default, device);
     let b = Tensor::<2>::random([n, n], Distribution::Default, device);
     let reps = 4;
