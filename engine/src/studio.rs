@@ -31,7 +31,7 @@ use crate::train::TrainOptions;
 use crate::trajectories::{
     AnchorKind, TrajectoryManifest, TrajectorySet, write_trajectory_set_until,
 };
-use crate::weights::{Fingerprint, TensorFile};
+use crate::weights::{TensorFile, file_fingerprint};
 
 /// What the app asks of the engine.
 #[derive(Clone, Debug)]
@@ -388,9 +388,14 @@ impl Engine {
         match result {
             Ok(loaded) => {
                 let info = loaded.info.clone();
-                if loaded.info.kind == ModelKind::Teacher {
+                // The teacher slot shares the generator's parameters (inference never
+                // changes them), so a teacher is held once.
+                if let Model::Teacher(dit) = &loaded.model.model {
                     self.teacher = Some(Loaded {
-                        model: loaded.model.copy_to(&self.device).expect("same device"),
+                        model: LoadedModel {
+                            model: Model::Teacher(dit.clone()),
+                            meta: loaded.model.meta.clone(),
+                        },
                         info: info.clone(),
                     });
                     self.events.send(Event::ModelLoaded {
@@ -640,17 +645,14 @@ impl Engine {
 
 /// Loads a model file with what the model panel shows about it.
 fn load_model(path: &Path, options: &LoadOptions, device: &Device) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
-    let mut fingerprint = Fingerprint::default();
-    fingerprint.feed(&bytes);
-    drop(bytes);
+    let fingerprint = file_fingerprint(path)?;
     let file = TensorFile::read(path)?;
     let model = LoadedModel::from_file(file, options, device)?;
     let source = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
-    let info = model_info(&model, source, fingerprint.hex());
+    let info = model_info(&model, source, fingerprint);
     Ok(Loaded { model, info })
 }
 
@@ -876,7 +878,7 @@ fn run_training(
         seed: req.seed,
         num_classes: d.num_classes,
         image_shape: vec![d.in_channels, d.input_size, d.input_size],
-        teacher: crate::weights::file_fingerprint(&teacher_path)?,
+        teacher: file_fingerprint(&teacher_path)?,
         clip_denoised: teacher.meta.clip_denoised,
     };
     let trajectories = dir.join("trajectories");

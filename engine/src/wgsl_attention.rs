@@ -198,7 +198,7 @@ impl AttentionKernel {
         Ok(Self::new(device, queue))
     }
 
-    /// Name of the adapter-independent device description, for reports.
+    /// The compiled pipeline for `head_dim`, built on first use.
     fn pipeline(&self, head_dim: usize) -> Result<std::sync::Arc<Pipeline>> {
         let mut cache = self.pipelines.lock().expect("pipeline cache");
         if let Some(p) = cache.get(&head_dim) {

@@ -77,7 +77,6 @@ pub struct StudioApp {
     pub tab: Tab,
     pub generator: Option<ModelInfo>,
     pub teacher: Option<ModelInfo>,
-    /// Path of the generator's file, for saved settings.
     pub conditioning: Conditioning,
     pub run: Option<RunView>,
     pub training: TrainingPanel,
