@@ -8,18 +8,31 @@
 //   mode 1 (block-causal)   keys of steps <= the query's step (ARD's lower blocks; with a KV
 //                           cache the queries are the current step, q_step_offset = its index)
 //   mode 2 (block-diagonal) keys of the query's own step (ARD's upper blocks)
-// A workgroup takes WG_SIZE query rows, one per invocation, and walks only the key tiles its
-// rows may see: masked tiles are skipped, never scored. Keys and values are staged tile by tile
-// in workgroup memory; each row keeps its running max, normaliser and weighted sum in registers,
-// so no score matrix exists anywhere.
 //
-// Layout: q [BH, Tq, D], k and v [BH, Tk, D], out [BH, Tq, D], f32, contiguous.
-// HEAD_DIM, WG_SIZE and TILE_K are substituted by the host before compiling
-// (one pipeline per head dimension).
+// Tiling (FlashAttention-2 style): a workgroup owns BR query rows and walks the key tiles of BC
+// keys that its rows may see; masked tiles are skipped by the loop bounds, never scored. Each
+// row is served by PER_ROW invocations. Per tile:
+//   1. the tile's keys and values are staged in workgroup memory (as vec4s);
+//   2. each invocation scores BC / PER_ROW keys of its row (vec4 dot products) into `s_tile`;
+//   3. each invocation reads its row's scores, updates the running max and turns its own scores
+//      into probabilities in `p_tile`;
+//   4. each invocation rescales its share (D4 / PER_ROW vec4s) of the row's output and adds the
+//      tile's probability-weighted values; the normaliser is kept alongside.
+// No score matrix larger than BR x BC exists anywhere.
+//
+// Layout: q [BH, Tq, D], k and v [BH, Tk, D], out [BH, Tq, D], f32, contiguous (any D: rows
+// are read as vec4s padded with zeros). The host substitutes the sizes in double braces per head
+// dimension, keeping workgroup memory within WebGPU's default 16 KiB.
 
-const HEAD_DIM: u32 = {{head_dim}}u;
-const WG_SIZE: u32 = {{wg_size}}u;
-const TILE_K: u32 = {{tile_k}}u;
+const D: u32 = {{head_dim}}u;
+const D4: u32 = {{head_dim4}}u;
+const BR: u32 = {{block_rows}}u;
+const BC: u32 = {{block_keys}}u;
+const PER_ROW: u32 = {{per_row}}u;
+const WG: u32 = {{wg_size}}u;
+const S_PER: u32 = {{scores_per_invocation}}u;
+const O_PER: u32 = {{outputs_per_invocation}}u;
+const NEG: f32 = -3.0e38;
 
 struct Params {
     bh: u32,
@@ -40,8 +53,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> k_tile: array<f32, {{tile_elems}}>;
-var<workgroup> v_tile: array<f32, {{tile_elems}}>;
+var<workgroup> q_tile: array<vec4<f32>, {{q_elems}}>;
+var<workgroup> k_tile: array<vec4<f32>, {{kv_elems}}>;
+var<workgroup> v_tile: array<vec4<f32>, {{kv_elems}}>;
+var<workgroup> s_tile: array<f32, {{s_elems}}>;
+var<workgroup> p_tile: array<f32, {{s_elems}}>;
 var<workgroup> range_lo: u32;
 var<workgroup> range_hi: u32;
 
@@ -62,92 +78,150 @@ fn key_range(i: u32) -> vec2<u32> {
     }
 }
 
+// Elements [4 * c, 4 * c + 4) of the D-long row starting at `base`, zero past D.
+fn q4(base: u32, c: u32) -> vec4<f32> {
+    let e = 4u * c;
+    return vec4<f32>(
+        select(0.0, q[base + min(e, D - 1u)], e < D),
+        select(0.0, q[base + min(e + 1u, D - 1u)], e + 1u < D),
+        select(0.0, q[base + min(e + 2u, D - 1u)], e + 2u < D),
+        select(0.0, q[base + min(e + 3u, D - 1u)], e + 3u < D),
+    );
+}
+
+fn k4(base: u32, c: u32) -> vec4<f32> {
+    let e = 4u * c;
+    return vec4<f32>(
+        select(0.0, k[base + min(e, D - 1u)], e < D),
+        select(0.0, k[base + min(e + 1u, D - 1u)], e + 1u < D),
+        select(0.0, k[base + min(e + 2u, D - 1u)], e + 2u < D),
+        select(0.0, k[base + min(e + 3u, D - 1u)], e + 3u < D),
+    );
+}
+
+fn v4(base: u32, c: u32) -> vec4<f32> {
+    let e = 4u * c;
+    return vec4<f32>(
+        select(0.0, v[base + min(e, D - 1u)], e < D),
+        select(0.0, v[base + min(e + 1u, D - 1u)], e + 1u < D),
+        select(0.0, v[base + min(e + 2u, D - 1u)], e + 2u < D),
+        select(0.0, v[base + min(e + 3u, D - 1u)], e + 3u < D),
+    );
+}
+
 @compute @workgroup_size({{wg_size}})
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let bh = wg.y;
-    let row0 = wg.x * WG_SIZE;
-    let i = row0 + lid;
+    let row0 = wg.x * BR;
+    let r = lid / PER_ROW;
+    let u = lid % PER_ROW;
+    let i = row0 + r;
     let in_range = i < params.tq;
+    let last_row = params.tq - 1u;
 
     // The workgroup's key range: the union of its rows' ranges (rows are consecutive, and
     // every mode's range moves monotonically with the row).
     if lid == 0u {
-        let last = min(row0 + WG_SIZE, params.tq) - 1u;
         range_lo = key_range(row0).x;
-        range_hi = key_range(last).y;
+        range_hi = key_range(min(row0 + BR, params.tq) - 1u).y;
     }
     let lo = workgroupUniformLoad(&range_lo);
     let hi = workgroupUniformLoad(&range_hi);
-    let mine = key_range(min(i, params.tq - 1u));
+    let mine = key_range(min(i, last_row));
 
-    var q_row: array<f32, HEAD_DIM>;
-    var acc: array<f32, HEAD_DIM>;
-    let q_base = (bh * params.tq + min(i, params.tq - 1u)) * HEAD_DIM;
-    for (var d = 0u; d < HEAD_DIM; d++) {
-        q_row[d] = q[q_base + d] * params.scale;
-        acc[d] = 0.0;
+    // Stage the workgroup's query rows, pre-scaled (rows past the end repeat the last one).
+    for (var e = lid; e < BR * D4; e += WG) {
+        let row = min(row0 + e / D4, last_row);
+        q_tile[e] = q4((bh * params.tq + row) * D, e % D4) * params.scale;
     }
-    var m = -3.0e38;
-    var l = 0.0;
-    var s: array<f32, TILE_K>;
 
-    let kv_base = bh * params.tk * HEAD_DIM;
-    for (var t0 = lo; t0 < hi; t0 += TILE_K) {
-        // Stage TILE_K keys and values (the tail tile reads only what exists).
-        for (var e = lid; e < TILE_K * HEAD_DIM; e += WG_SIZE) {
-            let j = t0 + e / HEAD_DIM;
+    var o: array<vec4<f32>, O_PER>;
+    for (var c = 0u; c < O_PER; c++) {
+        o[c] = vec4<f32>(0.0);
+    }
+    var m = NEG;
+    var l = 0.0;
+
+    let kv_base = bh * params.tk;
+    for (var t0 = lo; t0 < hi; t0 += BC) {
+        // 1. Stage BC keys and values; past `hi`, zeros (never NaN times a zero weight).
+        for (var e = lid; e < BC * D4; e += WG) {
+            let j = t0 + e / D4;
             if j < hi {
-                k_tile[e] = k[kv_base + j * HEAD_DIM + e % HEAD_DIM];
-                v_tile[e] = v[kv_base + j * HEAD_DIM + e % HEAD_DIM];
+                k_tile[e] = k4((kv_base + j) * D, e % D4);
+                v_tile[e] = v4((kv_base + j) * D, e % D4);
+            } else {
+                k_tile[e] = vec4<f32>(0.0);
+                v_tile[e] = vec4<f32>(0.0);
             }
         }
         workgroupBarrier();
-        if in_range {
-            // Scores of this tile, then one rescale of the running sums.
-            var tile_max = -3.0e38;
-            for (var j = 0u; j < TILE_K; j++) {
-                let kj = t0 + j;
-                if kj >= mine.x && kj < mine.y {
-                    var dot = 0.0;
-                    for (var d = 0u; d < HEAD_DIM; d++) {
-                        dot += q_row[d] * k_tile[j * HEAD_DIM + d];
-                    }
-                    s[j] = dot;
-                    tile_max = max(tile_max, dot);
-                } else {
-                    s[j] = -3.0e38;
-                }
-            }
-            if tile_max > -3.0e38 {
-                let m_new = max(m, tile_max);
-                let correction = exp(m - m_new);
-                l *= correction;
-                for (var d = 0u; d < HEAD_DIM; d++) {
-                    acc[d] *= correction;
-                }
-                for (var j = 0u; j < TILE_K; j++) {
-                    if s[j] > -3.0e38 {
-                        let p = exp(s[j] - m_new);
-                        l += p;
-                        for (var d = 0u; d < HEAD_DIM; d++) {
-                            acc[d] += p * v_tile[j * HEAD_DIM + d];
-                        }
-                    }
-                }
-                m = m_new;
+
+        // 2. Scores of keys u, u + PER_ROW, ... of this tile for row r.
+        var s: array<f32, S_PER>;
+        for (var x = 0u; x < S_PER; x++) {
+            s[x] = 0.0;
+        }
+        for (var c = 0u; c < D4; c++) {
+            let qc = q_tile[r * D4 + c];
+            for (var x = 0u; x < S_PER; x++) {
+                s[x] += dot(qc, k_tile[(u + x * PER_ROW) * D4 + c]);
             }
         }
+        for (var x = 0u; x < S_PER; x++) {
+            let j = t0 + u + x * PER_ROW;
+            let visible = j >= mine.x && j < mine.y;
+            s_tile[r * BC + u + x * PER_ROW] = select(NEG, s[x], visible);
+        }
+        workgroupBarrier();
+
+        // 3. The row's new running max; this invocation's probabilities.
+        var tile_max = NEG;
+        for (var c = 0u; c < BC; c++) {
+            tile_max = max(tile_max, s_tile[r * BC + c]);
+        }
+        let m_new = max(m, tile_max);
+        let correction = select(1.0, exp(m - m_new), tile_max > NEG);
+        for (var x = 0u; x < S_PER; x++) {
+            let sx = s_tile[r * BC + u + x * PER_ROW];
+            p_tile[r * BC + u + x * PER_ROW] = select(0.0, exp(sx - m_new), sx > NEG);
+        }
+        workgroupBarrier();
+
+        // 4. Rescale and accumulate this invocation's share of the row's output.
+        var row_sum = 0.0;
+        for (var c = 0u; c < O_PER; c++) {
+            o[c] *= correction;
+        }
+        for (var j = 0u; j < BC; j++) {
+            let p = p_tile[r * BC + j];
+            row_sum += p;
+            for (var c = 0u; c < O_PER; c++) {
+                let d4 = min(u + c * PER_ROW, D4 - 1u);
+                o[c] += p * v_tile[j * D4 + d4];
+            }
+        }
+        l = l * correction + row_sum;
+        m = m_new;
         workgroupBarrier();
     }
 
     if in_range {
-        let o_base = (bh * params.tq + i) * HEAD_DIM;
+        let o_base = (bh * params.tq + i) * D;
         let inv = select(0.0, 1.0 / l, l > 0.0);
-        for (var d = 0u; d < HEAD_DIM; d++) {
-            out[o_base + d] = acc[d] * inv;
+        for (var c = 0u; c < O_PER; c++) {
+            let d4 = u + c * PER_ROW;
+            if d4 < D4 {
+                let y = o[c] * inv;
+                for (var e = 0u; e < 4u; e++) {
+                    if 4u * d4 + e < D {
+                        out[o_base + 4u * d4 + e] = y[e];
+                    }
+                }
+            }
         }
     }
 }

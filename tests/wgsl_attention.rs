@@ -265,3 +265,28 @@ fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
         eprintln!("through the WGSL kernel, {name}: {err:.2e}");
     }
 }
+
+#[test]
+fn tilings_fit_webgpus_default_workgroup_memory() {
+    use ard_engine::wgsl_attention::{PER_ROW, TileConfig, WORKGROUP_BYTES};
+    for d in 1..=300 {
+        if let Some(c) = TileConfig::for_head_dim(d) {
+            assert!(c.workgroup_bytes() <= WORKGROUP_BYTES, "{c:?}");
+            assert_eq!(c.block_keys % PER_ROW, 0, "{c:?}");
+            assert!(c.shader_source().contains(&format!("const D: u32 = {d}u;")));
+            assert!(
+                !c.shader_source().contains("{{"),
+                "unsubstituted size for {c:?}"
+            );
+        } else {
+            assert!(d > 128, "head dim {d} must be supported");
+        }
+    }
+    // DiT-XL/2's 72 and the default model's 16 get the largest tiles.
+    for d in [16, 64, 72] {
+        let c = TileConfig::for_head_dim(d).unwrap();
+        assert_eq!((c.block_rows, c.block_keys), (16, 16), "{c:?}");
+    }
+    assert!(TileConfig::for_head_dim(0).is_none());
+    assert!(TileConfig::for_head_dim(100_000).is_none());
+}

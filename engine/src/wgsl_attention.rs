@@ -13,10 +13,85 @@ use wgpu::util::DeviceExt;
 use crate::error::{EngineError, Result};
 
 const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
-/// Query rows per workgroup (one per invocation).
-pub const WG_SIZE: u32 = 64;
-/// Keys staged in workgroup memory at a time.
-pub const TILE_K: u32 = 16;
+/// Invocations that share one query row (each scores a quarter of a tile's keys and owns a
+/// quarter of the row's output).
+pub const PER_ROW: usize = 4;
+/// Workgroup memory the kernel may use: WebGPU's default limit, so it runs on every adapter.
+pub const WORKGROUP_BYTES: usize = 16384;
+
+/// How the kernel tiles one head dimension: `block_rows` query rows per workgroup against
+/// `block_keys` keys staged at a time. The largest tiles that fit [`WORKGROUP_BYTES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TileConfig {
+    pub head_dim: usize,
+    pub block_rows: usize,
+    pub block_keys: usize,
+}
+
+impl TileConfig {
+    /// The tiling for `head_dim`, or `None` when even the smallest tiles do not fit.
+    pub fn for_head_dim(head_dim: usize) -> Option<Self> {
+        [(16, 16), (16, 8), (8, 8), (8, 4)]
+            .into_iter()
+            .map(|(block_rows, block_keys)| Self {
+                head_dim,
+                block_rows,
+                block_keys,
+            })
+            .find(|c| head_dim > 0 && c.workgroup_bytes() <= WORKGROUP_BYTES)
+    }
+
+    fn head_dim4(&self) -> usize {
+        self.head_dim.div_ceil(4)
+    }
+
+    /// Bytes of workgroup memory: query, key and value tiles (vec4), scores and probabilities,
+    /// and the key range.
+    pub fn workgroup_bytes(&self) -> usize {
+        let (br, bc) = (self.block_rows, self.block_keys);
+        (br + 2 * bc) * self.head_dim4() * 16 + 2 * br * bc * 4 + 8
+    }
+
+    pub fn workgroup_size(&self) -> u32 {
+        (self.block_rows * PER_ROW) as u32
+    }
+
+    /// Workgroups for `shape`: query blocks × heads.
+    fn workgroups(&self, shape: AttentionShape) -> (u32, u32) {
+        (shape.tq.div_ceil(self.block_rows) as u32, shape.bh as u32)
+    }
+
+    /// The kernel's WGSL with this tiling's sizes substituted.
+    pub fn shader_source(&self) -> String {
+        let (br, bc, d4) = (self.block_rows, self.block_keys, self.head_dim4());
+        [
+            ("head_dim", self.head_dim),
+            ("head_dim4", d4),
+            ("block_rows", br),
+            ("block_keys", bc),
+            ("per_row", PER_ROW),
+            ("wg_size", br * PER_ROW),
+            ("scores_per_invocation", bc / PER_ROW),
+            ("outputs_per_invocation", d4.div_ceil(PER_ROW)),
+            ("q_elems", br * d4),
+            ("kv_elems", bc * d4),
+            ("s_elems", br * bc),
+        ]
+        .into_iter()
+        .fold(SOURCE.to_string(), |src, (name, value)| {
+            src.replace(&format!("{{{{{name}}}}}"), &value.to_string())
+        })
+    }
+}
+
+fn tile_config(head_dim: usize) -> Result<TileConfig> {
+    TileConfig::for_head_dim(head_dim).ok_or_else(|| {
+        EngineError::Input(format!(
+            "head dimension {head_dim} does not fit the WGSL attention's {WORKGROUP_BYTES} bytes \
+             of workgroup memory"
+        ))
+    })
+}
 
 /// `[bh, tq, head_dim]` queries against `[bh, tk, head_dim]` keys and values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,15 +165,6 @@ fn kernel_params(shape: AttentionShape, mask: AttentionMask) -> [u32; 8] {
         scale.to_bits(),
         0,
     ]
-}
-
-/// The kernel's WGSL for one head dimension.
-pub fn shader_source(head_dim: usize) -> String {
-    SOURCE
-        .replace("{{head_dim}}", &head_dim.to_string())
-        .replace("{{wg_size}}", &WG_SIZE.to_string())
-        .replace("{{tile_k}}", &TILE_K.to_string())
-        .replace("{{tile_elems}}", &(TILE_K as usize * head_dim).to_string())
 }
 
 /// Float64 attention on the CPU, the definition the kernel is tested against.
@@ -204,20 +270,27 @@ impl AttentionKernel {
         if let Some(p) = cache.get(&head_dim) {
             return Ok(p.clone());
         }
-        let bytes = TILE_K as usize * head_dim * 4 * 2;
+        let config = tile_config(head_dim)?;
+        let bytes = config.workgroup_bytes();
         let limit = self.device.limits().max_compute_workgroup_storage_size as usize;
-        if head_dim == 0 || bytes > limit {
+        if bytes > limit {
             return Err(EngineError::Device(format!(
                 "head dimension {head_dim} needs {bytes} bytes of workgroup memory; this device \
                  has {limit}"
             )));
         }
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("attention.wgsl"),
-                source: wgpu::ShaderSource::Wgsl(shader_source(head_dim).into()),
-            });
+        // SAFETY: every index in the shader is clamped into its array (rows, keys and the
+        // padded vec4 lanes), and the host checks the buffers against the shape before each
+        // launch, so wgpu's per-access bounds checks and loop counters are not needed.
+        let module = unsafe {
+            self.device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some("attention.wgsl"),
+                    source: wgpu::ShaderSource::Wgsl(config.shader_source().into()),
+                },
+                wgpu::ShaderRuntimeChecks::unchecked(),
+            )
+        };
         let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -281,6 +354,17 @@ impl AttentionKernel {
         if shape.bh == 0 || shape.tq == 0 || shape.tk == 0 {
             return Err(EngineError::Input(format!("empty attention {shape:?}")));
         }
+        let q_bytes = (shape.bh * shape.tq * shape.head_dim * 4) as u64;
+        let kv_bytes = (shape.bh * shape.tk * shape.head_dim * 4) as u64;
+        if buffers.q.size() < q_bytes
+            || buffers.out.size() < q_bytes
+            || buffers.k.size() < kv_bytes
+            || buffers.v.size() < kv_bytes
+        {
+            return Err(EngineError::Input(format!(
+                "attention buffers are smaller than {shape:?} needs"
+            )));
+        }
         let p = self.pipeline(shape.head_dim)?;
         let params = kernel_params(shape, mask);
         let params = self
@@ -314,7 +398,8 @@ impl AttentionKernel {
         });
         pass.set_pipeline(&p.pipeline);
         pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups((shape.tq as u32).div_ceil(WG_SIZE), shape.bh as u32, 1);
+        let (x, y) = tile_config(shape.head_dim)?.workgroups(shape);
+        pass.dispatch_workgroups(x, y, 1);
         Ok(())
     }
 
@@ -450,7 +535,7 @@ impl AttentionKernel {
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::backend::{Backend, DispatchDevice, backend_extension, tensor::FloatTensor};
-use burn::cubecl::prelude::KernelId;
+use burn::cubecl::prelude::{ExecutionMode, KernelId};
 use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Tensor};
@@ -470,16 +555,19 @@ pub trait ArdAttentionBackend: Backend {
 }
 
 struct AttentionSource {
-    head_dim: usize,
+    config: TileConfig,
 }
 
 impl KernelSource for AttentionSource {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(shader_source(self.head_dim))
+        SourceTemplate::new(self.config.shader_source())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.head_dim, WG_SIZE, TILE_K))
+        // Unchecked: no loop counters; the shader clamps every index itself.
+        KernelId::new::<Self>()
+            .info(self.config)
+            .mode(ExecutionMode::Unchecked)
     }
 
     fn lang(&self) -> &'static str {
@@ -501,16 +589,23 @@ impl ArdAttentionBackend for CubeBackend {
             client.empty(bh * tq * d * 4),
             DType::F32,
         );
+        let config = TileConfig::for_head_dim(d).expect("checked by fused_attention_supported");
+        let (x, y) = config.workgroups(AttentionShape {
+            bh,
+            tq,
+            tk: 0,
+            head_dim: d,
+        });
         let info = params
             .chunks(2)
             .map(|w| w[0] as u64 | (w[1] as u64) << 32)
             .collect();
         client.launch(
             Box::new(SourceKernel::new(
-                AttentionSource { head_dim: d },
-                CubeDim::new_1d(WG_SIZE),
+                AttentionSource { config },
+                CubeDim::new_1d(config.workgroup_size()),
             )),
-            CubeCount::Static((tq as u32).div_ceil(WG_SIZE), bh as u32, 1),
+            CubeCount::Static(x, y, 1),
             KernelArguments::new()
                 .with_buffer(q.handle.clone().binding())
                 .with_buffer(k.handle.clone().binding())
@@ -527,8 +622,7 @@ impl ArdAttentionBackend for CubeBackend {
 pub fn fused_attention_supported(device: &burn::tensor::Device, head_dim: usize) -> bool {
     !device.is_autodiff()
         && matches!(device.as_dispatch(), DispatchDevice::Cube(_))
-        && head_dim > 0
-        && TILE_K as usize * head_dim * 8 <= 16384
+        && TileConfig::for_head_dim(head_dim).is_some()
 }
 
 /// 0 = not decided yet (read `ARD_WGSL` on first use), 1 = off, 2 = on.

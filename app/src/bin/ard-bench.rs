@@ -39,7 +39,7 @@ struct Args {
     /// Timed repetitions of each measurement (the best is kept).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// End-to-end models: default, dit-s2 or all.
+    /// End-to-end models: default, dit-s2, all or none.
     #[arg(long, default_value = "all")]
     models: String,
 }
@@ -242,7 +242,8 @@ fn end_to_end(device: &Device, label: &str, matmul: f64, repeats: usize, which: 
         let wanted = match which {
             "all" => true,
             "dit-s2" => name.starts_with("DiT-S/2"),
-            _ => name.starts_with("default"),
+            "default" => name.starts_with("default"),
+            _ => false,
         };
         if !wanted {
             continue;
