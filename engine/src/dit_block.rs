@@ -116,8 +116,8 @@ mod tests {
     fn gelu_tanh_matches_the_float64_tanh_formula() {
         let device = crate::device::DeviceChoice::Cpu.device().unwrap();
         let x = Tensor::<2>::random([64, 513], Distribution::Uniform(-12.0, 12.0), &device);
-        let xs: Vec<f32> = x.to_data().to_vec().unwrap();
-        let ys: Vec<f32> = gelu_tanh(x).to_data().to_vec().unwrap();
+        let xs = x.to_data().try_to_vec::<f32>().unwrap();
+        let ys = gelu_tanh(x).to_data().try_to_vec::<f32>().unwrap();
         let c = (2.0 / std::f64::consts::PI).sqrt();
         for (&x, &y) in xs.iter().zip(&ys) {
             let x = x as f64;
@@ -126,7 +126,7 @@ mod tests {
             assert!(err < 1e-5, "gelu_tanh({x}) = {y}, want {want}");
         }
         let edge = Tensor::<1>::from_data(TensorData::from([-1e4f32, 0.0, 1e4]), &device);
-        let ys: Vec<f32> = gelu_tanh(edge).to_data().to_vec().unwrap();
+        let ys = gelu_tanh(edge).to_data().try_to_vec::<f32>().unwrap();
         assert_eq!(ys, vec![0.0, 0.0, 1e4]);
     }
 
@@ -135,8 +135,8 @@ mod tests {
         let device = crate::device::DeviceChoice::Cpu.device().unwrap();
         let (rows, width) = (37, 96);
         let x = Tensor::<2>::random([rows, width], Distribution::Normal(3.0, 2.0), &device);
-        let xs: Vec<f32> = x.to_data().to_vec().unwrap();
-        let ys: Vec<f32> = layer_norm(x).to_data().to_vec().unwrap();
+        let xs = x.to_data().try_to_vec::<f32>().unwrap();
+        let ys = layer_norm(x).to_data().try_to_vec::<f32>().unwrap();
         for (row, out) in xs.chunks(width).zip(ys.chunks(width)) {
             let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
             let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;

@@ -316,11 +316,18 @@ fn end_to_end(device: &Device, label: &str, repeats: usize, which: &str, no_teac
             }
             shares.sort_by(f64::total_cmp);
             let share = shares[shares.len() / 2];
-            let teacher_ms = if no_teacher { f64::NAN } else { run(&teacher) };
+            let (teacher_col, speed_up) = if no_teacher {
+                ("–".to_string(), "–".to_string())
+            } else {
+                let teacher_ms = run(&teacher);
+                (
+                    format!("{teacher_ms:.1}"),
+                    format!("{:.1}x", teacher_ms / ard),
+                )
+            };
             let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ard / 1e3);
             println!(
-                "| {name} | {batch} | {teacher_ms:.1} | {ard:.2} | {:.1}x | {:.0} | {gflops:.1} | {:.0}% |",
-                teacher_ms / ard,
+                "| {name} | {batch} | {teacher_col} | {ard:.2} | {speed_up} | {:.1} | {gflops:.1} | {:.0}% |",
                 1e3 / ard,
                 100.0 * share
             );
