@@ -54,7 +54,8 @@ pub fn kernel_distance(a: &HostTensor, b: &HostTensor, subsets: usize, size: usi
     let rows = |t: &HostTensor, s: usize, m: usize| -> DMatrix<f64> {
         let n = t.shape[0];
         DMatrix::from_fn(m, d, |i, j| {
-            let r = (s * 7919 + i * subsets.max(1)) % n;
+            // m distinct rows, spread over the set, shifted per subset.
+            let r = (s * 7919 + i * (n / m).max(1)) % n;
             t.data[r * d + j] as f64
         })
     };
@@ -70,6 +71,21 @@ pub fn kernel_distance(a: &HostTensor, b: &HostTensor, subsets: usize, size: usi
         total += off(&kxx) + off(&kyy) - 2.0 * kxy.mean();
     }
     total / subsets as f64
+}
+
+/// KID in a feature space of any scale: both sets are divided by the real set's root-mean-square
+/// entry before [`kernel_distance`], so the cubic kernel's `x·y/d` is O(1) as it is for Inception
+/// features. Unscaled, our feature network's larger activations made the kernel's large values
+/// swamp the differences and every model scored about the same.
+pub fn kid(feats: &HostTensor, real: &HostTensor) -> f64 {
+    let mean_sq =
+        real.data.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / real.data.len() as f64;
+    let rms = mean_sq.sqrt().max(1e-12);
+    let scaled = |t: &HostTensor| HostTensor {
+        shape: t.shape.clone(),
+        data: t.data.iter().map(|&v| (v as f64 / rms) as f32).collect(),
+    };
+    kernel_distance(&scaled(feats), &scaled(real), 10, 1000)
 }
 
 /// Squared distances between rows of `a` `[N, D]` and `b` `[M, D]`, on `device`, in chunks.
@@ -298,7 +314,7 @@ pub fn evaluate(
             class_agreement: accuracy(&logits, &labels),
             gflops: flops / 1e9,
             ms_per_image: ms,
-            kid: kernel_distance(&feats, &real_feats, 10, 1000),
+            kid: kid(&feats, &real_feats),
             precision,
             recall,
             samples,
@@ -322,6 +338,38 @@ mod tests {
         let mut t = crate::host::seeded_noise(vec![n, d], seed);
         t.data.iter_mut().for_each(|v| *v += shift);
         t
+    }
+
+    #[test]
+    fn kid_ranks_distributions_at_any_feature_scale() {
+        let scaled = |t: &HostTensor, c: f32| HostTensor {
+            shape: t.shape.clone(),
+            data: t.data.iter().map(|v| v * c).collect(),
+        };
+        let real = gaussian(3000, 16, 0.0, 11);
+        let same = gaussian(3000, 16, 0.0, 12);
+        let near = gaussian(3000, 16, 0.3, 13);
+        let far = gaussian(3000, 16, 1.0, 14);
+        for c in [1.0, 40.0] {
+            let (real, same, near, far) = (
+                scaled(&real, c),
+                scaled(&same, c),
+                scaled(&near, c),
+                scaled(&far, c),
+            );
+            let k = [kid(&same, &real), kid(&near, &real), kid(&far, &real)];
+            assert!(k.iter().all(|v| v.is_finite()), "{k:?}");
+            assert!(
+                k[0].abs() < 0.02 && k[0] < k[1] && k[1] < k[2],
+                "scale {c}: {k:?}"
+            );
+        }
+        // The normalisation makes the value itself scale-free.
+        let (a, b) = (
+            kid(&near, &real),
+            kid(&scaled(&near, 40.0), &scaled(&real, 40.0)),
+        );
+        assert!((a - b).abs() < 1e-6 * a.abs().max(1.0), "{a} vs {b}");
     }
 
     #[test]
