@@ -56,9 +56,9 @@ impl TileConfig {
         (self.block_rows * PER_ROW) as u32
     }
 
-    /// Workgroups for `shape`: query blocks × heads.
-    fn workgroups(&self, shape: AttentionShape) -> (u32, u32) {
-        (shape.tq.div_ceil(self.block_rows) as u32, shape.bh as u32)
+    /// Workgroups for `bh` heads of `tq` queries: query blocks × heads.
+    fn workgroups(&self, bh: usize, tq: usize) -> (u32, u32) {
+        (tq.div_ceil(self.block_rows) as u32, bh as u32)
     }
 
     /// The kernel's WGSL with this tiling's sizes substituted.
@@ -214,6 +214,7 @@ pub fn attention_reference(
 struct Pipeline {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    config: TileConfig,
 }
 
 /// Compiled attention pipelines on one wgpu device.
@@ -338,7 +339,11 @@ impl AttentionKernel {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        let p = std::sync::Arc::new(Pipeline { pipeline, layout });
+        let p = std::sync::Arc::new(Pipeline {
+            pipeline,
+            layout,
+            config,
+        });
         cache.insert(head_dim, p.clone());
         Ok(p)
     }
@@ -398,7 +403,7 @@ impl AttentionKernel {
         });
         pass.set_pipeline(&p.pipeline);
         pass.set_bind_group(0, &bind, &[]);
-        let (x, y) = tile_config(shape.head_dim)?.workgroups(shape);
+        let (x, y) = p.config.workgroups(shape.bh, shape.tq);
         pass.dispatch_workgroups(x, y, 1);
         Ok(())
     }
@@ -590,12 +595,7 @@ impl ArdAttentionBackend for CubeBackend {
             DType::F32,
         );
         let config = TileConfig::for_head_dim(d).expect("checked by fused_attention_supported");
-        let (x, y) = config.workgroups(AttentionShape {
-            bh,
-            tq,
-            tk: 0,
-            head_dim: d,
-        });
+        let (x, y) = config.workgroups(bh, tq);
         let info = params
             .chunks(2)
             .map(|w| w[0] as u64 | (w[1] as u64) << 32)
