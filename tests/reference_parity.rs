@@ -10,22 +10,10 @@ use ard_engine::sampler::{DdimOptions, ddim_trajectory};
 use ard_engine::student::ArdStudent;
 use ard_engine::weights::Storage;
 use ard_engine::{Device, ModelKind};
-use ard_studio::{PARITY, assert_close, reference, reference_file};
+use ard_studio::{PARITY, assert_close, load_reference, reference, reference_file};
 
 fn cpu() -> Device {
     Device::flex()
-}
-
-fn reference_options() -> LoadOptions {
-    LoadOptions {
-        num_heads: Some(4),
-        history_layers: Some(2),
-    }
-}
-
-fn load(name: &str, device: &Device) -> LoadedModel {
-    LoadedModel::load(reference(name), &reference_options(), device)
-        .expect("reference weights load")
 }
 
 fn teacher(m: &LoadedModel) -> &ard_engine::dit::Dit {
@@ -44,7 +32,7 @@ fn student(m: &LoadedModel) -> &ArdStudent {
 
 #[test]
 fn reference_shapes_give_the_reference_config() {
-    let m = load("dit_teacher.safetensors", &cpu());
+    let m = load_reference("dit_teacher.safetensors", &cpu());
     let text = std::fs::read_to_string(reference("meta.json")).unwrap();
     let meta: serde_json::Value = serde_json::from_str(&text).unwrap();
     let n = |k: &str| meta[k].as_u64().unwrap() as usize;
@@ -69,7 +57,7 @@ fn reference_shapes_give_the_reference_config() {
         )
     );
     assert_eq!(d.learn_sigma, meta["learn_sigma"].as_bool().unwrap());
-    let s = load("ard_student.safetensors", &cpu());
+    let s = load_reference("ard_student.safetensors", &cpu());
     assert_eq!(s.meta.kind, ModelKind::Student);
     let sc = s.meta.student.as_ref().unwrap();
     assert_eq!((sc.steps, sc.history_layers), (4, n("stack")));
@@ -86,7 +74,7 @@ fn computed_positions_equal_the_stored_table() {
 #[test]
 fn teacher_ddim_trajectory_matches_reference() {
     let device = cpu();
-    let m = load("dit_teacher.safetensors", &device);
+    let m = load_reference("dit_teacher.safetensors", &device);
     let io = reference_file("ddim_io.safetensors");
     let noise = io.f32("noise").unwrap();
     let labels = io.labels("y").unwrap();
@@ -113,8 +101,8 @@ fn teacher_ddim_trajectory_matches_reference() {
 #[test]
 fn pytorch_checkpoint_loads_the_same_teacher() {
     let device = cpu();
-    let st = load("dit_teacher.safetensors", &device);
-    let pt = load("dit_teacher.pt", &device);
+    let st = load_reference("dit_teacher.safetensors", &device);
+    let pt = load_reference("dit_teacher.pt", &device);
     let io = reference_file("ddim_io.safetensors");
     let x = io.f32("noise").unwrap();
     let labels = io.labels("y").unwrap();
@@ -132,7 +120,7 @@ fn pytorch_checkpoint_loads_the_same_teacher() {
 #[test]
 fn student_teacher_forced_forward_matches_reference() {
     let device = cpu();
-    let m = load("ard_student.safetensors", &device);
+    let m = load_reference("ard_student.safetensors", &device);
     let io = reference_file("ard_io.safetensors");
     let inputs: Vec<_> = ["zT", "z15", "z10", "z5"]
         .iter()
@@ -157,7 +145,7 @@ fn student_teacher_forced_forward_matches_reference() {
 #[test]
 fn student_inference_matches_reference() {
     let device = cpu();
-    let m = load("ard_student.safetensors", &device);
+    let m = load_reference("ard_student.safetensors", &device);
     let io = reference_file("ard_io.safetensors");
     let noise = io.f32("zT").unwrap().to_device(&device).unwrap();
     let y = labels_to_device(&io.labels("y").unwrap(), &device);
@@ -178,7 +166,7 @@ fn student_inference_matches_reference() {
 #[test]
 fn kv_cached_inference_equals_masked_forward_on_its_own_predictions() {
     let device = cpu();
-    let m = load("ard_student.safetensors", &device);
+    let m = load_reference("ard_student.safetensors", &device);
     let s = student(&m);
     // Fresh inputs, not the reference's: the equivalence must hold for any noise and labels.
     let noise = ard_engine::host::seeded_noise(vec![3, 4, 32, 32], 11);
@@ -202,7 +190,7 @@ fn kv_cached_inference_equals_masked_forward_on_its_own_predictions() {
 #[test]
 fn saved_student_describes_itself_and_reloads_identically() {
     let device = cpu();
-    let m = load("ard_student.safetensors", &device);
+    let m = load_reference("ard_student.safetensors", &device);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("student.safetensors");
     m.save(&path, Storage::F32).unwrap();

@@ -5,9 +5,8 @@
 use ard_engine::HostTensor;
 use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
 use ard_engine::generate::{SampleRequest, sample};
-use ard_engine::model::{LoadOptions, LoadedModel};
 use ard_engine::sampler::DdimOptions;
-use ard_studio::{PARITY, assert_close, reference, reference_file};
+use ard_studio::{PARITY, assert_close, load_reference, reference_file, reference_student_request};
 
 #[test]
 fn reference_vectors_on_wgpu() {
@@ -19,19 +18,9 @@ fn reference_vectors_on_wgpu() {
         .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set ARD_SKIP_WGPU=1");
     eprintln!("adapter: {adapter}");
     let device = DeviceChoice::Wgpu.device().unwrap();
-    let options = LoadOptions {
-        num_heads: Some(4),
-        history_layers: Some(2),
-    };
-
-    let student =
-        LoadedModel::load(reference("ard_student.safetensors"), &options, &device).unwrap();
+    let student = load_reference("ard_student.safetensors", &device);
     let io = reference_file("ard_io.safetensors");
-    let req = SampleRequest {
-        noise: io.f32("zT").unwrap(),
-        labels: io.labels("y").unwrap(),
-        ddim: DdimOptions::default(),
-    };
+    let req = reference_student_request();
     let mut streamed = Vec::new();
     let out = sample(&student, &req, &device, |s| streamed.push(s.name.clone())).unwrap();
     assert_eq!(streamed, ["infer_z15", "infer_z10", "infer_z5", "infer_z0"]);
@@ -40,8 +29,7 @@ fn reference_vectors_on_wgpu() {
         eprintln!("wgpu {name}: {err:.2e}");
     }
 
-    let teacher =
-        LoadedModel::load(reference("dit_teacher.safetensors"), &options, &device).unwrap();
+    let teacher = load_reference("dit_teacher.safetensors", &device);
     let io = reference_file("ddim_io.safetensors");
     let req = SampleRequest {
         noise: io.f32("noise").unwrap(),

@@ -237,29 +237,18 @@ fn runs_on_burns_own_wgpu_device() {
 #[test]
 fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
     use ard_engine::device::DeviceChoice;
-    use ard_engine::generate::{SampleRequest, sample};
-    use ard_engine::model::{LoadOptions, LoadedModel};
+    use ard_engine::generate::sample;
     use ard_engine::wgsl_attention::{set_fused_attention, use_fused_attention};
-    use ard_studio::{assert_close, reference, reference_file};
+    use ard_studio::{assert_close, load_reference, reference_file, reference_student_request};
     if kernel().is_none() {
         return;
     }
     set_fused_attention(true);
     let device = DeviceChoice::Wgpu.device().unwrap();
     assert!(use_fused_attention(&device, 16));
-    let options = LoadOptions {
-        num_heads: Some(4),
-        history_layers: Some(2),
-    };
-    let student =
-        LoadedModel::load(reference("ard_student.safetensors"), &options, &device).unwrap();
+    let student = load_reference("ard_student.safetensors", &device);
     let io = reference_file("ard_io.safetensors");
-    let req = SampleRequest {
-        noise: io.f32("zT").unwrap(),
-        labels: io.labels("y").unwrap(),
-        ddim: Default::default(),
-    };
-    let out = sample(&student, &req, &device, |_| {}).unwrap();
+    let out = sample(&student, &reference_student_request(), &device, |_| {}).unwrap();
     for (name, t) in &out.tensors {
         let err = assert_close(name, t, &io.f32(name).unwrap(), PARITY);
         eprintln!("through the WGSL kernel, {name}: {err:.2e}");

@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
-use ard_engine::HostTensor;
+use ard_engine::generate::SampleRequest;
+use ard_engine::model::{LoadOptions, LoadedModel};
 use ard_engine::weights::TensorFile;
+use ard_engine::{Device, HostTensor};
 
 /// `tests/fixtures/ard-reference/NAME` (copied from the reference implementation's vectors).
 pub fn reference(name: &str) -> PathBuf {
@@ -16,6 +18,31 @@ pub fn reference(name: &str) -> PathBuf {
 /// Reads a reference tensor file.
 pub fn reference_file(name: &str) -> TensorFile {
     TensorFile::read(reference(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// How the reference weight files load (they carry no metadata): 4 heads, N = 2.
+pub fn reference_options() -> LoadOptions {
+    LoadOptions {
+        num_heads: Some(4),
+        history_layers: Some(2),
+    }
+}
+
+/// Loads the reference weight file `name` on `device`.
+pub fn load_reference(name: &str, device: &Device) -> LoadedModel {
+    LoadedModel::load(reference(name), &reference_options(), device)
+        .unwrap_or_else(|e| panic!("reference weights {name}: {e}"))
+}
+
+/// The reference inference run: `ard_io.safetensors`'s noise `zT` and labels `y`, default DDIM
+/// options (unused by the student).
+pub fn reference_student_request() -> SampleRequest {
+    let io = reference_file("ard_io.safetensors");
+    SampleRequest {
+        noise: io.f32("zT").unwrap(),
+        labels: io.labels("y").unwrap(),
+        ddim: Default::default(),
+    }
 }
 
 /// Relative error below which a float32 result counts as the reference's.
