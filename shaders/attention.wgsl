@@ -9,15 +9,17 @@
 //                           cache the queries are the current step, q_step_offset = its index)
 //   mode 2 (block-diagonal) keys of the query's own step (ARD's upper blocks)
 //
-// Tiling (FlashAttention-2 style): a workgroup owns BR query rows and walks the key tiles of BC
-// keys that its rows may see; masked tiles are skipped by the loop bounds, never scored. Each
-// row is served by PER_ROW invocations. Per tile:
+// Tiling (FlashAttention-2 style, register-tiled like a GEMM): a workgroup of WG invocations
+// owns BR query rows and walks the key tiles of BC keys that its rows may see; masked tiles are
+// skipped by the loop bounds, never scored. Per tile:
 //   1. the tile's keys and values are staged in workgroup memory (as vec4s);
-//   2. each invocation scores BC / PER_ROW keys of its row (vec4 dot products) into `s_tile`;
-//   3. each invocation reads its row's scores, updates the running max and turns its own scores
-//      into probabilities in `p_tile`;
-//   4. each invocation rescales its share (D4 / PER_ROW vec4s) of the row's output and adds the
-//      tile's probability-weighted values; the normaliser is kept alongside.
+//   2. S = Q K^T: each invocation computes a TM x TN block of scores in registers, so every
+//      vec4 it loads serves TM (or TN) dot products, and each of its rows' maxima over its TN
+//      keys;
+//   3. one invocation per row combines those into the row's new running max and rescaling
+//      factor; the score blocks, still in registers, become probabilities in `s_tile`;
+//   4. O = corr * O + P V: each invocation owns TO rows x OC vec4 columns of the output, so
+//      every value vec4 it loads serves TO rows; it keeps its rows' normalisers alongside.
 // No score matrix larger than BR x BC exists anywhere.
 //
 // Layout: q [BH, Tq, D], k and v [BH, Tk, D], out [BH, Tq, D], f32, contiguous (any D: rows
@@ -28,10 +30,13 @@ const D: u32 = {{head_dim}}u;
 const D4: u32 = {{head_dim4}}u;
 const BR: u32 = {{block_rows}}u;
 const BC: u32 = {{block_keys}}u;
-const PER_ROW: u32 = {{per_row}}u;
 const WG: u32 = {{wg_size}}u;
-const S_PER: u32 = {{scores_per_invocation}}u;
-const O_PER: u32 = {{outputs_per_invocation}}u;
+const TM: u32 = {{score_rows}}u;
+const TN: u32 = {{score_keys}}u;
+const KB: u32 = BC / TN;
+const TO: u32 = {{out_rows}}u;
+const OP: u32 = {{out_per_rows}}u;
+const OC: u32 = {{out_cols}}u;
 const NEG: f32 = -3.0e38;
 
 struct Params {
@@ -57,7 +62,9 @@ var<workgroup> q_tile: array<vec4<f32>, {{q_elems}}>;
 var<workgroup> k_tile: array<vec4<f32>, {{kv_elems}}>;
 var<workgroup> v_tile: array<vec4<f32>, {{kv_elems}}>;
 var<workgroup> s_tile: array<f32, {{s_elems}}>;
-var<workgroup> p_tile: array<f32, {{s_elems}}>;
+var<workgroup> part_max: array<f32, {{part_max_elems}}>;
+var<workgroup> m_row: array<f32, {{block_rows}}>;
+var<workgroup> corr: array<f32, {{block_rows}}>;
 var<workgroup> range_lo: u32;
 var<workgroup> range_hi: u32;
 
@@ -116,10 +123,6 @@ fn main(
 ) {
     let bh = wg.y;
     let row0 = wg.x * BR;
-    let r = lid / PER_ROW;
-    let u = lid % PER_ROW;
-    let i = row0 + r;
-    let in_range = i < params.tq;
     let last_row = params.tq - 1u;
 
     // The workgroup's key range: the union of its rows' ranges (rows are consecutive, and
@@ -130,7 +133,6 @@ fn main(
     }
     let lo = workgroupUniformLoad(&range_lo);
     let hi = workgroupUniformLoad(&range_hi);
-    let mine = key_range(min(i, last_row));
 
     // Stage the workgroup's query rows, pre-scaled (rows past the end repeat the last one).
     for (var e = lid; e < BR * D4; e += WG) {
@@ -138,12 +140,28 @@ fn main(
         q_tile[e] = q4((bh * params.tq + row) * D, e % D4) * params.scale;
     }
 
-    var o: array<vec4<f32>, O_PER>;
-    for (var c = 0u; c < O_PER; c++) {
-        o[c] = vec4<f32>(0.0);
+    // This invocation's parts: a TM x TN score block (and its rows' visible keys), TO rows x
+    // OC vec4 columns of the output.
+    let s_row = (lid / KB) * TM;
+    let s_key = (lid % KB) * TN;
+    var s_range: array<vec2<u32>, TM>;
+    for (var a = 0u; a < TM; a++) {
+        s_range[a] = key_range(min(row0 + s_row + a, last_row));
     }
-    var m = NEG;
-    var l = 0.0;
+    let o_row = (lid / OP) * TO;
+    let o_col = lid % OP;
+
+    var o: array<vec4<f32>, {{out_regs}}>;
+    var l: array<f32, TO>;
+    for (var x = 0u; x < TO * OC; x++) {
+        o[x] = vec4<f32>(0.0);
+    }
+    for (var a = 0u; a < TO; a++) {
+        l[a] = 0.0;
+    }
+    if lid < BR {
+        m_row[lid] = NEG;
+    }
 
     let kv_base = bh * params.tk;
     for (var t0 = lo; t0 < hi; t0 += BC) {
@@ -160,65 +178,95 @@ fn main(
         }
         workgroupBarrier();
 
-        // 2. Scores of keys u, u + PER_ROW, ... of this tile for row r.
-        var s: array<f32, S_PER>;
-        for (var x = 0u; x < S_PER; x++) {
+        // 2. A TM x TN block of scores (masked ones NEG), kept in registers; each row's
+        //    maximum over these TN keys goes to `part_max`.
+        var s: array<f32, {{score_regs}}>;
+        for (var x = 0u; x < TM * TN; x++) {
             s[x] = 0.0;
         }
         for (var c = 0u; c < D4; c++) {
-            let qc = q_tile[r * D4 + c];
-            for (var x = 0u; x < S_PER; x++) {
-                s[x] += dot(qc, k_tile[(u + x * PER_ROW) * D4 + c]);
+            var qr: array<vec4<f32>, TM>;
+            for (var a = 0u; a < TM; a++) {
+                qr[a] = q_tile[(s_row + a) * D4 + c];
+            }
+            for (var b = 0u; b < TN; b++) {
+                let kc = k_tile[(s_key + b) * D4 + c];
+                for (var a = 0u; a < TM; a++) {
+                    s[a * TN + b] += dot(qr[a], kc);
+                }
             }
         }
-        for (var x = 0u; x < S_PER; x++) {
-            let j = t0 + u + x * PER_ROW;
-            let visible = j >= mine.x && j < mine.y;
-            s_tile[r * BC + u + x * PER_ROW] = select(NEG, s[x], visible);
+        for (var a = 0u; a < TM; a++) {
+            var row_max = NEG;
+            for (var b = 0u; b < TN; b++) {
+                let j = t0 + s_key + b;
+                let visible = j >= s_range[a].x && j < s_range[a].y;
+                s[a * TN + b] = select(NEG, s[a * TN + b], visible);
+                row_max = max(row_max, s[a * TN + b]);
+            }
+            part_max[(s_row + a) * KB + s_key / TN] = row_max;
         }
         workgroupBarrier();
 
-        // 3. The row's new running max; this invocation's probabilities.
-        var tile_max = NEG;
-        for (var c = 0u; c < BC; c++) {
-            tile_max = max(tile_max, s_tile[r * BC + c]);
+        // 3. Each row's new running maximum and rescaling factor, one invocation per row;
+        //    then every score becomes a probability against its row's maximum.
+        if lid < BR {
+            var tile_max = NEG;
+            for (var x = 0u; x < KB; x++) {
+                tile_max = max(tile_max, part_max[lid * KB + x]);
+            }
+            let m_old = m_row[lid];
+            let m_new = max(m_old, tile_max);
+            corr[lid] = exp(m_old - m_new);
+            m_row[lid] = m_new;
         }
-        let m_new = max(m, tile_max);
-        let correction = select(1.0, exp(m - m_new), tile_max > NEG);
-        for (var x = 0u; x < S_PER; x++) {
-            let sx = s_tile[r * BC + u + x * PER_ROW];
-            p_tile[r * BC + u + x * PER_ROW] = select(0.0, exp(sx - m_new), sx > NEG);
+        workgroupBarrier();
+        for (var a = 0u; a < TM; a++) {
+            let m_new = m_row[s_row + a];
+            for (var b = 0u; b < TN; b++) {
+                let sx = s[a * TN + b];
+                s_tile[(s_row + a) * BC + s_key + b] = select(0.0, exp(sx - m_new), sx > NEG);
+            }
         }
         workgroupBarrier();
 
-        // 4. Rescale and accumulate this invocation's share of the row's output.
-        var row_sum = 0.0;
-        for (var c = 0u; c < O_PER; c++) {
-            o[c] *= correction;
+        // 4. Rescale and accumulate TO rows x OC vec4 columns of the output.
+        for (var a = 0u; a < TO; a++) {
+            let f = corr[o_row + a];
+            l[a] *= f;
+            for (var c = 0u; c < OC; c++) {
+                o[a * OC + c] *= f;
+            }
         }
         for (var j = 0u; j < BC; j++) {
-            let p = p_tile[r * BC + j];
-            row_sum += p;
-            for (var c = 0u; c < O_PER; c++) {
-                let d4 = min(u + c * PER_ROW, D4 - 1u);
-                o[c] += p * v_tile[j * D4 + d4];
+            var vr: array<vec4<f32>, OC>;
+            for (var c = 0u; c < OC; c++) {
+                vr[c] = v_tile[j * D4 + min(o_col + c * OP, D4 - 1u)];
+            }
+            for (var a = 0u; a < TO; a++) {
+                let pj = s_tile[(o_row + a) * BC + j];
+                l[a] += pj;
+                for (var c = 0u; c < OC; c++) {
+                    o[a * OC + c] += pj * vr[c];
+                }
             }
         }
-        l = l * correction + row_sum;
-        m = m_new;
         workgroupBarrier();
     }
 
-    if in_range {
-        let o_base = (bh * params.tq + i) * D;
-        let inv = select(0.0, 1.0 / l, l > 0.0);
-        for (var c = 0u; c < O_PER; c++) {
-            let d4 = u + c * PER_ROW;
-            if d4 < D4 {
-                let y = o[c] * inv;
-                for (var e = 0u; e < 4u; e++) {
-                    if 4u * d4 + e < D {
-                        out[o_base + 4u * d4 + e] = y[e];
+    for (var a = 0u; a < TO; a++) {
+        let i = row0 + o_row + a;
+        if i < params.tq {
+            let o_base = (bh * params.tq + i) * D;
+            let inv = select(0.0, 1.0 / l[a], l[a] > 0.0);
+            for (var c = 0u; c < OC; c++) {
+                let d4 = o_col + c * OP;
+                if d4 < D4 {
+                    let y = o[a * OC + c] * inv;
+                    for (var e = 0u; e < 4u; e++) {
+                        if 4u * d4 + e < D {
+                            out[o_base + 4u * d4 + e] = y[e];
+                        }
                     }
                 }
             }

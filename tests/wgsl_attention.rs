@@ -257,11 +257,20 @@ fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
 
 #[test]
 fn tilings_fit_webgpus_default_workgroup_memory() {
-    use ard_engine::wgsl_attention::{PER_ROW, TileConfig, WORKGROUP_BYTES};
+    use ard_engine::wgsl_attention::{TileConfig, WORKGROUP_BYTES};
     for d in 1..=300 {
         if let Some(c) = TileConfig::for_head_dim(d) {
             assert!(c.workgroup_bytes() <= WORKGROUP_BYTES, "{c:?}");
-            assert_eq!(c.block_keys % PER_ROW, 0, "{c:?}");
+            // Every invocation has a whole score block, softmax share and output rows.
+            assert_eq!(c.block_rows % c.score_rows, 0, "{c:?}");
+            assert_eq!(c.block_keys % c.score_keys, 0, "{c:?}");
+            assert!(c.workgroup_size() >= c.block_rows, "{c:?}");
+            assert_eq!(c.block_rows % c.out_rows, 0, "{c:?}");
+            assert_eq!(
+                c.out_per_rows() * c.block_rows,
+                c.workgroup_size() * c.out_rows,
+                "{c:?}"
+            );
             assert!(c.shader_source().contains(&format!("const D: u32 = {d}u;")));
             assert!(
                 !c.shader_source().contains("{{"),
@@ -271,10 +280,15 @@ fn tilings_fit_webgpus_default_workgroup_memory() {
             assert!(d > 128, "head dim {d} must be supported");
         }
     }
-    // DiT-XL/2's 72 and the default model's 16 get the largest tiles.
-    for d in [16, 64, 72] {
+    // The largest tiles that fit: the default model's 16, DiT-S/2's 64 and DiT-XL/2's 72.
+    for (d, tiles) in [
+        (16, (32, 32)),
+        (32, (32, 16)),
+        (64, (16, 16)),
+        (72, (16, 16)),
+    ] {
         let c = TileConfig::for_head_dim(d).unwrap();
-        assert_eq!((c.block_rows, c.block_keys), (16, 16), "{c:?}");
+        assert_eq!((c.block_rows, c.block_keys), tiles, "{c:?}");
     }
     assert!(TileConfig::for_head_dim(0).is_none());
     assert!(TileConfig::for_head_dim(100_000).is_none());

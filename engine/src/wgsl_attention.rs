@@ -13,47 +13,68 @@ use wgpu::util::DeviceExt;
 use crate::error::{EngineError, Result};
 
 const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
-/// Invocations that share one query row (each scores a quarter of a tile's keys and owns a
-/// quarter of the row's output).
-pub const PER_ROW: usize = 4;
 /// Workgroup memory the kernel may use: WebGPU's default limit, so it runs on every adapter.
 pub const WORKGROUP_BYTES: usize = 16384;
 
 /// How the kernel tiles one head dimension: `block_rows` query rows per workgroup against
-/// `block_keys` keys staged at a time. The largest tiles that fit [`WORKGROUP_BYTES`].
+/// `block_keys` keys staged at a time; each invocation computes a `score_rows` × `score_keys`
+/// block of scores and `out_rows` rows of the output. The largest tiles that fit
+/// [`WORKGROUP_BYTES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileConfig {
     pub head_dim: usize,
     pub block_rows: usize,
     pub block_keys: usize,
+    pub score_rows: usize,
+    pub score_keys: usize,
+    pub out_rows: usize,
 }
 
 impl TileConfig {
     /// The tiling for `head_dim`, or `None` when even the smallest tiles do not fit.
     pub fn for_head_dim(head_dim: usize) -> Option<Self> {
-        [(16, 16), (16, 8), (8, 8), (8, 4)]
-            .into_iter()
-            .map(|(block_rows, block_keys)| Self {
+        [
+            (32, 32, 4, 4, 2),
+            (32, 16, 4, 2, 4),
+            (16, 16, 2, 2, 2),
+            (8, 8, 1, 1, 1),
+            (8, 4, 1, 1, 1),
+        ]
+        .into_iter()
+        .map(
+            |(block_rows, block_keys, score_rows, score_keys, out_rows)| Self {
                 head_dim,
                 block_rows,
                 block_keys,
-            })
-            .find(|c| head_dim > 0 && c.workgroup_bytes() <= WORKGROUP_BYTES)
+                score_rows,
+                score_keys,
+                out_rows,
+            },
+        )
+        .find(|c| head_dim > 0 && c.workgroup_bytes() <= WORKGROUP_BYTES)
     }
 
     fn head_dim4(&self) -> usize {
         self.head_dim.div_ceil(4)
     }
 
-    /// Bytes of workgroup memory: query, key and value tiles (vec4), scores and probabilities,
-    /// and the key range.
+    /// Bytes of workgroup memory: query, key and value tiles (vec4), scores, partial row
+    /// maxima, the rows' running maxima and rescaling factors, and the key range.
     pub fn workgroup_bytes(&self) -> usize {
         let (br, bc) = (self.block_rows, self.block_keys);
-        (br + 2 * bc) * self.head_dim4() * 16 + 2 * br * bc * 4 + 8
+        let part_max = br * bc / self.score_keys;
+        (br + 2 * bc) * self.head_dim4() * 16 + (br * bc + part_max + 2 * br) * 4 + 8
     }
 
-    pub fn workgroup_size(&self) -> u32 {
-        (self.block_rows * PER_ROW) as u32
+    /// One invocation per `score_rows` × `score_keys` block of the score tile.
+    pub fn workgroup_size(&self) -> usize {
+        (self.block_rows / self.score_rows) * (self.block_keys / self.score_keys)
+    }
+
+    /// Invocations that share `out_rows` rows of the output, each taking every
+    /// `out_per_rows`-th vec4 column.
+    pub fn out_per_rows(&self) -> usize {
+        self.workgroup_size() * self.out_rows / self.block_rows
     }
 
     /// Workgroups for `bh` heads of `tq` queries: query blocks × heads.
@@ -64,15 +85,21 @@ impl TileConfig {
     /// The kernel's WGSL with this tiling's sizes substituted.
     pub fn shader_source(&self) -> String {
         let (br, bc, d4) = (self.block_rows, self.block_keys, self.head_dim4());
+        let out_cols = d4.div_ceil(self.out_per_rows());
         [
             ("head_dim", self.head_dim),
             ("head_dim4", d4),
             ("block_rows", br),
             ("block_keys", bc),
-            ("per_row", PER_ROW),
-            ("wg_size", br * PER_ROW),
-            ("scores_per_invocation", bc / PER_ROW),
-            ("outputs_per_invocation", d4.div_ceil(PER_ROW)),
+            ("wg_size", self.workgroup_size()),
+            ("score_rows", self.score_rows),
+            ("score_keys", self.score_keys),
+            ("score_regs", self.score_rows * self.score_keys),
+            ("part_max_elems", br * bc / self.score_keys),
+            ("out_rows", self.out_rows),
+            ("out_per_rows", self.out_per_rows()),
+            ("out_cols", out_cols),
+            ("out_regs", self.out_rows * out_cols),
             ("q_elems", br * d4),
             ("kv_elems", bc * d4),
             ("s_elems", br * bc),
@@ -603,7 +630,7 @@ impl ArdAttentionBackend for CubeBackend {
         client.launch(
             Box::new(SourceKernel::new(
                 AttentionSource { config },
-                CubeDim::new_1d(config.workgroup_size()),
+                CubeDim::new_1d(config.workgroup_size() as u32),
             )),
             CubeCount::Static(x, y, 1),
             KernelArguments::new()
