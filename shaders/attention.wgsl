@@ -22,10 +22,12 @@
 //      every value vec4 it loads serves TO rows; it keeps its rows' normalisers alongside.
 // No score matrix larger than BR x BC exists anywhere.
 //
-// Layout: q [BH, Tq, D], k and v [BH, Tk, D], out [BH, Tq, D], f32, contiguous (any D: rows
-// are read as vec4s padded with zeros). The host substitutes the sizes in double braces per head
+// Layout: q [BH, Tq, D], k and v [BH, Tk, D], out [BH, Tq, D], contiguous, f32 or f16 (then
+// converted to f32 on load: all arithmetic is f32); any D: rows are read as vec4s padded with
+// zeros. The host substitutes the sizes in double braces per head
 // dimension, keeping workgroup memory within WebGPU's default 16 KiB.
 
+{{enable}}
 const D: u32 = {{head_dim}}u;
 const D4: u32 = {{head_dim4}}u;
 const BR: u32 = {{block_rows}}u;
@@ -52,10 +54,10 @@ struct Params {
 
 // Inputs are read_write too: on burn's device, tensors may share one buffer page, and a buffer
 // bound read-only and read-write in one dispatch is a usage conflict.
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> q: array<{{elem}}>;
+@group(0) @binding(1) var<storage, read_write> k: array<{{elem}}>;
+@group(0) @binding(2) var<storage, read_write> v: array<{{elem}}>;
+@group(0) @binding(3) var<storage, read_write> out: array<{{elem}}>;
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> q_tile: array<vec4<f32>, {{q_elems}}>;
@@ -89,30 +91,30 @@ fn key_range(i: u32) -> vec2<u32> {
 fn q4(base: u32, c: u32) -> vec4<f32> {
     let e = 4u * c;
     return vec4<f32>(
-        select(0.0, q[base + min(e, D - 1u)], e < D),
-        select(0.0, q[base + min(e + 1u, D - 1u)], e + 1u < D),
-        select(0.0, q[base + min(e + 2u, D - 1u)], e + 2u < D),
-        select(0.0, q[base + min(e + 3u, D - 1u)], e + 3u < D),
+        select(0.0, f32(q[base + min(e, D - 1u)]), e < D),
+        select(0.0, f32(q[base + min(e + 1u, D - 1u)]), e + 1u < D),
+        select(0.0, f32(q[base + min(e + 2u, D - 1u)]), e + 2u < D),
+        select(0.0, f32(q[base + min(e + 3u, D - 1u)]), e + 3u < D),
     );
 }
 
 fn k4(base: u32, c: u32) -> vec4<f32> {
     let e = 4u * c;
     return vec4<f32>(
-        select(0.0, k[base + min(e, D - 1u)], e < D),
-        select(0.0, k[base + min(e + 1u, D - 1u)], e + 1u < D),
-        select(0.0, k[base + min(e + 2u, D - 1u)], e + 2u < D),
-        select(0.0, k[base + min(e + 3u, D - 1u)], e + 3u < D),
+        select(0.0, f32(k[base + min(e, D - 1u)]), e < D),
+        select(0.0, f32(k[base + min(e + 1u, D - 1u)]), e + 1u < D),
+        select(0.0, f32(k[base + min(e + 2u, D - 1u)]), e + 2u < D),
+        select(0.0, f32(k[base + min(e + 3u, D - 1u)]), e + 3u < D),
     );
 }
 
 fn v4(base: u32, c: u32) -> vec4<f32> {
     let e = 4u * c;
     return vec4<f32>(
-        select(0.0, v[base + min(e, D - 1u)], e < D),
-        select(0.0, v[base + min(e + 1u, D - 1u)], e + 1u < D),
-        select(0.0, v[base + min(e + 2u, D - 1u)], e + 2u < D),
-        select(0.0, v[base + min(e + 3u, D - 1u)], e + 3u < D),
+        select(0.0, f32(v[base + min(e, D - 1u)]), e < D),
+        select(0.0, f32(v[base + min(e + 1u, D - 1u)]), e + 1u < D),
+        select(0.0, f32(v[base + min(e + 2u, D - 1u)]), e + 2u < D),
+        select(0.0, f32(v[base + min(e + 3u, D - 1u)]), e + 3u < D),
     );
 }
 
@@ -265,7 +267,7 @@ fn main(
                     let y = o[a * OC + c] * inv;
                     for (var e = 0u; e < 4u; e++) {
                         if 4u * d4 + e < D {
-                            out[o_base + 4u * d4 + e] = y[e];
+                            out[o_base + 4u * d4 + e] = {{elem}}(y[e]);
                         }
                     }
                 }

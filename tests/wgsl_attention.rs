@@ -238,12 +238,12 @@ fn runs_on_burns_own_wgpu_device() {
 fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
     use ard_engine::device::DeviceChoice;
     use ard_engine::generate::sample;
-    use ard_engine::wgsl_attention::{set_fused_attention, use_fused_attention};
+    use ard_engine::wgsl_attention::{FusedAttention, set_fused_attention, use_fused_attention};
     use ard_studio::{assert_close, load_reference, reference_file, reference_student_request};
     if kernel().is_none() {
         return;
     }
-    set_fused_attention(true);
+    set_fused_attention(FusedAttention::F32);
     let device = DeviceChoice::Wgpu.device().unwrap();
     assert!(use_fused_attention(&device, 16));
     let student = load_reference("ard_student.safetensors", &device);
@@ -253,6 +253,114 @@ fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
         let err = assert_close(name, t, &io.f32(name).unwrap(), PARITY);
         eprintln!("through the WGSL kernel, {name}: {err:.2e}");
     }
+}
+
+/// f16 storage rounds the inputs and the output; the arithmetic stays f32. So: the float64
+/// definition on the rounded inputs, within the output's rounding (2^-11 relative at most).
+const F16_PARITY: f64 = 1e-3;
+
+fn round_f16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
+
+#[test]
+fn f16_buffers_match_the_float64_definition_on_rounded_inputs() {
+    use ard_engine::wgsl_attention::Precision;
+    let Some(kernel) = kernel() else { return };
+    if !kernel.supports_f16() {
+        eprintln!("adapter without SHADER_F16: the f16 option is refused");
+        let shape = AttentionShape {
+            bh: 1,
+            tq: 1,
+            tk: 1,
+            head_dim: 8,
+        };
+        let x = [0.0; 8];
+        let err = kernel.run_with(&x, &x, &x, shape, AttentionMask::None, Precision::F16);
+        assert!(err.unwrap_err().to_string().contains("f16"));
+        return;
+    }
+    let mut seed = 100;
+    for (head_dim, t, steps) in [(16, 49, 4), (72, 20, 3), (33, 50, 2)] {
+        let shape = AttentionShape {
+            bh: 2,
+            tq: t * steps,
+            tk: t * steps,
+            head_dim,
+        };
+        for mask in [
+            AttentionMask::None,
+            AttentionMask::BlockCausal {
+                tokens_per_step: t,
+                q_step_offset: 0,
+            },
+            AttentionMask::BlockDiagonal {
+                tokens_per_step: t,
+                q_step_offset: 0,
+            },
+        ] {
+            let nq = shape.bh * shape.tq * head_dim;
+            let (q, k, v) = (random(nq, seed), random(nq, seed + 1), random(nq, seed + 2));
+            seed += 3;
+            let got = kernel
+                .run_with(&q, &k, &v, shape, mask, Precision::F16)
+                .unwrap();
+            let want =
+                attention_reference(&round_f16(&q), &round_f16(&k), &round_f16(&v), shape, mask);
+            let err = rel_error(&got, &want);
+            eprintln!("f16 buffers {shape:?} {mask:?}: {err:.2e}");
+            assert!(
+                err < F16_PARITY,
+                "{shape:?} {mask:?}: relative error {err:.2e}"
+            );
+            // Not an f32 run by mistake: the output itself is f16-rounded.
+            assert_eq!(got, round_f16(&got));
+        }
+    }
+}
+
+#[test]
+fn f16_tensors_on_burns_own_wgpu_device() {
+    use ard_engine::burn::tensor::DType;
+    use ard_engine::device::DeviceChoice;
+    use ard_engine::wgsl_attention::fused_attention;
+    if kernel().is_none() {
+        return;
+    }
+    let device = DeviceChoice::Wgpu.device().unwrap();
+    if !device.supports_dtype(DType::F16) {
+        eprintln!("no f16 on this device: skipped");
+        return;
+    }
+    let (b, h, t, steps, d) = (2, 2, 16, 3, 16);
+    let n = t * steps;
+    let data: Vec<Vec<f32>> = (0..3)
+        .map(|i| round_f16(&random(b * h * n * d, 40 + i)))
+        .collect();
+    let tensor = |x: &Vec<f32>| {
+        Tensor::<4>::from_data(TensorData::new(x.clone(), [b, h, n, d]), &device).cast(DType::F16)
+    };
+    let mask = AttentionMask::BlockCausal {
+        tokens_per_step: t,
+        q_step_offset: 0,
+    };
+    let got = fused_attention(tensor(&data[0]), tensor(&data[1]), tensor(&data[2]), mask);
+    assert_eq!(got.dtype(), DType::F16);
+    let got: Vec<f32> = got
+        .cast(DType::F32)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let shape = AttentionShape {
+        bh: b * h,
+        tq: n,
+        tk: n,
+        head_dim: d,
+    };
+    let want = attention_reference(&data[0], &data[1], &data[2], shape, mask);
+    let err = rel_error(&got, &want);
+    eprintln!("f16 tensors on burn's wgpu device: {err:.2e}");
+    assert!(err < F16_PARITY, "{err:.2e}");
 }
 
 #[test]

@@ -16,6 +16,33 @@ const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
 /// Workgroup memory the kernel may use: WebGPU's default limit, so it runs on every adapter.
 pub const WORKGROUP_BYTES: usize = 16384;
 
+/// Element type of the kernel's inputs and output in device memory. Scores, the softmax and
+/// the output are accumulated in f32 either way; f16 halves the memory traffic and needs the
+/// adapter's `SHADER_F16` feature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    fn wgsl_type(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// Bytes per element in device memory.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+}
+
 /// How the kernel tiles one head dimension: `block_rows` query rows per workgroup against
 /// `block_keys` keys staged at a time; each invocation computes a `score_rows` × `score_keys`
 /// block of scores and `out_rows` rows of the output. The largest tiles that fit
@@ -28,6 +55,7 @@ pub struct TileConfig {
     pub score_rows: usize,
     pub score_keys: usize,
     pub out_rows: usize,
+    pub precision: Precision,
 }
 
 impl TileConfig {
@@ -49,9 +77,15 @@ impl TileConfig {
                 score_rows,
                 score_keys,
                 out_rows,
+                precision: Precision::F32,
             },
         )
         .find(|c| head_dim > 0 && c.workgroup_bytes() <= WORKGROUP_BYTES)
+    }
+
+    /// The same tiling reading and writing `precision` elements.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     fn head_dim4(&self) -> usize {
@@ -86,6 +120,13 @@ impl TileConfig {
     pub fn shader_source(&self) -> String {
         let (br, bc, d4) = (self.block_rows, self.block_keys, self.head_dim4());
         let out_cols = d4.div_ceil(self.out_per_rows());
+        let enable = match self.precision {
+            Precision::F32 => "",
+            Precision::F16 => "enable f16;",
+        };
+        let src = SOURCE
+            .replace("{{enable}}", enable)
+            .replace("{{elem}}", self.precision.wgsl_type());
         [
             ("head_dim", self.head_dim),
             ("head_dim4", d4),
@@ -105,14 +146,16 @@ impl TileConfig {
             ("s_elems", br * bc),
         ]
         .into_iter()
-        .fold(SOURCE.to_string(), |src, (name, value)| {
+        .fold(src, |src, (name, value)| {
             src.replace(&format!("{{{{{name}}}}}"), &value.to_string())
         })
     }
 }
 
-fn tile_config(head_dim: usize) -> Result<TileConfig> {
-    TileConfig::for_head_dim(head_dim).ok_or_else(|| {
+fn tile_config(head_dim: usize, precision: Precision) -> Result<TileConfig> {
+    TileConfig::for_head_dim(head_dim)
+        .map(|c| c.with_precision(precision))
+        .ok_or_else(|| {
         EngineError::Input(format!(
             "head dimension {head_dim} does not fit the WGSL attention's {WORKGROUP_BYTES} bytes \
              of workgroup memory"
@@ -238,6 +281,30 @@ pub fn attention_reference(
     out
 }
 
+/// Little-endian bytes of `values` as `precision` elements.
+fn encode_values(values: &[f32], precision: Precision) -> Vec<u8> {
+    match precision {
+        Precision::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Precision::F16 => values
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
+    }
+}
+
+fn decode_values(bytes: &[u8], precision: Precision) -> Vec<f32> {
+    match precision {
+        Precision::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Precision::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+    }
+}
+
 struct Pipeline {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
@@ -248,7 +315,7 @@ struct Pipeline {
 pub struct AttentionKernel {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
-    pipelines: Mutex<HashMap<usize, std::sync::Arc<Pipeline>>>,
+    pipelines: Mutex<HashMap<(usize, Precision), std::sync::Arc<Pipeline>>>,
 }
 
 /// GPU buffers of one attention call.
@@ -257,6 +324,8 @@ pub struct AttentionBuffers<'a> {
     pub k: &'a wgpu::Buffer,
     pub v: &'a wgpu::Buffer,
     pub out: &'a wgpu::Buffer,
+    /// What the four buffers hold.
+    pub precision: Precision,
 }
 
 impl AttentionKernel {
@@ -285,6 +354,7 @@ impl AttentionKernel {
         })?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ARD attention"),
+            required_features: adapter.features() & wgpu::Features::SHADER_F16,
             required_limits: adapter.limits(),
             ..Default::default()
         }))
@@ -292,13 +362,23 @@ impl AttentionKernel {
         Ok(Self::new(device, queue))
     }
 
-    /// The compiled pipeline for `head_dim`, built on first use.
-    fn pipeline(&self, head_dim: usize) -> Result<std::sync::Arc<Pipeline>> {
+    /// Whether the device can run the kernel on f16 buffers.
+    pub fn supports_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The compiled pipeline for `head_dim` and `precision`, built on first use.
+    fn pipeline(&self, head_dim: usize, precision: Precision) -> Result<std::sync::Arc<Pipeline>> {
+        if precision == Precision::F16 && !self.supports_f16() {
+            return Err(EngineError::Device(
+                "this adapter has no f16 shader support (wgpu's SHADER_F16): use f32".into(),
+            ));
+        }
         let mut cache = self.pipelines.lock().expect("pipeline cache");
-        if let Some(p) = cache.get(&head_dim) {
+        if let Some(p) = cache.get(&(head_dim, precision)) {
             return Ok(p.clone());
         }
-        let config = tile_config(head_dim)?;
+        let config = tile_config(head_dim, precision)?;
         let bytes = config.workgroup_bytes();
         let limit = self.device.limits().max_compute_workgroup_storage_size as usize;
         if bytes > limit {
@@ -371,7 +451,7 @@ impl AttentionKernel {
             layout,
             config,
         });
-        cache.insert(head_dim, p.clone());
+        cache.insert((head_dim, precision), p.clone());
         Ok(p)
     }
 
@@ -386,8 +466,9 @@ impl AttentionKernel {
         if shape.bh == 0 || shape.tq == 0 || shape.tk == 0 {
             return Err(EngineError::Input(format!("empty attention {shape:?}")));
         }
-        let q_bytes = (shape.bh * shape.tq * shape.head_dim * 4) as u64;
-        let kv_bytes = (shape.bh * shape.tk * shape.head_dim * 4) as u64;
+        let elem = buffers.precision.bytes();
+        let q_bytes = (shape.bh * shape.tq * shape.head_dim * elem) as u64;
+        let kv_bytes = (shape.bh * shape.tk * shape.head_dim * elem) as u64;
         if buffers.q.size() < q_bytes
             || buffers.out.size() < q_bytes
             || buffers.k.size() < kv_bytes
@@ -397,7 +478,7 @@ impl AttentionKernel {
                 "attention buffers are smaller than {shape:?} needs"
             )));
         }
-        let p = self.pipeline(shape.head_dim)?;
+        let p = self.pipeline(shape.head_dim, buffers.precision)?;
         let params = kernel_params(shape, mask);
         let params = self
             .device
@@ -435,7 +516,7 @@ impl AttentionKernel {
         Ok(())
     }
 
-    /// Uploads `q`, `k`, `v`, runs the kernel and reads the result back.
+    /// Uploads `q`, `k`, `v`, runs the kernel in f32 and reads the result back.
     pub fn run(
         &self,
         q: &[f32],
@@ -443,6 +524,19 @@ impl AttentionKernel {
         v: &[f32],
         shape: AttentionShape,
         mask: AttentionMask,
+    ) -> Result<Vec<f32>> {
+        self.run_with(q, k, v, shape, mask, Precision::F32)
+    }
+
+    /// [`Self::run`] with the buffers in `precision` (the values are rounded on upload).
+    pub fn run_with(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: AttentionShape,
+        mask: AttentionMask,
+        precision: Precision,
     ) -> Result<Vec<f32>> {
         let AttentionShape {
             bh,
@@ -462,15 +556,12 @@ impl AttentionKernel {
             self.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: None,
-                    contents: &data
-                        .iter()
-                        .flat_map(|x| x.to_le_bytes())
-                        .collect::<Vec<u8>>(),
+                    contents: &encode_values(data, precision),
                     usage: wgpu::BufferUsages::STORAGE,
                 })
         };
         let (qb, kb, vb) = (upload(q), upload(k), upload(v));
-        let size = (q.len() * 4) as u64;
+        let size = (q.len() * precision.bytes()) as u64;
         let out = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attention out"),
             size,
@@ -493,6 +584,7 @@ impl AttentionKernel {
                 k: &kb,
                 v: &vb,
                 out: &out,
+                precision,
             },
             shape,
             mask,
@@ -506,10 +598,7 @@ impl AttentionKernel {
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| EngineError::Device(format!("reading the result back: {e}")))?;
-        let values = view
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values = decode_values(&view, precision);
         drop(view);
         staging.unmap();
         Ok(values)
@@ -520,10 +609,12 @@ impl AttentionKernel {
         &self,
         shape: AttentionShape,
         mask: AttentionMask,
+        precision: Precision,
         iterations: usize,
     ) -> Result<std::time::Duration> {
-        let n_q = (shape.bh * shape.tq * shape.head_dim * 4) as u64;
-        let n_k = (shape.bh * shape.tk * shape.head_dim * 4) as u64;
+        let elem = precision.bytes();
+        let n_q = (shape.bh * shape.tq * shape.head_dim * elem) as u64;
+        let n_k = (shape.bh * shape.tk * shape.head_dim * elem) as u64;
         let buffer = |size| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -545,6 +636,7 @@ impl AttentionKernel {
                         k: &kb,
                         v: &vb,
                         out: &ob,
+                        precision,
                     },
                     shape,
                     mask,
@@ -613,15 +705,21 @@ impl ArdAttentionBackend for CubeBackend {
         let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
         let shape = q.meta.shape().clone();
         let (bh, tq, d) = (shape[0], shape[1], shape[2]);
+        let precision = match q.dtype {
+            DType::F16 => Precision::F16,
+            _ => Precision::F32,
+        };
         let client = q.client.clone();
         let out = CubeTensor::new_contiguous(
             client.clone(),
             q.device.clone(),
             shape,
-            client.empty(bh * tq * d * 4),
-            DType::F32,
+            client.empty(bh * tq * d * precision.bytes()),
+            q.dtype,
         );
-        let config = TileConfig::for_head_dim(d).expect("checked by fused_attention_supported");
+        let config = TileConfig::for_head_dim(d)
+            .expect("checked by fused_attention_supported")
+            .with_precision(precision);
         let (x, y) = config.workgroups(bh, tq);
         let info = params
             .chunks(2)
@@ -652,26 +750,59 @@ pub fn fused_attention_supported(device: &burn::tensor::Device, head_dim: usize)
         && TileConfig::for_head_dim(head_dim).is_some()
 }
 
-/// 0 = not decided yet (read `ARD_WGSL` on first use), 1 = off, 2 = on.
-static FUSED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Switches the model's use of the kernel on or off for this process (overrides `ARD_WGSL`).
-pub fn set_fused_attention(enabled: bool) {
-    FUSED.store(
-        if enabled { 2 } else { 1 },
-        std::sync::atomic::Ordering::Relaxed,
-    );
+/// Whether and how the model's attention uses the kernel on wgpu devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedAttention {
+    /// burn's attention.
+    Off,
+    /// Our kernel on the f32 tensors.
+    F32,
+    /// Our kernel with queries, keys, values and output stored as f16 (cast around the kernel;
+    /// f32 arithmetic inside); where the device has no f16, as `F32`.
+    F16,
 }
 
-/// Whether the model's attention uses the kernel: where supported and switched on (`ARD_WGSL=1`
+impl FusedAttention {
+    /// From `ARD_WGSL`: `1` or `f32`, `f16`; anything else (or unset) is off.
+    pub fn from_env() -> Self {
+        match std::env::var("ARD_WGSL").as_deref() {
+            Ok("1") | Ok("f32") => Self::F32,
+            Ok("f16") => Self::F16,
+            _ => Self::Off,
+        }
+    }
+}
+
+/// 0 = not decided yet (read `ARD_WGSL` on first use), 1 = off, 2 = f32, 3 = f16.
+static FUSED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the model's use of the kernel for this process (overrides `ARD_WGSL`).
+pub fn set_fused_attention(mode: FusedAttention) {
+    let code = match mode {
+        FusedAttention::Off => 1,
+        FusedAttention::F32 => 2,
+        FusedAttention::F16 => 3,
+    };
+    FUSED.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn fused_mode() -> FusedAttention {
+    use std::sync::atomic::Ordering::Relaxed;
+    if FUSED.load(Relaxed) == 0 {
+        set_fused_attention(FusedAttention::from_env());
+    }
+    match FUSED.load(Relaxed) {
+        2 => FusedAttention::F32,
+        3 => FusedAttention::F16,
+        _ => FusedAttention::Off,
+    }
+}
+
+/// Whether the model's attention uses the kernel: where supported and switched on (`ARD_WGSL`
 /// or [`set_fused_attention`]). Off by default: on the one adapter measured so far (lavapipe)
 /// burn's autotuned attention is faster (docs/benchmarks.md).
 pub fn use_fused_attention(device: &burn::tensor::Device, head_dim: usize) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    if FUSED.load(Relaxed) == 0 {
-        set_fused_attention(std::env::var("ARD_WGSL").is_ok_and(|v| v == "1"));
-    }
-    FUSED.load(Relaxed) == 2 && fused_attention_supported(device, head_dim)
+    fused_mode() != FusedAttention::Off && fused_attention_supported(device, head_dim)
 }
 
 /// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with our kernel on burn's wgpu
@@ -686,11 +817,19 @@ pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Attention
         head_dim: d,
     };
     let params = kernel_params(shape, mask);
+    let dtype = q.dtype();
+    // The kernel reads f32 or f16.
+    let f16 = dtype == DType::F16
+        || (fused_mode() == FusedAttention::F16 && q.device().supports_dtype(DType::F16));
+    let storage = if f16 { DType::F16 } else { DType::F32 };
+    let prepare = |t: Tensor<4>, l: usize| t.cast(storage).reshape([b * h, l, d]).into_dispatch();
     let out = burn::backend::Dispatch::ard_attention(
-        q.reshape([b * h, lq, d]).into_dispatch(),
-        k.reshape([b * h, lk, d]).into_dispatch(),
-        v.reshape([b * h, lk, d]).into_dispatch(),
+        prepare(q, lq),
+        prepare(k, lk),
+        prepare(v, lk),
         params,
     );
-    Tensor::<3>::from_dispatch(out).reshape([b, h, lq, d])
+    Tensor::<3>::from_dispatch(out)
+        .cast(dtype)
+        .reshape([b, h, lq, d])
 }

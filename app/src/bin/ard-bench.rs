@@ -26,7 +26,7 @@ use ard_engine::host::seeded_noise;
 use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
 use ard_engine::model::LoadedModel;
 use ard_engine::sampler::DdimOptions;
-use ard_engine::wgsl_attention::{AttentionKernel, AttentionMask, AttentionShape};
+use ard_engine::wgsl_attention::{AttentionKernel, AttentionMask, AttentionShape, Precision};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -148,8 +148,9 @@ fn attention_table(device: &Device, repeats: usize) {
         return;
     };
     println!("### Attention: ours (WGSL) vs burn's, same adapter\n");
-    println!("| shapes | case | ours ms | burn ms | burn / ours |");
-    println!("|---|---|---|---|---|");
+    let f16 = kernel.supports_f16();
+    println!("| shapes | case | ours ms | ours, f16 buffers ms | burn ms | burn / ours |");
+    println!("|---|---|---|---|---|---|");
     let cases = [
         AttentionCase {
             name: "default model (batch 16, 4 heads × 16, 49 tokens/step)",
@@ -203,16 +204,28 @@ fn attention_table(device: &Device, repeats: usize) {
                 head_dim: c.head_dim,
             };
             let calls = 10;
-            let ours = (0..repeats.max(1))
-                .map(|_| kernel.time_resident(shape, mask, calls).expect("kernel"))
-                .min()
-                .unwrap()
-                .as_secs_f64()
-                * 1e3
-                / calls as f64;
+            let time = |precision| {
+                (0..repeats.max(1))
+                    .map(|_| {
+                        kernel
+                            .time_resident(shape, mask, precision, calls)
+                            .expect("kernel")
+                    })
+                    .min()
+                    .unwrap()
+                    .as_secs_f64()
+                    * 1e3
+                    / calls as f64
+            };
+            let ours = time(Precision::F32);
+            let ours_f16 = if f16 {
+                format!("{:.3}", time(Precision::F16))
+            } else {
+                "(no f16)".to_string()
+            };
             let theirs = burn_attention_ms(device, bh, tq, tk, c.head_dim, causal, repeats);
             println!(
-                "| {} | {case} | {ours:.3} | {theirs:.3} | {:.2}x |",
+                "| {} | {case} | {ours:.3} | {ours_f16} | {theirs:.3} | {:.2}x |",
                 c.name,
                 theirs / ours
             );
