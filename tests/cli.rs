@@ -207,3 +207,52 @@ fn a_prompt_picks_the_class_and_the_png_records_the_settings() {
     let err = sample("a unicorn").unwrap_err();
     assert!(format!("{err:#}").contains("no class"), "{err:#}");
 }
+
+/// `--attention` picks our WGSL kernel on wgpu (f32 or f16 buffers, both within the reference
+/// tolerance) and is refused on the CPU.
+#[test]
+fn the_attention_flag_runs_our_kernel_and_refuses_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = arg(&reference("ard_io.safetensors"));
+    let run = |device: &str, attention: &str, out: &Path| {
+        run_args([
+            "ard",
+            "sample",
+            "--device",
+            device,
+            "--attention",
+            attention,
+            "--weights",
+            &arg(&reference("ard_student.safetensors")),
+            "--heads",
+            "4",
+            "--history-layers",
+            "2",
+            "--noise",
+            &format!("{io}:zT"),
+            "--labels-from",
+            &format!("{io}:y"),
+            "--save-steps",
+            &arg(out),
+        ])
+    };
+    let out = dir.path().join("steps.safetensors");
+    let err = run("cpu", "wgsl", &out).unwrap_err().to_string();
+    assert!(err.contains("needs --device wgpu"), "{err}");
+    assert!(!out.exists());
+    if std::env::var_os("ARD_SKIP_WGPU").is_some() {
+        return;
+    }
+    let want = TensorFile::read(reference("ard_io.safetensors")).unwrap();
+    // f16 buffers: 5e-6 measured on lavapipe (f32: 3e-7); the outputs pass through the gated
+    // residuals, so the rounding of q, k, v shrinks.
+    for attention in ["wgsl", "wgsl-f16"] {
+        run("wgpu", attention, &out).unwrap();
+        let got = TensorFile::read(&out).unwrap();
+        for key in ["infer_z15", "infer_z10", "infer_z5", "infer_z0"] {
+            let err = assert_close(key, &got.f32(key).unwrap(), &want.f32(key).unwrap(), PARITY);
+            eprintln!("--attention {attention}, {key}: {err:.2e}");
+        }
+    }
+    run("wgpu", "burn", &out).unwrap();
+}

@@ -24,6 +24,7 @@ use ard_engine::trajectories::{
 };
 use ard_engine::weights::file_fingerprint;
 use ard_engine::weights::{SafetensorsWriter, Storage, TensorFile};
+use ard_engine::wgsl_attention::{FusedAttention, set_fused_attention};
 use clap::{Args, Parser, Subcommand};
 use std::sync::atomic::AtomicBool;
 
@@ -116,6 +117,10 @@ struct EvalArgs {
     out: Option<PathBuf>,
     #[arg(long)]
     device: Option<String>,
+    /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
+    /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
+    #[arg(long, value_enum)]
+    attention: Option<AttentionChoice>,
 }
 
 /// Optimisation and run-directory settings shared by the training commands.
@@ -242,6 +247,10 @@ struct TrajectoriesArgs {
     seed: u64,
     #[arg(long)]
     device: Option<String>,
+    /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
+    /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
+    #[arg(long, value_enum)]
+    attention: Option<AttentionChoice>,
 }
 
 #[derive(Args)]
@@ -325,6 +334,10 @@ struct SampleArgs {
     /// cpu or wgpu (default: wgpu when an adapter exists).
     #[arg(long)]
     device: Option<String>,
+    /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
+    /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
+    #[arg(long, value_enum)]
+    attention: Option<AttentionChoice>,
 }
 
 /// Parses `args` (program name first) and runs the command.
@@ -347,6 +360,57 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::TrainFeatures(args) => train_features_cmd(args),
         Command::Eval(args) => eval_cmd(args),
     }
+}
+
+/// Which attention the model uses on wgpu (`--attention`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttentionChoice {
+    Burn,
+    Wgsl,
+    WgslF16,
+}
+
+impl AttentionChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Burn => "burn",
+            Self::Wgsl => "wgsl",
+            Self::WgslF16 => "wgsl-f16",
+        }
+    }
+
+    pub fn mode(self) -> FusedAttention {
+        match self {
+            Self::Burn => FusedAttention::Off,
+            Self::Wgsl => FusedAttention::F32,
+            Self::WgslF16 => FusedAttention::F16,
+        }
+    }
+}
+
+/// Applies `--attention` for this process; WGSL on the CPU is an error (the kernels need wgpu).
+fn choose_attention(
+    attention: Option<AttentionChoice>,
+    choice: DeviceChoice,
+    device: &ard_engine::Device,
+) -> Result<()> {
+    let Some(attention) = attention else {
+        return Ok(());
+    };
+    if attention != AttentionChoice::Burn && choice == DeviceChoice::Cpu {
+        bail!(
+            "--attention {} runs our WGSL kernel, which needs --device wgpu",
+            attention.name()
+        );
+    }
+    if attention == AttentionChoice::WgslF16
+        && !device.supports_dtype(ard_engine::burn::tensor::DType::F16)
+    {
+        eprintln!("this adapter has no f16 shaders: our attention runs on f32 buffers");
+    }
+    set_fused_attention(attention.mode());
+    eprintln!("attention: {}", attention.name());
+    Ok(())
 }
 
 fn choose_device(name: Option<&str>) -> Result<(DeviceChoice, ard_engine::Device)> {
@@ -460,7 +524,8 @@ fn parse_labels(
 }
 
 fn sample_cmd(args: SampleArgs) -> Result<()> {
-    let (_, device) = choose_device(args.device.as_deref())?;
+    let (choice, device) = choose_device(args.device.as_deref())?;
+    choose_attention(args.attention, choice, &device)?;
     let model = LoadedModel::load(&args.weights, &args.arch.options(), &device)
         .with_context(|| format!("loading {}", args.weights.display()))?;
     let d = model.meta.dit.clone();
@@ -691,7 +756,8 @@ fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
 }
 
 fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
-    let (_, device) = choose_device(args.device.as_deref())?;
+    let (choice, device) = choose_device(args.device.as_deref())?;
+    choose_attention(args.attention, choice, &device)?;
     let teacher = LoadedModel::load(&args.teacher, &args.arch.options(), &device)?;
     let Model::Teacher(dit) = &teacher.model else {
         bail!(
@@ -834,6 +900,7 @@ fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
 
 fn eval_cmd(args: EvalArgs) -> Result<()> {
     let (choice, device) = choose_device(args.device.as_deref())?;
+    choose_attention(args.attention, choice, &device)?;
     let net = FeatureNet::load(&args.feature_net, &device)?;
     let mut models = vec![LoadedModel::load(
         &args.teacher,

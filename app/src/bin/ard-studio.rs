@@ -1,7 +1,7 @@
 //! `ard-studio`: the desktop app. Starts on the default models in `assets/`.
 //!
 //! ```text
-//! ard-studio [--device auto|cpu|wgpu] [WEIGHTS...]
+//! ard-studio [--device auto|cpu|wgpu] [--attention burn|wgsl|wgsl-f16] [WEIGHTS...]
 //! ```
 
 use std::sync::Arc;
@@ -22,6 +22,10 @@ struct Args {
     /// falls back to the CPU otherwise.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
+    /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
+    #[arg(long, value_enum)]
+    attention: Option<ard_app::cli::AttentionChoice>,
     /// Weight files to load instead of the defaults (a teacher, then a student).
     weights: Vec<std::path::PathBuf>,
     /// Folder for training runs.
@@ -67,6 +71,10 @@ fn engine_device(choice: &str, cc: &eframe::CreationContext) -> (Device, String)
 
 fn main() -> eframe::Result {
     let args = Args::parse();
+    if let Some(attention) = args.attention {
+        // Takes effect where the engine runs on wgpu; the CPU always uses burn's attention.
+        ard_engine::wgsl_attention::set_fused_attention(attention.mode());
+    }
     let mut wgpu_options = egui_wgpu::WgpuConfiguration::default();
     if let egui_wgpu::WgpuSetup::CreateNew(create) = &mut wgpu_options.wgpu_setup {
         // burn's kernels want the adapter's full limits, not egui's conservative defaults.
