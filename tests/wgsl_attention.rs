@@ -281,9 +281,15 @@ fn f16_buffers_match_the_float64_definition_on_rounded_inputs() {
         return;
     }
     let mut seed = 100;
-    for (head_dim, t, steps) in [(16, 49, 4), (72, 20, 3), (33, 50, 2)] {
+    // (bh, head_dim, tokens per step, K); 1 × 7·1 × 33 is an odd count of f16 (padded buffers).
+    for (bh, head_dim, t, steps) in [
+        (2, 16, 49, 4),
+        (2, 72, 20, 3),
+        (2, 33, 50, 2),
+        (1, 33, 7, 1),
+    ] {
         let shape = AttentionShape {
-            bh: 2,
+            bh,
             tq: t * steps,
             tk: t * steps,
             head_dim,
@@ -323,7 +329,6 @@ fn f16_buffers_match_the_float64_definition_on_rounded_inputs() {
 fn f16_tensors_on_burns_own_wgpu_device() {
     use ard_engine::burn::tensor::DType;
     use ard_engine::device::DeviceChoice;
-    use ard_engine::wgsl_attention::fused_attention;
     if kernel().is_none() {
         return;
     }
@@ -332,13 +337,21 @@ fn f16_tensors_on_burns_own_wgpu_device() {
         eprintln!("no f16 on this device: skipped");
         return;
     }
-    let (b, h, t, steps, d) = (2, 2, 16, 3, 16);
+    // An odd count of f16 elements too (1 × 1 × 3·5 × 33).
+    for (b, h, t, steps, d) in [(2, 2, 16, 3, 16), (1, 1, 5, 3, 33)] {
+        f16_tensors_case(&device, b, h, t, steps, d);
+    }
+}
+
+fn f16_tensors_case(device: &Device, b: usize, h: usize, t: usize, steps: usize, d: usize) {
+    use ard_engine::burn::tensor::DType;
+    use ard_engine::wgsl_attention::fused_attention;
     let n = t * steps;
     let data: Vec<Vec<f32>> = (0..3)
         .map(|i| round_f16(&random(b * h * n * d, 40 + i)))
         .collect();
     let tensor = |x: &Vec<f32>| {
-        Tensor::<4>::from_data(TensorData::new(x.clone(), [b, h, n, d]), &device).cast(DType::F16)
+        Tensor::<4>::from_data(TensorData::new(x.clone(), [b, h, n, d]), device).cast(DType::F16)
     };
     let mask = AttentionMask::BlockCausal {
         tokens_per_step: t,

@@ -119,7 +119,7 @@ struct EvalArgs {
     device: Option<String>,
     /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
     /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     attention: Option<AttentionChoice>,
 }
 
@@ -249,7 +249,7 @@ struct TrajectoriesArgs {
     device: Option<String>,
     /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
     /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     attention: Option<AttentionChoice>,
 }
 
@@ -336,7 +336,7 @@ struct SampleArgs {
     device: Option<String>,
     /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
     /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     attention: Option<AttentionChoice>,
 }
 
@@ -409,7 +409,10 @@ fn choose_attention(
         eprintln!("this adapter has no f16 shaders: our attention runs on f32 buffers");
     }
     set_fused_attention(attention.mode());
-    eprintln!("attention: {}", attention.name());
+    eprintln!(
+        "attention: {} (inference on the wgpu device, for head dimensions up to 248)",
+        attention.name()
+    );
     Ok(())
 }
 

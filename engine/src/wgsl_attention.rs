@@ -281,6 +281,12 @@ pub fn attention_reference(
     out
 }
 
+/// Bytes of a buffer of `n` elements: wgpu binds, copies and maps storage buffers in whole
+/// 4-byte words, so an odd count of f16 gets one element of padding.
+fn buffer_size(n: usize, precision: Precision) -> u64 {
+    (n * precision.bytes()).next_multiple_of(4) as u64
+}
+
 /// Little-endian bytes of `values` as `precision` elements.
 fn encode_values(values: &[f32], precision: Precision) -> Vec<u8> {
     match precision {
@@ -455,7 +461,8 @@ impl AttentionKernel {
         Ok(p)
     }
 
-    /// Records one attention into `encoder` on buffers already on the device.
+    /// Records one attention into `encoder` on buffers already on the device (f16 buffers of an
+    /// odd element count padded to whole 4-byte words, as wgpu binds storage).
     pub fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -561,7 +568,7 @@ impl AttentionKernel {
                 })
         };
         let (qb, kb, vb) = (upload(q), upload(k), upload(v));
-        let size = (q.len() * precision.bytes()) as u64;
+        let size = buffer_size(q.len(), precision);
         let out = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attention out"),
             size,
@@ -598,7 +605,8 @@ impl AttentionKernel {
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| EngineError::Device(format!("reading the result back: {e}")))?;
-        let values = decode_values(&view, precision);
+        let mut values = decode_values(&view, precision);
+        values.truncate(q.len());
         drop(view);
         staging.unmap();
         Ok(values)
@@ -612,9 +620,8 @@ impl AttentionKernel {
         precision: Precision,
         iterations: usize,
     ) -> Result<std::time::Duration> {
-        let elem = precision.bytes();
-        let n_q = (shape.bh * shape.tq * shape.head_dim * elem) as u64;
-        let n_k = (shape.bh * shape.tk * shape.head_dim * elem) as u64;
+        let n_q = buffer_size(shape.bh * shape.tq * shape.head_dim, precision);
+        let n_k = buffer_size(shape.bh * shape.tk * shape.head_dim, precision);
         let buffer = |size| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -705,16 +712,24 @@ impl ArdAttentionBackend for CubeBackend {
         let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
         let shape = q.meta.shape().clone();
         let (bh, tq, d) = (shape[0], shape[1], shape[2]);
+        assert!(
+            q.dtype == k.dtype && q.dtype == v.dtype,
+            "ard_attention: q, k, v dtypes differ ({:?}, {:?}, {:?})",
+            q.dtype,
+            k.dtype,
+            v.dtype
+        );
         let precision = match q.dtype {
             DType::F16 => Precision::F16,
-            _ => Precision::F32,
+            DType::F32 => Precision::F32,
+            other => panic!("ard_attention reads f32 or f16, not {other:?}"),
         };
         let client = q.client.clone();
         let out = CubeTensor::new_contiguous(
             client.clone(),
             q.device.clone(),
             shape,
-            client.empty(bh * tq * d * precision.bytes()),
+            client.empty((bh * tq * d * precision.bytes()).next_multiple_of(4)),
             q.dtype,
         );
         let config = TileConfig::for_head_dim(d)
@@ -763,11 +778,12 @@ pub enum FusedAttention {
 }
 
 impl FusedAttention {
-    /// From `ARD_WGSL`: `1` or `f32`, `f16`; anything else (or unset) is off.
+    /// From `ARD_WGSL`: `1` or `f32`, `f16` (any case); anything else (or unset) is off.
     pub fn from_env() -> Self {
-        match std::env::var("ARD_WGSL").as_deref() {
-            Ok("1") | Ok("f32") => Self::F32,
-            Ok("f16") => Self::F16,
+        let value = std::env::var("ARD_WGSL").unwrap_or_default();
+        match value.trim().to_ascii_lowercase().as_str() {
+            "1" | "f32" => Self::F32,
+            "f16" => Self::F16,
             _ => Self::Off,
         }
     }
@@ -818,9 +834,17 @@ pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Attention
     };
     let params = kernel_params(shape, mask);
     let dtype = q.dtype();
-    // The kernel reads f32 or f16.
-    let f16 = dtype == DType::F16
-        || (fused_mode() == FusedAttention::F16 && q.device().supports_dtype(DType::F16));
+    // The kernel reads f32 or f16. f16 mode on an f32 model casts q, k and v (the whole key/value
+    // cache) around every call.
+    let f16_mode = fused_mode() == FusedAttention::F16;
+    let device_f16 = q.device().supports_dtype(DType::F16);
+    if f16_mode && !device_f16 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!("this device has no f16 shaders: our attention runs on f32 buffers")
+        });
+    }
+    let f16 = dtype == DType::F16 || (f16_mode && device_f16);
     let storage = if f16 { DType::F16 } else { DType::F32 };
     let prepare = |t: Tensor<4>, l: usize| t.cast(storage).reshape([b * h, l, d]).into_dispatch();
     let out = burn::backend::Dispatch::ard_attention(

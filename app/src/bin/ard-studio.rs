@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
+use ard_app::cli::AttentionChoice;
 use ard_app::gui::{AppOptions, StudioApp, default_models};
 use ard_engine::Device;
+use ard_engine::burn::backend::DispatchDevice;
 use clap::Parser;
 use eframe::{egui, egui_wgpu, wgpu};
 
@@ -24,8 +26,8 @@ struct Args {
     device: String,
     /// Attention on a wgpu device: burn's kernels, ours (`shaders/attention.wgsl`), or ours on
     /// f16 buffers. Default: burn, or what ARD_WGSL says (1 / f16).
-    #[arg(long, value_enum)]
-    attention: Option<ard_app::cli::AttentionChoice>,
+    #[arg(long, value_enum, ignore_case = true)]
+    attention: Option<AttentionChoice>,
     /// Weight files to load instead of the defaults (a teacher, then a student).
     weights: Vec<std::path::PathBuf>,
     /// Folder for training runs.
@@ -103,7 +105,18 @@ fn main() -> eframe::Result {
         "ARD Studio",
         options,
         Box::new(move |cc| {
-            let (device, device_label) = engine_device(&args.device, cc);
+            let (device, mut device_label) = engine_device(&args.device, cc);
+            if let Some(attention) = args.attention {
+                let on_cpu = !matches!(device.as_dispatch(), DispatchDevice::Cube(_));
+                device_label += &match attention {
+                    AttentionChoice::Burn => String::new(),
+                    _ if on_cpu => format!(
+                        " · --attention {} ignored: our WGSL kernel needs a wgpu device",
+                        attention.name()
+                    ),
+                    _ => format!(" · attention: ours ({})", attention.name()),
+                };
+            }
             Ok(Box::new(StudioApp::with_context(
                 AppOptions {
                     device,
