@@ -60,30 +60,34 @@ fn teacher_sample_reproduces_the_reference_trajectory() {
     assert!(image::open(dir.path().join("final.steps.png")).is_ok());
 }
 
+/// `ard sample` of the reference student from the reference noise and labels, every step saved
+/// to `out`, with `extra` arguments.
+fn sample_reference_student(extra: &[&str], out: &Path) -> anyhow::Result<()> {
+    let io = arg(&reference("ard_io.safetensors"));
+    let mut args: Vec<String> = ["ard", "sample"].map(String::from).to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend([
+        "--weights".into(),
+        arg(&reference("ard_student.safetensors")),
+        "--heads".into(),
+        "4".into(),
+        "--history-layers".into(),
+        "2".into(),
+        "--noise".into(),
+        format!("{io}:zT"),
+        "--labels-from".into(),
+        format!("{io}:y"),
+        "--save-steps".into(),
+        arg(out),
+    ]);
+    run_args(args)
+}
+
 #[test]
 fn student_sample_reproduces_the_reference_inference() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("steps.safetensors");
-    let io = arg(&reference("ard_io.safetensors"));
-    run_args([
-        "ard",
-        "sample",
-        "--device",
-        "cpu",
-        "--weights",
-        &arg(&reference("ard_student.safetensors")),
-        "--heads",
-        "4",
-        "--history-layers",
-        "2",
-        "--noise",
-        &format!("{io}:zT"),
-        "--labels-from",
-        &format!("{io}:y"),
-        "--save-steps",
-        &arg(&out),
-    ])
-    .unwrap();
+    sample_reference_student(&["--device", "cpu"], &out).unwrap();
     let got = TensorFile::read(&out).unwrap();
     let want = TensorFile::read(reference("ard_io.safetensors")).unwrap();
     for key in ["infer_z15", "infer_z10", "infer_z5", "infer_z0"] {
@@ -213,28 +217,8 @@ fn a_prompt_picks_the_class_and_the_png_records_the_settings() {
 #[test]
 fn the_attention_flag_runs_our_kernel_and_refuses_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    let io = arg(&reference("ard_io.safetensors"));
     let run = |device: &str, attention: &str, out: &Path| {
-        run_args([
-            "ard",
-            "sample",
-            "--device",
-            device,
-            "--attention",
-            attention,
-            "--weights",
-            &arg(&reference("ard_student.safetensors")),
-            "--heads",
-            "4",
-            "--history-layers",
-            "2",
-            "--noise",
-            &format!("{io}:zT"),
-            "--labels-from",
-            &format!("{io}:y"),
-            "--save-steps",
-            &arg(out),
-        ])
+        sample_reference_student(&["--device", device, "--attention", attention], out)
     };
     let out = dir.path().join("steps.safetensors");
     let err = run("cpu", "wgsl", &out).unwrap_err().to_string();

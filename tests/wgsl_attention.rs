@@ -39,6 +39,21 @@ fn rel_error(got: &[f32], want: &[f32]) -> f64 {
         .relative_error(&HostTensor::new(vec![want.len()], want.to_vec()))
 }
 
+/// The three masks over all steps' queries at once (teacher forcing), steps of `t` tokens.
+fn teacher_forced_masks(t: usize) -> [AttentionMask; 3] {
+    [
+        AttentionMask::None,
+        AttentionMask::BlockCausal {
+            tokens_per_step: t,
+            q_step_offset: 0,
+        },
+        AttentionMask::BlockDiagonal {
+            tokens_per_step: t,
+            q_step_offset: 0,
+        },
+    ]
+}
+
 fn check(kernel: &AttentionKernel, shape: AttentionShape, mask: AttentionMask, seed: u64) -> f64 {
     let nq = shape.bh * shape.tq * shape.head_dim;
     let nk = shape.bh * shape.tk * shape.head_dim;
@@ -60,17 +75,7 @@ fn every_mask_matches_the_float64_definition() {
         let bh = 3;
         let all = t * steps;
         // Teacher-forced: every step's queries at once.
-        for mask in [
-            AttentionMask::None,
-            AttentionMask::BlockCausal {
-                tokens_per_step: t,
-                q_step_offset: 0,
-            },
-            AttentionMask::BlockDiagonal {
-                tokens_per_step: t,
-                q_step_offset: 0,
-            },
-        ] {
+        for mask in teacher_forced_masks(t) {
             let shape = AttentionShape {
                 bh,
                 tq: all,
@@ -294,17 +299,7 @@ fn f16_buffers_match_the_float64_definition_on_rounded_inputs() {
             tk: t * steps,
             head_dim,
         };
-        for mask in [
-            AttentionMask::None,
-            AttentionMask::BlockCausal {
-                tokens_per_step: t,
-                q_step_offset: 0,
-            },
-            AttentionMask::BlockDiagonal {
-                tokens_per_step: t,
-                q_step_offset: 0,
-            },
-        ] {
+        for mask in teacher_forced_masks(t) {
             let nq = shape.bh * shape.tq * head_dim;
             let (q, k, v) = (random(nq, seed), random(nq, seed + 1), random(nq, seed + 2));
             seed += 3;
