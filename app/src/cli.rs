@@ -389,11 +389,8 @@ impl AttentionChoice {
 }
 
 /// Applies `--attention` for this process; WGSL on the CPU is an error (the kernels need wgpu).
-fn choose_attention(
-    attention: Option<AttentionChoice>,
-    choice: DeviceChoice,
-    device: &ard_engine::Device,
-) -> Result<()> {
+/// (Without f16 shaders, `wgsl-f16` runs on f32 buffers; the engine says so once.)
+fn choose_attention(attention: Option<AttentionChoice>, choice: DeviceChoice) -> Result<()> {
     let Some(attention) = attention else {
         return Ok(());
     };
@@ -402,11 +399,6 @@ fn choose_attention(
             "--attention {} runs our WGSL kernel, which needs --device wgpu",
             attention.name()
         );
-    }
-    if attention == AttentionChoice::WgslF16
-        && !device.supports_dtype(ard_engine::burn::tensor::DType::F16)
-    {
-        eprintln!("this adapter has no f16 shaders: our attention runs on f32 buffers");
     }
     set_fused_attention(attention.mode());
     eprintln!(
@@ -528,7 +520,7 @@ fn parse_labels(
 
 fn sample_cmd(args: SampleArgs) -> Result<()> {
     let (choice, device) = choose_device(args.device.as_deref())?;
-    choose_attention(args.attention, choice, &device)?;
+    choose_attention(args.attention, choice)?;
     let model = LoadedModel::load(&args.weights, &args.arch.options(), &device)
         .with_context(|| format!("loading {}", args.weights.display()))?;
     let d = model.meta.dit.clone();
@@ -760,7 +752,7 @@ fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
 
 fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
     let (choice, device) = choose_device(args.device.as_deref())?;
-    choose_attention(args.attention, choice, &device)?;
+    choose_attention(args.attention, choice)?;
     let teacher = LoadedModel::load(&args.teacher, &args.arch.options(), &device)?;
     let Model::Teacher(dit) = &teacher.model else {
         bail!(
@@ -903,7 +895,7 @@ fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
 
 fn eval_cmd(args: EvalArgs) -> Result<()> {
     let (choice, device) = choose_device(args.device.as_deref())?;
-    choose_attention(args.attention, choice, &device)?;
+    choose_attention(args.attention, choice)?;
     let net = FeatureNet::load(&args.feature_net, &device)?;
     let mut models = vec![LoadedModel::load(
         &args.teacher,
