@@ -473,9 +473,8 @@ impl AttentionKernel {
         if shape.bh == 0 || shape.tq == 0 || shape.tk == 0 {
             return Err(EngineError::Input(format!("empty attention {shape:?}")));
         }
-        let elem = buffers.precision.bytes();
-        let q_bytes = (shape.bh * shape.tq * shape.head_dim * elem) as u64;
-        let kv_bytes = (shape.bh * shape.tk * shape.head_dim * elem) as u64;
+        let q_bytes = buffer_size(shape.bh * shape.tq * shape.head_dim, buffers.precision);
+        let kv_bytes = buffer_size(shape.bh * shape.tk * shape.head_dim, buffers.precision);
         if buffers.q.size() < q_bytes
             || buffers.out.size() < q_bytes
             || buffers.k.size() < kv_bytes
@@ -729,12 +728,10 @@ impl ArdAttentionBackend for CubeBackend {
             client.clone(),
             q.device.clone(),
             shape,
-            client.empty((bh * tq * d * precision.bytes()).next_multiple_of(4)),
+            client.empty(buffer_size(bh * tq * d, precision) as usize),
             q.dtype,
         );
-        let config = TileConfig::for_head_dim(d)
-            .expect("checked by fused_attention_supported")
-            .with_precision(precision);
+        let config = tile_config(d, precision).expect("checked by fused_attention_supported");
         let (x, y) = config.workgroups(bh, tq);
         let info = params
             .chunks(2)
@@ -760,9 +757,12 @@ impl ArdAttentionBackend for CubeBackend {
 /// Whether [`fused_attention`] can run on `device`: wgpu (cubecl) devices outside autodiff, with
 /// a head dimension that fits the kernel's workgroup memory.
 pub fn fused_attention_supported(device: &burn::tensor::Device, head_dim: usize) -> bool {
-    !device.is_autodiff()
-        && matches!(device.as_dispatch(), DispatchDevice::Cube(_))
-        && TileConfig::for_head_dim(head_dim).is_some()
+    !device.is_autodiff() && on_wgpu(device) && TileConfig::for_head_dim(head_dim).is_some()
+}
+
+/// Whether `device` is one of burn's cubecl (wgpu) devices, where the kernel can run.
+pub fn on_wgpu(device: &burn::tensor::Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 
 /// Whether and how the model's attention uses the kernel on wgpu devices.
@@ -837,14 +837,14 @@ pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Attention
     // The kernel reads f32 or f16. f16 mode on an f32 model casts q, k and v (the whole key/value
     // cache) around every call.
     let f16_mode = fused_mode() == FusedAttention::F16;
-    let device_f16 = q.device().supports_dtype(DType::F16);
+    let device_f16 = f16_mode && q.device().supports_dtype(DType::F16);
     if f16_mode && !device_f16 {
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
             eprintln!("this device has no f16 shaders: our attention runs on f32 buffers")
         });
     }
-    let f16 = dtype == DType::F16 || (f16_mode && device_f16);
+    let f16 = dtype == DType::F16 || device_f16;
     let storage = if f16 { DType::F16 } else { DType::F32 };
     let prepare = |t: Tensor<4>, l: usize| t.cast(storage).reshape([b * h, l, d]).into_dispatch();
     let out = burn::backend::Dispatch::ard_attention(

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use ard_app::cli::AttentionChoice;
 use ard_app::gui::{AppOptions, StudioApp, default_models};
 use ard_engine::Device;
-use ard_engine::burn::backend::DispatchDevice;
 use clap::Parser;
 use eframe::{egui, egui_wgpu, wgpu};
 
@@ -107,7 +106,7 @@ fn main() -> eframe::Result {
         Box::new(move |cc| {
             let (device, mut device_label) = engine_device(&args.device, cc);
             if let Some(attention) = args.attention {
-                let on_cpu = !matches!(device.as_dispatch(), DispatchDevice::Cube(_));
+                let on_cpu = !ard_engine::wgsl_attention::on_wgpu(&device);
                 device_label += &match attention {
                     AttentionChoice::Burn => String::new(),
                     _ if on_cpu => format!(
