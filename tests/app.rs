@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ard_app::gui::{AppOptions, StudioApp, Tab, default_models};
-use ard_engine::config::{DitConfig, StudentConfig};
-use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
+use ard_engine::io::Storage;
+use ard_engine::model::{DitConfig, StudentConfig};
+use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
 use ard_engine::studio::{
     Event, GenerateRequest, Request, Role, Studio, StudioOptions, TeacherSource,
 };
-use ard_engine::weights::Storage;
 use ard_engine::{Device, ModelKind};
 use eframe::egui;
 use egui_kittest::Harness;
@@ -21,7 +21,13 @@ use egui_kittest::kittest::Queryable;
 /// A tiny teacher (8×8 grey, 3 named classes) and its 4-step student with N = 2, written to
 /// `dir`; returns (teacher, student).
 fn tiny_models(dir: &Path) -> (PathBuf, PathBuf) {
-    let dit = DitConfig::new(8, 2, 1, 32, 2, 2, 3, false);
+    let dit = DitConfig::fashion_mnist()
+        .with_image(8, 1)
+        .with_patch(2)
+        .with_hidden(32)
+        .with_depth(2)
+        .with_heads(2)
+        .with_classes(3);
     let names = ["circle", "square", "cross"].map(String::from).to_vec();
     let teacher = init_teacher(
         &dit,
@@ -212,7 +218,22 @@ fn a_bad_dropped_file_leaves_the_model_loaded() {
     std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
     let not_weights = dir.path().join("notes.txt");
     std::fs::write(&not_weights, "hello").unwrap();
-    for path in [broken, not_weights] {
+    // A well-formed file whose weights hold a NaN (a diverged run's checkpoint).
+    let nan = dir.path().join("diverged.safetensors");
+    {
+        let file = ard_engine::io::TensorFile::read(&student).unwrap();
+        let mut w = ard_engine::io::SafetensorsWriter::new();
+        w.set_meta(&file.model_meta().unwrap().unwrap());
+        for key in file.tensors.keys() {
+            let mut t = file.f32(key).unwrap();
+            if key == "final_layer3.linear.weight" {
+                t.data[0] = f32::NAN;
+            }
+            w.add_f32(key, &t, Storage::F32);
+        }
+        w.write(&nan).unwrap();
+    }
+    for path in [broken, not_weights, nan.clone()] {
         harness
             .input_mut()
             .dropped_files
@@ -225,6 +246,9 @@ fn a_bad_dropped_file_leaves_the_model_loaded() {
             notice.contains(&*path.file_name().unwrap().to_string_lossy()),
             "{notice}"
         );
+        if path == nan {
+            assert!(notice.contains("final_layer3.linear.weight"), "{notice}");
+        }
         harness.get_by_label_contains("Error: ");
         assert!(loaded(harness.state(), "student.safetensors"));
         harness.state_mut().notice = None;
@@ -288,7 +312,7 @@ fn saved_png_settings_come_back_when_the_png_is_opened() {
     });
     let png = dir.path().join("cross.png");
     harness.state_mut().save_result(&png).unwrap();
-    let saved = ard_engine::png_settings::read_settings(&std::fs::read(&png).unwrap())
+    let saved = ard_engine::io::png_settings::read_settings(&std::fs::read(&png).unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(saved.labels, [2, 2]);
@@ -330,10 +354,10 @@ fn the_training_panel_runs_a_tiny_distillation_to_completion() {
     {
         let t = &mut harness.state_mut().training;
         t.teacher_file = teacher.display().to_string();
-        t.history_layers = 1;
-        t.trajectories = 12;
-        t.batch = 4;
-        t.iterations = 6;
+        t.distill.history_layers = 1;
+        t.trajectories.count = 12;
+        t.distill.train.batch_size = 4;
+        t.distill.train.iterations = 6;
         t.preview_every = 3;
         t.run_dir = dir.path().join("run").display().to_string();
     }
@@ -451,4 +475,72 @@ fn snapshots_of_the_sampling_and_distillation_tabs() {
     harness.run_steps(2);
     mask_timings(&mut harness);
     harness.snapshot("distillation_tab");
+}
+
+/// The training tab and the `ard` commands start from the same defaults (one source in the
+/// engine), so the tab's run and `ard trajectories` + `ard distill` given only the same sizes
+/// write the same student, byte for byte.
+#[test]
+fn the_training_tab_and_the_cli_distil_the_same_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, _) = tiny_models(dir.path());
+    let mut panel = ard_app::gui::TrainingPanel::new(dir.path().to_path_buf());
+    panel.teacher_file = teacher.display().to_string();
+    panel.trajectories.count = 10;
+    panel.distill.train.iterations = 4;
+    panel.run_dir = dir.path().join("tab").display().to_string();
+    let request = panel.request();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    ard_engine::train::run_pipeline(&request, &Device::flex(), &stop, &|e| {
+        if let ard_engine::studio::TrainingEvent::Failed { message } = e {
+            panic!("{message}")
+        }
+    })
+    .unwrap();
+
+    let (traj, out) = (dir.path().join("cli-traj"), dir.path().join("cli-student"));
+    let (teacher_s, traj_s, out_s) = (
+        teacher.display().to_string(),
+        traj.display().to_string(),
+        out.display().to_string(),
+    );
+    ard_app::cli::run_args([
+        "ard",
+        "trajectories",
+        "--teacher",
+        &teacher_s,
+        "--out",
+        &traj_s,
+        "--count",
+        "10",
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
+    ard_app::cli::run_args([
+        "ard",
+        "distill",
+        "--teacher",
+        &teacher_s,
+        "--trajectories",
+        &traj_s,
+        "--out",
+        &out_s,
+        "--iterations",
+        "4",
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
+
+    let n = request.distill.history_layers;
+    let tab = std::fs::read(
+        dir.path()
+            .join(format!("tab/student-n{n}/student.safetensors")),
+    );
+    let cli = std::fs::read(out.join("student.safetensors")).unwrap();
+    assert!(
+        tab.unwrap() == cli,
+        "the tab and the CLI trained different students"
+    );
 }

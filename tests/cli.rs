@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use ard_app::cli::run_args;
-use ard_engine::weights::TensorFile;
+use ard_engine::io::TensorFile;
 use ard_studio::{PARITY, assert_close, reference};
 
 fn arg(p: &Path) -> String {
@@ -162,23 +162,8 @@ fn info_reads_reference_and_own_files() {
 
 #[test]
 fn a_prompt_picks_the_class_and_the_png_records_the_settings() {
-    use ard_engine::config::DitConfig;
-    use ard_engine::init::{InitOptions, init_teacher};
-    use ard_engine::weights::Storage;
     let dir = tempfile::tempdir().unwrap();
-    let teacher = dir.path().join("fashion.safetensors");
-    init_teacher(
-        &DitConfig::new(8, 4, 1, 16, 1, 2, 10, false),
-        Some(ard_engine::classes::fashion_mnist()),
-        InitOptions {
-            seed: 1,
-            zero_init: false,
-        },
-        &ard_engine::Device::flex(),
-    )
-    .unwrap()
-    .save(&teacher, Storage::F32)
-    .unwrap();
+    let teacher = tiny_teacher(dir.path());
     let png = dir.path().join("boots.png");
     let sample = |prompt: &str| {
         run_args([
@@ -201,7 +186,7 @@ fn a_prompt_picks_the_class_and_the_png_records_the_settings() {
         ])
     };
     sample("a pair of ankle boots").unwrap();
-    let settings = ard_engine::png_settings::read_settings(&std::fs::read(&png).unwrap())
+    let settings = ard_engine::io::png_settings::read_settings(&std::fs::read(&png).unwrap())
         .unwrap()
         .expect("settings in the PNG");
     assert_eq!(settings.labels, [9, 9]);
@@ -239,4 +224,106 @@ fn the_attention_flag_runs_our_kernel_and_refuses_the_cpu() {
         }
     }
     run("wgpu", "burn", &out).unwrap();
+}
+
+/// A tiny named 10-class (Fashion-MNIST) teacher; returns its path.
+fn tiny_teacher(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("fashion.safetensors");
+    ard_studio::tiny_teacher_model(10, Some(ard_engine::data::fashion_mnist()), 1)
+        .save(&path, ard_engine::io::Storage::F32)
+        .unwrap();
+    path
+}
+
+/// Inputs that used to pass silently are refused with a message saying what is wrong, and
+/// nothing is written.
+#[test]
+fn bad_sample_arguments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = arg(&tiny_teacher(dir.path()));
+    let png = dir.path().join("out.png");
+    let sample = |extra: &[&str]| {
+        let mut args: Vec<String> = ["ard", "sample", "--device", "cpu", "--weights", &teacher]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--steps", "2", "--png", &arg(&png)].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_args(args).map_err(|e| format!("{e:#}"))
+    };
+    let err = sample(&["--prompt", "boots", "--batch", "0"]).unwrap_err();
+    assert!(
+        err.contains("--batch") && err.contains("at least 1"),
+        "{err}"
+    );
+    for cfg in ["NaN", "inf", "-1"] {
+        let err = sample(&["--labels", "3", &format!("--cfg={cfg}")]).unwrap_err();
+        assert!(
+            err.contains("--cfg") && err.contains("finite"),
+            "{cfg}: {err}"
+        );
+    }
+    assert!(!png.exists(), "a refused run wrote its PNG");
+    // The defaults still sample.
+    sample(&["--prompt", "boots", "--batch", "2"]).unwrap();
+    assert!(png.exists());
+}
+
+/// A missing file's OS error is said once, even with the whole error chain printed.
+#[test]
+fn a_missing_file_says_its_os_error_once() {
+    let err = run_args([
+        "ard",
+        "sample",
+        "--device",
+        "cpu",
+        "--weights",
+        "/nonexistent/teacher.safetensors",
+        "--labels",
+        "0",
+    ])
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("/nonexistent/teacher.safetensors"), "{msg}");
+    assert_eq!(msg.matches("No such file or directory").count(), 1, "{msg}");
+}
+
+/// Weights holding NaN or infinity are refused at load, naming the tensor, instead of
+/// sampling black images.
+#[test]
+fn non_finite_weights_are_refused_by_ard_sample() {
+    use ard_engine::io::{SafetensorsWriter, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = tiny_teacher(dir.path());
+    let file = TensorFile::read(&teacher).unwrap();
+    let mut w = SafetensorsWriter::new();
+    w.set_meta(&file.model_meta().unwrap().unwrap());
+    for key in file.tensors.keys() {
+        let mut t = file.f32(key).unwrap();
+        if key == "blocks.0.mlp.fc1.weight" {
+            t.data[7] = f32::NAN;
+        }
+        w.add_f32(key, &t, Storage::F32);
+    }
+    let bad = dir.path().join("nan.safetensors");
+    w.write(&bad).unwrap();
+    let png = dir.path().join("out.png");
+    let err = run_args([
+        "ard",
+        "sample",
+        "--device",
+        "cpu",
+        "--weights",
+        &arg(&bad),
+        "--labels",
+        "1",
+        "--png",
+        &arg(&png),
+    ])
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("blocks.0.mlp.fc1.weight") && msg.contains("NaN"),
+        "{msg}"
+    );
+    assert!(!png.exists());
 }

@@ -2,12 +2,12 @@
 //! channel counts, head counts, token counts, learn_sigma off), K steps and N history layers.
 //! Fresh random weights (every adaLN and output layer non-zero) and fresh random inputs.
 
-use ard_engine::config::{DitConfig, StudentConfig};
-use ard_engine::host::{labels_to_device, seeded_noise};
-use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
+use ard_engine::io::Storage;
+use ard_engine::io::{labels_to_device, seeded_noise};
+use ard_engine::model::ArdStudent;
+use ard_engine::model::{DitConfig, StudentConfig};
+use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
 use ard_engine::model::{LoadOptions, LoadedModel, Model};
-use ard_engine::student::ArdStudent;
-use ard_engine::weights::Storage;
 use ard_engine::{Device, HostTensor};
 use ard_studio::assert_close;
 
@@ -33,11 +33,42 @@ fn cases() -> Vec<Case> {
     };
     vec![
         // Fashion-MNIST-like: 1 channel, patch 4, 49 tokens, head dim 16, no sigma.
-        case(DitConfig::new(28, 4, 1, 48, 3, 3, 10, false), 3, 1),
+        case(
+            DitConfig::fashion_mnist()
+                .with_image(28, 1)
+                .with_patch(4)
+                .with_hidden(48)
+                .with_depth(3)
+                .with_heads(3)
+                .with_classes(10),
+            3,
+            1,
+        ),
         // The step-distillation baseline (N = 0), head dim 8.
-        case(DitConfig::new(16, 2, 3, 40, 2, 5, 7, true), 2, 0),
+        case(
+            DitConfig::fashion_mnist()
+                .with_image(16, 3)
+                .with_patch(2)
+                .with_hidden(40)
+                .with_depth(2)
+                .with_heads(5)
+                .with_classes(7)
+                .with_learn_sigma(true),
+            2,
+            0,
+        ),
         // K = 5 with history in every block, patch 3.
-        case(DitConfig::new(12, 3, 2, 24, 2, 2, 4, false), 5, 2),
+        case(
+            DitConfig::fashion_mnist()
+                .with_image(12, 2)
+                .with_patch(3)
+                .with_hidden(24)
+                .with_depth(2)
+                .with_heads(2)
+                .with_classes(4),
+            5,
+            2,
+        ),
     ]
 }
 
@@ -158,7 +189,14 @@ fn any_architecture_round_trips_through_a_file() {
 #[test]
 fn guidance_of_scale_one_is_the_conditional_output() {
     let device = Device::flex();
-    let cfg = DitConfig::new(16, 4, 3, 32, 2, 4, 5, true);
+    let cfg = DitConfig::fashion_mnist()
+        .with_image(16, 3)
+        .with_patch(4)
+        .with_hidden(32)
+        .with_depth(2)
+        .with_heads(4)
+        .with_classes(5)
+        .with_learn_sigma(true);
     let options = InitOptions {
         seed: 1,
         zero_init: false,

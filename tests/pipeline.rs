@@ -5,18 +5,18 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use ard_engine::config::{DitConfig, default_anchors};
 use ard_engine::data::Dataset;
-use ard_engine::generate::{SampleRequest, sample};
-use ard_engine::host::seeded_noise;
-use ard_engine::jobs::{JobEvent, JobHooks, RunDir, distill, train_teacher};
-use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::sampler::DdimOptions;
-use ard_engine::train::TrainOptions;
-use ard_engine::trajectories::{
+use ard_engine::diffusion::DdimOptions;
+use ard_engine::diffusion::{SampleRequest, sample};
+use ard_engine::distill::{
     AnchorKind, TrajectoryManifest, TrajectorySet, shard_path, write_trajectory_set,
 };
-use ard_engine::weights::TensorFile;
+use ard_engine::io::TensorFile;
+use ard_engine::io::seeded_noise;
+use ard_engine::model::default_anchors;
+use ard_engine::model::{LoadOptions, LoadedModel};
+use ard_engine::train::{DistillOptions, TeacherOptions, TrainOptions};
+use ard_engine::train::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::{Device, HostTensor, Model};
 
 /// Two classes of 8×8 grey images: a bright left half, or a bright top half, plus noise.
@@ -42,8 +42,16 @@ fn toy_data() -> Dataset {
     }
 }
 
-fn tiny_dit() -> DitConfig {
-    DitConfig::new(8, 4, 1, 16, 2, 2, 2, false)
+/// A tiny teacher for the 8×8 toy data: patch 4, hidden 16, depth 2, 2 heads.
+fn tiny_teacher(train: TrainOptions) -> TeacherOptions {
+    TeacherOptions {
+        patch_size: 4,
+        hidden_size: 16,
+        depth: 2,
+        num_heads: 2,
+        label_dropout: 0.1,
+        train,
+    }
 }
 
 fn options(iterations: u64) -> TrainOptions {
@@ -78,9 +86,7 @@ fn train(dir: &Path, iterations: u64, resume: bool) -> Vec<JobEvent> {
     let mut events = Vec::new();
     train_teacher(
         &toy_data(),
-        &tiny_dit(),
-        0.1,
-        &options(iterations),
+        &tiny_teacher(options(iterations)),
         &run_dir(dir, resume),
         &Device::flex(),
         JobHooks {
@@ -204,8 +210,10 @@ fn trajectories_shard_resume_and_distil() {
             distill(
                 &teacher,
                 &set,
-                n,
-                &options(its),
+                &DistillOptions {
+                    history_layers: n,
+                    train: options(its),
+                },
                 &run_dir(dir, resume),
                 &device,
                 JobHooks {
@@ -253,10 +261,10 @@ fn the_ema_is_an_untracked_model() {
         }
     }
     let device = Device::flex().autodiff();
-    let teacher = ard_engine::init::init_teacher(
-        &tiny_dit(),
+    let teacher = ard_engine::model::init_teacher(
+        &tiny_teacher(options(1)).architecture(8, 1, 2),
         None,
-        ard_engine::init::InitOptions {
+        ard_engine::model::InitOptions {
             seed: 1,
             zero_init: false,
         },
@@ -269,11 +277,11 @@ fn the_ema_is_an_untracked_model() {
     let mut trainer = ard_engine::train::Trainer::new(dit, options(3));
     let data = toy_data();
     let alpha_bar =
-        ard_engine::schedule::alpha_bar_from_betas(&ard_engine::schedule::linear_betas(1000));
+        ard_engine::diffusion::alpha_bar_from_betas(&ard_engine::diffusion::linear_betas(1000));
     for _ in 0..3 {
         trainer
             .step(|m, rng| {
-                ard_engine::diffusion_loss::teacher_loss(
+                ard_engine::diffusion::teacher_loss(
                     m,
                     &data.images.rows(&[0, 1]),
                     &[0, 1],
@@ -299,9 +307,7 @@ fn a_stopped_run_checkpoints_and_resumes() {
     let mut n = 0;
     train_teacher(
         &toy_data(),
-        &tiny_dit(),
-        0.1,
-        &options(5),
+        &tiny_teacher(options(5)),
         &RunDir {
             checkpoint_every: 100,
             ..run_dir(&dir, false)
@@ -348,9 +354,11 @@ fn a_teacher_learns_the_toy_classes() {
     };
     train_teacher(
         &toy_data(),
-        &DitConfig::new(8, 2, 1, 32, 2, 2, 2, false),
-        0.1,
-        &opts,
+        &TeacherOptions {
+            patch_size: 2,
+            hidden_size: 32,
+            ..tiny_teacher(opts)
+        },
         &RunDir {
             checkpoint_every: 1000,
             ..run_dir(&dir, false)
@@ -374,7 +382,7 @@ fn a_teacher_learns_the_toy_classes() {
         noise: seeded_noise(vec![16, 1, 8, 8], 9),
         labels: labels.clone(),
         ddim: DdimOptions {
-            guided_channels: 1,
+            guided_channels: Some(1),
             ..DdimOptions::default()
         },
     };

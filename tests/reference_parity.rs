@@ -3,12 +3,12 @@
 //! autoregressive inference, each with relative error below 1e-4.
 
 use ard_engine::HostTensor;
-use ard_engine::embedding::sincos_pos_embed_2d;
-use ard_engine::host::labels_to_device;
+use ard_engine::diffusion::{DdimOptions, ddim_trajectory};
+use ard_engine::io::Storage;
+use ard_engine::io::labels_to_device;
+use ard_engine::model::ArdStudent;
+use ard_engine::model::sincos_pos_embed_2d;
 use ard_engine::model::{LoadOptions, LoadedModel, Model};
-use ard_engine::sampler::{DdimOptions, ddim_trajectory};
-use ard_engine::student::ArdStudent;
-use ard_engine::weights::Storage;
 use ard_engine::{Device, ModelKind};
 use ard_studio::{PARITY, assert_close, load_reference, reference, reference_file};
 
@@ -16,7 +16,7 @@ fn cpu() -> Device {
     Device::flex()
 }
 
-fn teacher(m: &LoadedModel) -> &ard_engine::dit::Dit {
+fn teacher(m: &LoadedModel) -> &ard_engine::model::Dit {
     match &m.model {
         Model::Teacher(d) => d,
         Model::Student(_) => panic!("expected a teacher"),
@@ -169,7 +169,7 @@ fn kv_cached_inference_equals_masked_forward_on_its_own_predictions() {
     let m = load_reference("ard_student.safetensors", &device);
     let s = student(&m);
     // Fresh inputs, not the reference's: the equivalence must hold for any noise and labels.
-    let noise = ard_engine::host::seeded_noise(vec![3, 4, 32, 32], 11);
+    let noise = ard_engine::io::seeded_noise(vec![3, 4, 32, 32], 11);
     let labels = [1i64, 9, 4];
     let preds = s.sample(
         noise.to_device(&device).unwrap(),

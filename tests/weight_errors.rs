@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ard_engine::io::{SafetensorsWriter, Storage, TensorFile};
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::weights::{SafetensorsWriter, Storage, TensorFile};
 use ard_engine::{Device, EngineError};
 use ard_studio::reference;
 
@@ -182,20 +182,10 @@ fn a_teacher_is_not_silently_read_as_a_file_with_extra_tensors() {
 
 #[test]
 fn writing_a_model_twice_gives_the_same_bytes() {
-    use ard_engine::config::DitConfig;
-    use ard_engine::init::{InitOptions, init_teacher};
-    use ard_engine::weights::Storage;
+    use ard_engine::io::Storage;
     let dir = tempfile::tempdir().unwrap();
-    let model = init_teacher(
-        &DitConfig::new(8, 4, 1, 16, 1, 2, 3, false),
-        Some(vec!["a".into(), "b".into(), "c".into()]),
-        InitOptions {
-            seed: 0,
-            zero_init: true,
-        },
-        &ard_engine::Device::flex(),
-    )
-    .unwrap();
+    let model =
+        ard_studio::tiny_teacher_model(3, Some(vec!["a".into(), "b".into(), "c".into()]), 0);
     let (a, b) = (
         dir.path().join("a.safetensors"),
         dir.path().join("b.safetensors"),
@@ -203,4 +193,27 @@ fn writing_a_model_twice_gives_the_same_bytes() {
     model.save(&a, Storage::F32).unwrap();
     model.save(&b, Storage::F32).unwrap();
     assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}
+
+#[test]
+fn non_finite_values_are_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, what) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "inf"),
+        (f32::NEG_INFINITY, "-inf"),
+    ] {
+        let path = rewrite("dit_teacher.safetensors", dir.path(), |t| {
+            let (_, tensor) = t
+                .iter_mut()
+                .find(|(k, _)| k == "blocks.1.attn.proj.weight")
+                .unwrap();
+            tensor.data[3] = bad;
+        });
+        let msg = load_err(&path, &options());
+        assert!(
+            msg.contains("blocks.1.attn.proj.weight") && msg.contains("1 NaN or infinite"),
+            "{what}: {msg}"
+        );
+    }
 }

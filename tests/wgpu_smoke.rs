@@ -4,8 +4,8 @@
 
 use ard_engine::HostTensor;
 use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
-use ard_engine::generate::{SampleRequest, sample};
-use ard_engine::sampler::DdimOptions;
+use ard_engine::diffusion::DdimOptions;
+use ard_engine::diffusion::{SampleRequest, sample};
 use ard_studio::{PARITY, assert_close, load_reference, reference_file, reference_student_request};
 
 #[test]

@@ -5,9 +5,7 @@
 use ard_engine::HostTensor;
 use ard_engine::burn::tensor::module::attention;
 use ard_engine::burn::tensor::{Bool, Device, Tensor, TensorData};
-use ard_engine::wgsl_attention::{
-    AttentionKernel, AttentionMask, AttentionShape, attention_reference,
-};
+use ard_engine::wgsl::{AttentionKernel, AttentionMask, AttentionShape, attention_reference};
 use ard_studio::PARITY;
 
 fn kernel() -> Option<AttentionKernel> {
@@ -192,7 +190,7 @@ fn bad_shapes_are_reported() {
 #[test]
 fn runs_on_burns_own_wgpu_device() {
     use ard_engine::device::DeviceChoice;
-    use ard_engine::wgsl_attention::{fused_attention, fused_attention_supported};
+    use ard_engine::wgsl::{fused_attention, fused_attention_supported};
     if kernel().is_none() {
         return;
     }
@@ -242,8 +240,8 @@ fn runs_on_burns_own_wgpu_device() {
 #[test]
 fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
     use ard_engine::device::DeviceChoice;
-    use ard_engine::generate::sample;
-    use ard_engine::wgsl_attention::{FusedAttention, set_fused_attention, use_fused_attention};
+    use ard_engine::diffusion::sample;
+    use ard_engine::wgsl::{FusedAttention, set_fused_attention, use_fused_attention};
     use ard_studio::{assert_close, load_reference, reference_file, reference_student_request};
     if kernel().is_none() {
         return;
@@ -270,7 +268,7 @@ fn round_f16(x: &[f32]) -> Vec<f32> {
 
 #[test]
 fn f16_buffers_match_the_float64_definition_on_rounded_inputs() {
-    use ard_engine::wgsl_attention::Precision;
+    use ard_engine::wgsl::Precision;
     let Some(kernel) = kernel() else { return };
     if !kernel.supports_f16() {
         eprintln!("adapter without SHADER_F16: the f16 option is refused");
@@ -340,7 +338,7 @@ fn f16_tensors_on_burns_own_wgpu_device() {
 
 fn f16_tensors_case(device: &Device, b: usize, h: usize, t: usize, steps: usize, d: usize) {
     use ard_engine::burn::tensor::DType;
-    use ard_engine::wgsl_attention::fused_attention;
+    use ard_engine::wgsl::fused_attention;
     let n = t * steps;
     let data: Vec<Vec<f32>> = (0..3)
         .map(|i| round_f16(&random(b * h * n * d, 40 + i)))
@@ -373,7 +371,7 @@ fn f16_tensors_case(device: &Device, b: usize, h: usize, t: usize, steps: usize,
 
 #[test]
 fn tilings_fit_webgpus_default_workgroup_memory() {
-    use ard_engine::wgsl_attention::{TileConfig, WORKGROUP_BYTES};
+    use ard_engine::wgsl::{TileConfig, WORKGROUP_BYTES};
     for d in 1..=300 {
         if let Some(c) = TileConfig::for_head_dim(d) {
             assert!(c.workgroup_bytes() <= WORKGROUP_BYTES, "{c:?}");

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 /// Errors the engine reports to the CLI and the app.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message and not a `source`, so that error chains printed
+    /// in full (`{:#}`) say it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     BadFile { path: PathBuf, message: String },
@@ -20,6 +21,15 @@ pub enum EngineError {
         key: String,
         found: Vec<usize>,
         expected: Vec<usize>,
+    },
+    #[error(
+        "weights: `{key}` holds {count} NaN or infinite values (of {total}): the file is damaged \
+         or was saved from a diverged run"
+    )]
+    NonFinite {
+        key: String,
+        count: usize,
+        total: usize,
     },
     #[error("weights: unexpected keys {keys:?} (the file holds more than this model has)")]
     UnexpectedKeys { keys: Vec<String> },
@@ -37,7 +47,7 @@ impl EngineError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         EngineError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

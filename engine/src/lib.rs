@@ -2,41 +2,33 @@
 //! (ARD) student, with weight files that use the reference implementation's key names.
 //!
 //! Everything computes on a runtime [`burn::tensor::Device`]: `flex` on the CPU or `wgpu`.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`model`] | architectures and presets, DiT block, ARD student, block-causal attention, weight files |
+//! | [`diffusion`] | noise schedule, DDIM + guidance, sampling a model step by step, the teacher's loss |
+//! | [`distill`] | trajectory sets, the distillation loss |
+//! | [`train`] | options and defaults, AdamW / EMA / checkpoints, training jobs, the pipeline |
+//! | [`eval`] | feature network, FID / KID / precision-recall, FLOPs |
+//! | [`data`] | datasets, class names, prompt matching |
+//! | [`io`] | safetensors / `.pt` files, host tensors, previews, PNG settings |
+//! | [`wgsl`] | our WGSL attention kernel: tiling, float64 reference, wgpu runner, burn extension |
+//! | [`studio`] | the app's engine thread: requests in, events out |
 
-pub mod attention;
-pub mod classes;
-pub mod config;
 pub mod data;
 pub mod device;
-pub mod diffusion_loss;
-pub mod distill_loss;
-pub mod dit;
-pub mod dit_block;
-pub mod embedding;
+pub mod diffusion;
+pub mod distill;
 pub mod error;
 pub mod eval;
-pub mod feature_net;
-pub mod final_layer;
-pub mod generate;
-pub mod host;
-pub mod init;
-pub mod jobs;
+pub mod io;
 pub mod model;
-pub mod params;
-pub mod png_settings;
-pub mod preview;
-pub mod sampler;
-pub mod schedule;
-pub mod student;
 pub mod studio;
 pub mod train;
-pub mod trajectories;
-pub mod weights;
-pub mod wgsl_attention;
+pub mod wgsl;
 
 pub use burn;
 pub use burn::tensor::Device;
-pub use config::{DitConfig, ModelKind, ModelMeta, StudentConfig};
 pub use error::{EngineError, Result};
-pub use host::HostTensor;
-pub use model::{LoadedModel, Model};
+pub use io::HostTensor;
+pub use model::{DitConfig, LoadedModel, Model, ModelKind, ModelMeta, StudentConfig};

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use ard_engine::generate::SampleRequest;
+use ard_engine::diffusion::SampleRequest;
+use ard_engine::io::TensorFile;
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::weights::TensorFile;
 use ard_engine::{Device, HostTensor};
 
 /// `tests/fixtures/ard-reference/NAME` (copied from the reference implementation's vectors).
@@ -18,6 +18,31 @@ pub fn reference(name: &str) -> PathBuf {
 /// Reads a reference tensor file.
 pub fn reference_file(name: &str) -> TensorFile {
     TensorFile::read(reference(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// The tests' tiny teacher architecture: 8×8 grey images, patch 4 (4 tokens), hidden 16,
+/// one block, 2 heads, `classes` classes.
+pub fn tiny_dit(classes: usize) -> ard_engine::DitConfig {
+    ard_engine::DitConfig::fashion_mnist()
+        .with_image(8, 1)
+        .with_hidden(16)
+        .with_depth(1)
+        .with_heads(2)
+        .with_classes(classes)
+}
+
+/// A fresh teacher of [`tiny_dit`] with every parameter random (`zero_init: false`).
+pub fn tiny_teacher_model(classes: usize, names: Option<Vec<String>>, seed: u64) -> LoadedModel {
+    ard_engine::model::init_teacher(
+        &tiny_dit(classes),
+        names,
+        ard_engine::model::InitOptions {
+            seed,
+            zero_init: false,
+        },
+        &Device::flex(),
+    )
+    .unwrap()
 }
 
 /// How the reference weight files load (they carry no metadata): 4 heads, N = 2.

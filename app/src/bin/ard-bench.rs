@@ -18,15 +18,15 @@ use std::time::{Duration, Instant};
 
 use ard_engine::burn::tensor::module::attention;
 use ard_engine::burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
-use ard_engine::config::{DitConfig, StudentConfig};
 use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
+use ard_engine::diffusion::DdimOptions;
+use ard_engine::diffusion::{SampleRequest, sample};
 use ard_engine::eval::student_flops;
-use ard_engine::generate::{SampleRequest, sample};
-use ard_engine::host::seeded_noise;
-use ard_engine::init::{InitOptions, init_teacher, student_from_teacher};
+use ard_engine::io::seeded_noise;
 use ard_engine::model::LoadedModel;
-use ard_engine::sampler::DdimOptions;
-use ard_engine::wgsl_attention::{AttentionKernel, AttentionMask, AttentionShape, Precision};
+use ard_engine::model::{DitConfig, StudentConfig};
+use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
+use ard_engine::wgsl::{AttentionKernel, AttentionMask, AttentionShape, Precision};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -262,12 +262,12 @@ fn end_to_end(device: &Device, label: &str, repeats: usize, which: &str, no_teac
     let configs = [
         (
             "default (hidden 64, depth 4, 28×28×1, N=2)",
-            DitConfig::new(28, 4, 1, 64, 4, 4, 10, false),
+            DitConfig::fashion_mnist(),
             2,
         ),
         (
             "DiT-S/2 (hidden 384, depth 12, 32×32×4, N=3)",
-            DitConfig::new(32, 2, 4, 384, 12, 6, 1000, true),
+            DitConfig::dit_s_2(),
             3,
         ),
     ];
@@ -285,19 +285,11 @@ fn end_to_end(device: &Device, label: &str, repeats: usize, which: &str, no_teac
         let s_cfg = StudentConfig::new(4, history);
         for batch in [1, 16] {
             let req = SampleRequest {
-                noise: seeded_noise(
-                    vec![batch, dit.in_channels, dit.input_size, dit.input_size],
-                    1,
-                ),
+                noise: seeded_noise(dit.batch_shape(batch), 1),
                 labels: (0..batch as i64)
                     .map(|i| i % dit.num_classes as i64)
                     .collect(),
-                ddim: DdimOptions {
-                    steps: 25,
-                    cfg_scale: 1.5,
-                    guided_channels: dit.in_channels.min(3),
-                    clip_denoised: false,
-                },
+                ddim: DdimOptions::default(),
             };
             let run_once = |m: &LoadedModel| {
                 let start = Instant::now();

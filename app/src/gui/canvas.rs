@@ -2,8 +2,8 @@
 //! trajectory strip (every step's input and prediction) of the selected image, the teacher's
 //! trajectory beside it with the per-step difference, per-step timings, and zoom on click.
 
-use ard_engine::png_settings::GenerationSettings;
-use ard_engine::preview;
+use ard_engine::io::png_settings::GenerationSettings;
+use ard_engine::io::preview;
 use ard_engine::studio::{ModelInfo, StepEvent};
 use eframe::egui;
 use image::RgbImage;

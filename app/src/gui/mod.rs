@@ -12,8 +12,8 @@ mod training;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ard_engine::io::png_settings::{GenerationSettings, read_settings, save_png};
 use ard_engine::model::LoadOptions;
-use ard_engine::png_settings::{GenerationSettings, read_settings, save_png};
 use ard_engine::studio::{Event, ModelInfo, Request, Role, Studio, StudioOptions};
 use ard_engine::{Device, ModelKind};
 use eframe::egui;

@@ -4,8 +4,11 @@
 
 use std::path::PathBuf;
 
+use ard_engine::data::{DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE};
+use ard_engine::distill::TrajectoryOptions;
 use ard_engine::model::LoadOptions;
 use ard_engine::studio::{Phase, Request, TeacherSource, TrainingEvent, TrainingRequest};
+use ard_engine::train::{DistillOptions, SAMPLE_EVERY, TeacherOptions};
 use eframe::egui;
 
 use super::grid_row;
@@ -20,20 +23,15 @@ pub struct PhaseProgress {
     pub started: bool,
 }
 
-/// The training tab's state.
+/// The training tab's state: the engine's option structs, edited in place (their defaults are
+/// the `ard` commands' defaults).
 pub struct TrainingPanel {
     pub teacher_file: String,
     pub train_teacher: bool,
     pub dataset: String,
-    pub teacher_iterations: u64,
-    pub teacher_hidden: usize,
-    pub teacher_depth: usize,
-    pub history_layers: usize,
-    pub steps: usize,
-    pub batch: usize,
-    pub iterations: u64,
-    pub trajectories: usize,
-    pub lr: f64,
+    pub teacher: TeacherOptions,
+    pub trajectories: TrajectoryOptions,
+    pub distill: DistillOptions,
     pub preview_every: u64,
     pub run_dir: String,
     pub running: bool,
@@ -72,17 +70,11 @@ impl TrainingPanel {
                 .display()
                 .to_string(),
             train_teacher: false,
-            dataset: "fashion-mnist".into(),
-            teacher_iterations: 2000,
-            teacher_hidden: 64,
-            teacher_depth: 4,
-            history_layers: 2,
-            steps: 4,
-            batch: 32,
-            iterations: 1000,
-            trajectories: 1000,
-            lr: 1e-4,
-            preview_every: 200,
+            dataset: DEFAULT_DATASET.into(),
+            teacher: TeacherOptions::default(),
+            trajectories: TrajectoryOptions::default(),
+            distill: DistillOptions::default(),
+            preview_every: SAMPLE_EVERY,
             run_dir: runs_dir.join("studio-run").display().to_string(),
             running: false,
             status: String::new(),
@@ -104,26 +96,15 @@ impl TrainingPanel {
             teacher: if self.train_teacher {
                 TeacherSource::Train {
                     dataset: self.dataset.clone(),
-                    iterations: self.teacher_iterations,
-                    hidden: self.teacher_hidden,
-                    depth: self.teacher_depth,
-                    heads: 4,
-                    patch: 4,
-                    image_size: 28,
-                    channels: 1,
+                    image_size: IMAGE_FOLDER_SIZE,
+                    channels: IMAGE_FOLDER_CHANNELS,
+                    options: self.teacher.clone(),
                 }
             } else {
                 TeacherSource::File(PathBuf::from(&self.teacher_file))
             },
-            history_layers: self.history_layers,
-            steps: self.steps,
-            teacher_steps: 25,
-            cfg_scale: 1.5,
-            trajectories: self.trajectories,
-            batch: self.batch,
-            iterations: self.iterations,
-            lr: self.lr,
-            seed: 0,
+            trajectories: self.trajectories.clone(),
+            distill: self.distill.clone(),
             preview_every: self.preview_every,
         }
     }
@@ -239,17 +220,18 @@ impl TrainingPanel {
                         grid_row(
                             ui,
                             "Teacher iterations",
-                            egui::DragValue::new(&mut self.teacher_iterations).range(1..=1_000_000),
+                            egui::DragValue::new(&mut self.teacher.train.iterations)
+                                .range(1..=1_000_000),
                         );
                         grid_row(
                             ui,
                             "Hidden size",
-                            egui::DragValue::new(&mut self.teacher_hidden).range(16..=1152),
+                            egui::DragValue::new(&mut self.teacher.hidden_size).range(16..=1152),
                         );
                         grid_row(
                             ui,
                             "Depth",
-                            egui::DragValue::new(&mut self.teacher_depth).range(1..=28),
+                            egui::DragValue::new(&mut self.teacher.depth).range(1..=28),
                         );
                     });
             } else {
@@ -276,7 +258,7 @@ impl TrainingPanel {
                     grid_row(
                         ui,
                         "History layers N",
-                        egui::DragValue::new(&mut self.history_layers).range(0..=28),
+                        egui::DragValue::new(&mut self.distill.history_layers).range(0..=28),
                     )
                     .on_hover_text(
                         "Lower blocks that attend to the trajectory so far (0 = step distillation)",
@@ -284,27 +266,28 @@ impl TrainingPanel {
                     grid_row(
                         ui,
                         "Steps K",
-                        egui::DragValue::new(&mut self.steps).range(1..=8),
+                        egui::DragValue::new(&mut self.trajectories.student_steps).range(1..=8),
                     );
                     grid_row(
                         ui,
                         "Trajectories",
-                        egui::DragValue::new(&mut self.trajectories).range(1..=1_000_000),
+                        egui::DragValue::new(&mut self.trajectories.count).range(1..=1_000_000),
                     );
                     grid_row(
                         ui,
                         "Batch",
-                        egui::DragValue::new(&mut self.batch).range(1..=1024),
+                        egui::DragValue::new(&mut self.distill.train.batch_size).range(1..=1024),
                     );
                     grid_row(
                         ui,
                         "Iterations",
-                        egui::DragValue::new(&mut self.iterations).range(1..=10_000_000),
+                        egui::DragValue::new(&mut self.distill.train.iterations)
+                            .range(1..=10_000_000),
                     );
                     grid_row(
                         ui,
                         "Learning rate",
-                        egui::DragValue::new(&mut self.lr)
+                        egui::DragValue::new(&mut self.distill.train.lr)
                             .speed(1e-5)
                             .range(1e-6..=1e-2),
                     );
@@ -331,7 +314,7 @@ impl TrainingPanel {
                 self.running = true;
                 self.result = None;
                 self.status = "starting…".into();
-                request = Some(Request::StartTraining(self.request()));
+                request = Some(Request::StartTraining(Box::new(self.request())));
             }
             if let Some(result) = &self.result
                 && ui.button("Load result").clicked()

@@ -1,0 +1,85 @@
+//! `ard eval`: a teacher and its students compared in the feature network's space.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use ard_engine::data::{DEFAULT_DATASET, Split, load as load_dataset};
+use ard_engine::eval::{EVAL_SAMPLES, FeatureNet, evaluate};
+use ard_engine::io::write_atomically;
+use ard_engine::model::{LoadOptions, LoadedModel};
+use clap::Args;
+
+use super::{DdimArgs, DeviceArgs, positive};
+
+#[derive(Args)]
+pub(super) struct EvalArgs {
+    /// The teacher (first row, the FID reference for the degradation column).
+    #[arg(long)]
+    teacher: PathBuf,
+    /// Students to compare, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    students: Vec<PathBuf>,
+    #[arg(long = "feature-net")]
+    feature_net: PathBuf,
+    /// Real images: `fashion-mnist` (test split), IDX folder or ImageFolder tree.
+    #[arg(long, default_value = DEFAULT_DATASET)]
+    data: String,
+    /// Samples per model.
+    #[arg(long, default_value_t = EVAL_SAMPLES,
+          value_parser = positive)]
+    samples: usize,
+    #[command(flatten)]
+    ddim: DdimArgs,
+    /// Write the results as JSON here (and as Markdown beside it, `.md`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub(super) fn eval_cmd(args: EvalArgs) -> Result<()> {
+    let (choice, device) = args.device.choose()?;
+    let net = FeatureNet::load(&args.feature_net, &device)?;
+    let mut models = vec![LoadedModel::load(
+        &args.teacher,
+        &LoadOptions::default(),
+        &device,
+    )?];
+    for s in &args.students {
+        models.push(LoadedModel::load(s, &LoadOptions::default(), &device)?);
+    }
+    let size = models[0].meta.dit.input_size;
+    let channels = models[0].meta.dit.in_channels;
+    let real = load_dataset(&args.data, size, channels, Split::Test)?;
+    let ddim = args.ddim.options(false);
+    let mut report = evaluate(
+        &models,
+        &real.images,
+        &net,
+        args.samples,
+        &ddim,
+        &device,
+        |row| {
+            eprintln!(
+                "{}: FID {:.2}, class agreement {:.1}%, {:.2} ms/image",
+                row.model,
+                row.fid,
+                100.0 * row.class_agreement,
+                row.ms_per_image
+            );
+        },
+    )?;
+    report.device = choice.describe();
+    let md = report.markdown();
+    println!("{md}");
+    if let Some(out) = &args.out {
+        write_atomically(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        write_atomically(&out.with_extension("md"), md.as_bytes())?;
+        eprintln!(
+            "wrote {} and {}",
+            out.display(),
+            out.with_extension("md").display()
+        );
+    }
+    Ok(())
+}

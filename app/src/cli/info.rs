@@ -1,0 +1,91 @@
+//! `ard info`: what a weight file holds.
+
+use std::path::Path;
+
+use anyhow::Result;
+use ard_engine::data::display_name;
+use ard_engine::io::TensorFile;
+use ard_engine::model::{LoadOptions, resolve_meta};
+
+use super::ArchArgs;
+
+pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
+    let mut file = TensorFile::read(path)?;
+    file.strip_prefix_to("x_embedder.proj.weight");
+    let stored = file.model_meta()?.is_some();
+    let heads_known = stored || arch.heads.is_some();
+    let history_known = stored || arch.history_layers.is_some();
+    // The shapes do not depend on what is not known: read them with placeholders.
+    let options = LoadOptions {
+        num_heads: arch.heads.or(Some(1)),
+        history_layers: arch.history_layers.or(Some(0)),
+    };
+    let options = if stored { arch.options() } else { options };
+    let meta = resolve_meta(&file, &options)?;
+    let params: usize = file
+        .tensors
+        .values()
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum();
+    let d = &meta.dit;
+    println!("file:        {}", path.display());
+    println!(
+        "format:      {:?}{}",
+        file.format,
+        if stored {
+            " (ARD Studio metadata)"
+        } else {
+            " (reference names, no metadata)"
+        }
+    );
+    println!("kind:        {}", meta.kind);
+    println!(
+        "parameters:  {params} ({:.2} M) in {} tensors",
+        params as f64 / 1e6,
+        file.tensors.len()
+    );
+    println!(
+        "input:       {} channels x {}x{}, patch {} ({} tokens per image)",
+        d.in_channels,
+        d.input_size,
+        d.input_size,
+        d.patch_size,
+        d.num_patches()
+    );
+    println!(
+        "transformer: hidden {}, depth {}, heads {}, MLP {}",
+        d.hidden_size,
+        d.depth,
+        if heads_known {
+            d.num_heads.to_string()
+        } else {
+            "not stored (give --heads to load)".into()
+        },
+        d.mlp_hidden
+    );
+    println!("classes:     {} (+ null class for guidance)", d.num_classes);
+    println!(
+        "learn_sigma: {} ({} output channels)",
+        d.learn_sigma,
+        d.out_channels()
+    );
+    if let Some(s) = &meta.student {
+        let n = if history_known {
+            s.history_layers.to_string()
+        } else {
+            "not stored (give --history-layers to load)".into()
+        };
+        println!("student:     K = {} steps, history layers N = {n}", s.steps);
+        println!("markers:     {:?}", s.time_markers);
+        println!("outputs:     {}", s.output_names("infer").join(", "));
+    }
+    if let Some(names) = &meta.class_names {
+        let shown: Vec<&str> = names.iter().take(12).map(|n| display_name(n)).collect();
+        println!(
+            "class names: {}{}",
+            shown.join(", "),
+            if names.len() > 12 { ", …" } else { "" }
+        );
+    }
+    Ok(())
+}

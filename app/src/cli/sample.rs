@@ -1,0 +1,222 @@
+//! `ard sample`: a teacher's DDIM or a student's K steps, every step saved.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, anyhow, bail};
+use ard_engine::data::{display_name, match_prompt, resolve_label};
+use ard_engine::diffusion::{SampleRequest, sample};
+use ard_engine::io::png_settings::{self, GenerationSettings};
+use ard_engine::io::{
+    SafetensorsWriter, Storage, TensorFile, batch_grid, file_fingerprint, save_png, seeded_noise,
+    step_strip,
+};
+use ard_engine::model::{LoadedModel, Model};
+use clap::Args;
+
+use super::{ArchArgs, DdimArgs, DeviceArgs, positive, split_tensor_ref};
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// Teacher or student weights (.safetensors or .pt).
+    #[arg(long)]
+    weights: PathBuf,
+    #[command(flatten)]
+    arch: ArchArgs,
+    /// Seed of the starting noise.
+    #[arg(long, conflicts_with = "noise")]
+    seed: Option<u64>,
+    /// Class labels, comma-separated (indices or class names); one image each.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["labels_from", "prompt"])]
+    labels: Vec<String>,
+    /// Free text resolved to a class by the model's class names and synonyms.
+    #[arg(long, conflicts_with = "labels_from")]
+    prompt: Option<String>,
+    /// Images to make from --prompt (at least 1).
+    #[arg(long, default_value_t = 1, requires = "prompt",
+          value_parser = positive)]
+    batch: usize,
+    /// Starting noise from a tensor file: FILE.safetensors:KEY.
+    #[arg(long)]
+    noise: Option<String>,
+    /// Labels from a tensor file: FILE.safetensors:KEY.
+    #[arg(long = "labels-from")]
+    labels_from: Option<String>,
+    #[command(flatten)]
+    ddim: DdimArgs,
+    /// Clamp x0 predictions to [−1, 1] while sampling (always on for pixel-space models trained
+    /// by ARD Studio).
+    #[arg(long)]
+    clip: bool,
+    /// Write every step's tensors here (reference names).
+    #[arg(long = "save-steps")]
+    save_steps: Option<PathBuf>,
+    /// Write the final images here, and the strip of steps beside it (`NAME.steps.png`).
+    #[arg(long)]
+    png: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn parse_labels(
+    items: &[String],
+    num_classes: usize,
+    names: Option<&[String]>,
+) -> Result<Vec<i64>> {
+    Ok(items
+        .iter()
+        .map(|item| resolve_label(item, num_classes, names))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
+    let (_, device) = args.device.choose()?;
+    let model = LoadedModel::load(&args.weights, &args.arch.options(), &device)?;
+    let d = model.meta.dit.clone();
+
+    let labels = match &args.labels_from {
+        Some(r) => {
+            let (f, k) = split_tensor_ref(r)?;
+            TensorFile::read(&f)?.labels(&k)?
+        }
+        None if !args.labels.is_empty() => parse_labels(
+            &args.labels,
+            d.num_classes,
+            model.meta.class_names.as_deref(),
+        )?,
+        None if args.prompt.is_some() => {
+            let prompt = args.prompt.as_deref().unwrap_or_default();
+            let names = model.meta.class_names.clone().ok_or_else(|| {
+                anyhow!("this model has no class names to match a prompt against: use --labels")
+            })?;
+            let matches = match_prompt(prompt, &names);
+            let Some(best) = matches.first() else {
+                bail!(
+                    "no class of this model matches `{prompt}`; classes: {}",
+                    names
+                        .iter()
+                        .map(|n| display_name(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            eprintln!(
+                "prompt `{prompt}` -> class {} ({}); also: {}",
+                best.label,
+                display_name(&names[best.label]),
+                matches
+                    .iter()
+                    .skip(1)
+                    .take(4)
+                    .map(|m| display_name(&names[m.label]).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            vec![best.label as i64; args.batch]
+        }
+        None => bail!(
+            "give the classes to sample: --labels 3,7, --prompt TEXT or --labels-from FILE:KEY"
+        ),
+    };
+    let noise = match &args.noise {
+        Some(r) => {
+            let (f, k) = split_tensor_ref(r)?;
+            TensorFile::read(&f)?.f32(&k)?
+        }
+        None => {
+            let seed = args.seed.unwrap_or(0);
+            seeded_noise(d.batch_shape(labels.len()), seed)
+        }
+    };
+    let req = SampleRequest {
+        noise: noise.clone(),
+        labels: labels.clone(),
+        ddim: args.ddim.options(args.clip),
+    };
+    let kind = match &model.model {
+        Model::Teacher(_) => format!(
+            "teacher: {}-step DDIM, guidance {}",
+            args.ddim.steps, args.ddim.cfg
+        ),
+        Model::Student(s) => format!(
+            "ARD student: {} steps, N = {}",
+            s.steps(),
+            s.config().history_layers
+        ),
+    };
+    eprintln!("{kind}; {} images of classes {labels:?}", labels.len());
+    let start = Instant::now();
+    let out = sample(&model, &req, &device, |s| {
+        eprintln!(
+            "  step {}/{}: {} ({:.2} s)",
+            s.step + 1,
+            s.total,
+            s.name,
+            start.elapsed().as_secs_f64()
+        );
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "sampled {} images in {secs:.2} s ({:.1} ms per image)",
+        labels.len(),
+        secs * 1e3 / labels.len() as f64
+    );
+
+    if let Some(path) = &args.save_steps {
+        let mut w = SafetensorsWriter::new();
+        let noise_key = if matches!(model.model, Model::Student(_)) {
+            "zT"
+        } else {
+            "noise"
+        };
+        w.add_f32(noise_key, &noise, Storage::F32);
+        w.add_i64("y", &labels);
+        for (name, t) in &out.tensors {
+            w.add_f32(name, t, Storage::F32);
+        }
+        w.write(path)?;
+        eprintln!(
+            "wrote {} tensors to {}",
+            out.tensors.len() + 2,
+            path.display()
+        );
+    }
+    if let Some(path) = &args.png {
+        // Seeded runs record their settings, so the app can restore them from the PNG.
+        match (args.noise.is_none(), file_fingerprint(&args.weights)) {
+            (true, Ok(fingerprint)) => png_settings::save_png(
+                &batch_grid(&out.images),
+                &GenerationSettings {
+                    model_file: args
+                        .weights
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    model_fingerprint: fingerprint,
+                    labels: labels.clone(),
+                    class_name: model
+                        .meta
+                        .class_names
+                        .as_ref()
+                        .and_then(|n| n.get(labels[0] as usize))
+                        .map(|n| display_name(n).to_string()),
+                    prompt: args.prompt.clone(),
+                    seed: args.seed.unwrap_or(0),
+                    steps: match &model.model {
+                        Model::Teacher(_) => args.ddim.steps,
+                        Model::Student(s) => s.steps(),
+                    },
+                    cfg_scale: args.ddim.cfg,
+                },
+                path,
+            )?,
+            _ => save_png(&batch_grid(&out.images), path)?,
+        }
+        let mut strip = vec![noise];
+        strip.extend(out.steps.iter().cloned());
+        let strip_path = path.with_extension("steps.png");
+        save_png(&step_strip(&strip), &strip_path)?;
+        eprintln!("wrote {} and {}", path.display(), strip_path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `ard trajectories`: the teacher's DDIM + guidance runs, stored as a sharded trajectory set.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow, bail};
+use ard_engine::distill::{AnchorKind, TrajectoryOptions, write_trajectory_set};
+use ard_engine::io::file_fingerprint;
+use ard_engine::model::{LoadedModel, Model};
+use clap::Args;
+
+use super::{ArchArgs, DdimArgs, DeviceArgs, fmt_secs};
+
+fn defaults() -> TrajectoryOptions {
+    TrajectoryOptions::default()
+}
+
+#[derive(Args)]
+pub struct TrajectoriesArgs {
+    #[arg(long)]
+    teacher: PathBuf,
+    #[command(flatten)]
+    arch: ArchArgs,
+    /// Output directory (manifest.json and shard-*.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Trajectories in the whole set (class-balanced).
+    #[arg(long, default_value_t = defaults().count)]
+    count: usize,
+    #[arg(long = "shard-size", default_value_t = defaults().shard_size)]
+    shard_size: usize,
+    /// This worker's part, i/n: shards s with s mod n = i.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+    #[command(flatten)]
+    ddim: DdimArgs,
+    /// Respaced indices of the anchors, highest first, ending with 0 (default: the student's
+    /// K-step anchors, 15,10,5,0 for K = 4 of 25).
+    #[arg(long, value_delimiter = ',')]
+    anchors: Vec<usize>,
+    /// Student steps K, when --anchors is not given.
+    #[arg(long = "student-steps", default_value_t = defaults().student_steps)]
+    student_steps: usize,
+    /// x0 (the teacher's x0 predictions, default) or state (its noisy states).
+    #[arg(long = "anchor-kind", default_value = "x0")]
+    anchor_kind: String,
+    /// Images per teacher batch.
+    #[arg(long, default_value_t = defaults().batch)]
+    batch: usize,
+    #[arg(long, default_value_t = defaults().seed)]
+    seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl TrajectoriesArgs {
+    /// The trajectory settings these flags give.
+    pub fn options(&self) -> Result<TrajectoryOptions> {
+        Ok(TrajectoryOptions {
+            count: self.count,
+            shard_size: self.shard_size,
+            ddim: self.ddim.options(false),
+            student_steps: self.student_steps,
+            anchors: (!self.anchors.is_empty()).then(|| self.anchors.clone()),
+            anchor_kind: self.anchor_kind.parse::<AnchorKind>()?,
+            batch: self.batch,
+            seed: self.seed,
+        })
+    }
+}
+
+pub(super) fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
+    let (_, device) = args.device.choose()?;
+    let teacher = LoadedModel::load(&args.teacher, &args.arch.options(), &device)?;
+    let Model::Teacher(dit) = &teacher.model else {
+        bail!(
+            "{}: trajectories come from a teacher, and this is a student",
+            args.teacher.display()
+        );
+    };
+    let (part, parts) = args
+        .shard
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+        .ok_or_else(|| anyhow!("--shard `{}`: expected i/n", args.shard))?;
+    let options = args.options()?;
+    let manifest = options.manifest(&teacher.meta, file_fingerprint(&args.teacher)?);
+    eprintln!(
+        "{} trajectories in {} shards; anchors {:?} ({:?}); worker {part}/{parts}",
+        manifest.count,
+        manifest.num_shards(),
+        manifest.anchors,
+        manifest.anchor_kind
+    );
+    let done = write_trajectory_set(
+        dit,
+        &manifest,
+        &args.out,
+        (part, parts),
+        options.batch,
+        &device,
+        |p| {
+            eprintln!(
+                "trajectories {}/{}  elapsed {}  eta {}",
+                p.already + p.done,
+                p.already + p.total,
+                fmt_secs(p.elapsed_s),
+                fmt_secs(p.eta_s())
+            );
+        },
+    )?;
+    eprintln!("wrote {done} trajectories to {}", args.out.display());
+    Ok(())
+}

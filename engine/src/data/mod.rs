@@ -1,0 +1,7 @@
+//! Training and evaluation data: datasets, class names and prompt matching.
+
+pub(crate) mod classes;
+pub(crate) mod datasets;
+
+pub use classes::*;
+pub use datasets::*;

@@ -1,0 +1,228 @@
+//! The feature network behind ARD Studio's FID-style metrics: a small CNN classifier trained by
+//! the project on the same data (no Inception weights are available offline). Its 128-d pooled
+//! features stand in for Inception's; its logits judge class agreement.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, PaddingConfig2d};
+use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::datasets::Dataset;
+use crate::error::{EngineError, Result};
+use crate::io::host::HostTensor;
+use crate::io::weights::{Storage, TensorFile};
+use crate::model::params::{Init, LinearInit, ParamSource, ParamWriter};
+use crate::train::options::TrainOptions;
+use crate::train::trainer::Trainer;
+
+/// Header key of a feature-network file.
+pub const FEATURES_KEY: &str = "ard_studio_feature_net";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureNetConfig {
+    pub in_channels: usize,
+    pub num_classes: usize,
+    pub class_names: Vec<String>,
+    /// Accuracy on the test split, when measured.
+    #[serde(default)]
+    pub test_accuracy: Option<f64>,
+}
+
+/// How the feature network is trained by default: 1500 Adam steps of batch 128 at lr 1e-3,
+/// no EMA, no clipping.
+pub fn feature_net_training() -> TrainOptions {
+    TrainOptions {
+        iterations: 1500,
+        batch_size: 128,
+        lr: 1e-3,
+        ema_decay: 0.0,
+        grad_clip: 0.0,
+        seed: 0,
+    }
+}
+
+/// Channel widths of the three 3×3 convolutions (the last is the feature size).
+const WIDTHS: [usize; 3] = [32, 64, 128];
+
+#[derive(Module, Debug)]
+pub struct FeatureNet {
+    pub convs: Vec<Conv2d>,
+    pub head: Linear,
+    #[module(skip)]
+    pub config: FeatureNetConfig,
+}
+
+fn conv(c_in: usize, c_out: usize, stride: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([c_in, c_out], [3, 3])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+impl FeatureNet {
+    pub fn new(config: FeatureNetConfig, device: &Device) -> Self {
+        let mut c_in = config.in_channels;
+        let convs = WIDTHS
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let c = conv(c_in, w, if i == 0 { 1 } else { 2 }, device);
+                c_in = w;
+                c
+            })
+            .collect();
+        let head = burn::nn::LinearConfig::new(WIDTHS[2], config.num_classes).init(device);
+        Self {
+            convs,
+            head,
+            config,
+        }
+    }
+
+    /// `[B, C, H, W]` → pooled features `[B, 128]`
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut h = x;
+        for c in &self.convs {
+            h = gelu(c.forward(h));
+        }
+        let [b, c, hh, ww] = h.dims();
+        h.reshape([b, c, hh * ww]).mean_dim(2).reshape([b, c])
+    }
+
+    /// `[B, 128]` → class logits `[B, classes]`
+    pub fn logits(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(features)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut w = ParamWriter::new(Storage::F32);
+        for (i, c) in self.convs.iter().enumerate() {
+            w.tensor(&format!("convs.{i}.weight"), &c.weight);
+            if let Some(b) = &c.bias {
+                w.tensor(&format!("convs.{i}.bias"), b);
+            }
+        }
+        w.linear("head", &self.head);
+        w.writer
+            .set_metadata(FEATURES_KEY, serde_json::to_string(&self.config).unwrap());
+        w.writer.write(path)
+    }
+
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let file = TensorFile::read(path)?;
+        let config: FeatureNetConfig = file
+            .header_json(FEATURES_KEY)?
+            .ok_or_else(|| EngineError::bad_file(path, "not an ARD Studio feature network"))?;
+        let mut net = Self::new(config.clone(), device);
+        let mut r = ParamSource::file(&file, device);
+        let mut c_in = config.in_channels;
+        for (i, (c, &w)) in net.convs.iter_mut().zip(WIDTHS.iter()).enumerate() {
+            c.weight = r.param(
+                &format!("convs.{i}.weight"),
+                [w, c_in, 3, 3],
+                Init::Normal(0.02),
+            )?;
+            c.bias = Some(r.param(&format!("convs.{i}.bias"), [w], Init::Zeros)?);
+            c_in = w;
+        }
+        net.head = r.linear("head", WIDTHS[2], config.num_classes, LinearInit::Xavier)?;
+        r.finish()?;
+        Ok(net)
+    }
+}
+
+/// Runs `f` over `images` in batches and gathers the `[N, D]` results on the host.
+pub fn batched(
+    images: &HostTensor,
+    batch: usize,
+    device: &Device,
+    f: impl Fn(Tensor<4>) -> Tensor<2>,
+) -> Result<HostTensor> {
+    let n = images.shape[0];
+    let mut out = Vec::new();
+    let mut width = 0;
+    for start in (0..n).step_by(batch.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+        let r = HostTensor::from_tensor(f(images.rows(&idx).to_device(device)?));
+        width = r.shape[1];
+        out.extend(r.data);
+    }
+    Ok(HostTensor::new(vec![n, width], out))
+}
+
+/// Features and logits of `images`.
+pub fn features_and_logits(
+    net: &FeatureNet,
+    images: &HostTensor,
+    device: &Device,
+) -> Result<(HostTensor, HostTensor)> {
+    let feats = batched(images, 250, device, |x| net.features(x))?;
+    let logits = HostTensor::from_tensor(net.logits(feats.to_device::<2>(device)?));
+    Ok((feats, logits))
+}
+
+/// Fraction of rows whose arg-max is the label.
+pub fn accuracy(logits: &HostTensor, labels: &[i64]) -> f64 {
+    let c = logits.shape[1];
+    let hits = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            let row = &logits.data[i * c..(i + 1) * c];
+            let best = (0..c)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0);
+            best as i64 == **l
+        })
+        .count();
+    hits as f64 / labels.len().max(1) as f64
+}
+
+/// Trains the feature network on `train` (cross-entropy, AdamW) and measures it on `test`.
+pub fn train_feature_net(
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    device: &Device,
+    mut on_progress: impl FnMut(u64, f32),
+) -> Result<FeatureNet> {
+    let train_device = device.clone().autodiff();
+    device.seed(options.seed);
+    train_device.seed(options.seed);
+    let config = FeatureNetConfig {
+        in_channels: train.channels(),
+        num_classes: train.class_names.len(),
+        class_names: train.class_names.clone(),
+        test_accuracy: None,
+    };
+    let mut trainer = Trainer::new(FeatureNet::new(config, &train_device), options.clone());
+    let classes = train.class_names.len();
+    while !trainer.done() {
+        let loss = trainer.step(|net, rng| {
+            let idx: Vec<usize> = (0..options.batch_size)
+                .map(|_| rng.random_range(0..train.len()))
+                .collect();
+            let (x, y) = train.batch(&idx);
+            let mut onehot = vec![0f32; idx.len() * classes];
+            for (i, &l) in y.iter().enumerate() {
+                onehot[i * classes + l as usize] = 1.0;
+            }
+            let onehot = Tensor::<2>::from_data(
+                TensorData::new(onehot, [idx.len(), classes]),
+                &train_device,
+            );
+            let logp = log_softmax(net.logits(net.features(x.to_device(&train_device)?)), 1);
+            Ok((logp * onehot).sum_dim(1).mean().neg())
+        })?;
+        on_progress(trainer.iteration, loss);
+    }
+    let mut net = trainer.model.valid();
+    let (_, logits) = features_and_logits(&net, &test.images, &device.clone())?;
+    net.config.test_accuracy = Some(accuracy(&logits, &test.labels));
+    Ok(net)
+}

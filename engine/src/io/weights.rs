@@ -1,0 +1,500 @@
+//! Weight and tensor files: safetensors (ours carry a [`ModelMeta`] in the header) and PyTorch
+//! `torch.save` checkpoints (read through burn-store's PyTorch reader).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::store::pytorch_reader::{DType as PtDtype, PytorchReader};
+use safetensors::{Dtype, SafeTensors, View};
+
+use crate::error::{EngineError, Result};
+use crate::io::host::HostTensor;
+use crate::model::config::ModelMeta;
+
+/// Header key holding our [`ModelMeta`] as JSON.
+pub const META_KEY: &str = "ard_studio";
+
+/// The container a file was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    Safetensors,
+    PyTorch,
+}
+
+/// One stored tensor: its element type, shape and little-endian bytes.
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    /// The values as f32 (f16, bf16 and f64 are converted).
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        let b = &self.bytes;
+        Some(match self.dtype {
+            Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            _ => return None,
+        })
+    }
+
+    /// The stored bytes as they are.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The values as i64 (any integer type, or floats holding whole numbers).
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        let b = &self.bytes;
+        Some(match self.dtype {
+            Dtype::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            Dtype::U8 => b.iter().map(|&v| v as i64).collect(),
+            _ => {
+                let f = self.to_f32()?;
+                if f.iter().any(|v| v.fract() != 0.0) {
+                    return None;
+                }
+                f.into_iter().map(|v| v as i64).collect()
+            }
+        })
+    }
+}
+
+/// Every tensor of a file, by name, with the header metadata.
+#[derive(Clone, Debug)]
+pub struct TensorFile {
+    pub path: PathBuf,
+    pub format: FileFormat,
+    pub tensors: BTreeMap<String, RawTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    /// Reads a safetensors or PyTorch file, recognised by its first bytes.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+        // safetensors: an 8-byte header length, then the JSON header's `{`.
+        let safetensors = bytes.get(8) == Some(&b'{');
+        let pytorch = bytes.starts_with(b"PK\x03\x04")
+            || (bytes.first() == Some(&0x80) && matches!(bytes.get(1), Some(2..=5)));
+        if pytorch && !safetensors {
+            Self::read_pytorch(path)
+        } else {
+            Self::read_safetensors(path, &bytes)
+        }
+    }
+
+    /// Parses safetensors bytes held in memory; `name` stands for the path in messages.
+    pub fn from_safetensors_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        Self::read_safetensors(Path::new(name), bytes)
+    }
+
+    fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 8 {
+            return Err(EngineError::bad_file(
+                path,
+                format!(
+                    "not a safetensors or PyTorch file ({} bytes, too short for a header)",
+                    bytes.len()
+                ),
+            ));
+        }
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            EngineError::bad_file(
+                path,
+                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+            )
+        })?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| EngineError::bad_file(path, format!("bad safetensors header: {e}")))?;
+        let tensors = st
+            .iter()
+            .map(|(name, view)| {
+                (
+                    name.to_string(),
+                    RawTensor {
+                        dtype: view.dtype(),
+                        shape: view.shape().to_vec(),
+                        bytes: view.data().to_vec(),
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            format: FileFormat::Safetensors,
+            tensors,
+            metadata: header.metadata().clone().unwrap_or_default(),
+        })
+    }
+
+    /// Reads the file again by path: the reader's in-memory entry point takes plain pickles
+    /// only, not the ZIP container `torch.save` writes.
+    fn read_pytorch(path: &Path) -> Result<Self> {
+        let reader = PytorchReader::new(path).map_err(|e| {
+            EngineError::bad_file(path, format!("not a readable PyTorch checkpoint: {e}"))
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, t) in reader.into_tensors() {
+            let dtype = match t.dtype() {
+                PtDtype::F64 => Dtype::F64,
+                PtDtype::F32 => Dtype::F32,
+                PtDtype::F16 => Dtype::F16,
+                PtDtype::BF16 => Dtype::BF16,
+                PtDtype::I64 => Dtype::I64,
+                PtDtype::I32 => Dtype::I32,
+                PtDtype::U8 | PtDtype::Bool => Dtype::U8,
+                // Other integer tensors never hold weights; keep them out of the way.
+                _ => continue,
+            };
+            let bytes = t.read().map_err(|e| {
+                EngineError::bad_file(path, format!("tensor `{name}` could not be read: {e}"))
+            })?;
+            tensors.insert(
+                name,
+                RawTensor {
+                    dtype,
+                    shape: t.shape().to_vec(),
+                    bytes,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            format: FileFormat::PyTorch,
+            tensors,
+            metadata: HashMap::new(),
+        })
+    }
+
+    /// An in-memory "file" of f32 tensors (freshly initialised weights, say).
+    pub fn from_host(name: &str, tensors: impl IntoIterator<Item = (String, HostTensor)>) -> Self {
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| {
+                let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (
+                    k,
+                    RawTensor {
+                        dtype: Dtype::F32,
+                        shape: t.shape,
+                        bytes,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            path: PathBuf::from(name),
+            format: FileFormat::Safetensors,
+            tensors,
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Our metadata, if the file carries it.
+    pub fn model_meta(&self) -> Result<Option<ModelMeta>> {
+        self.header_json(META_KEY)
+    }
+
+    /// A JSON value stored in the safetensors header under `key`, if present.
+    pub fn header_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
+                EngineError::bad_file(&self.path, format!("unreadable `{key}` metadata: {e}"))
+            }),
+        }
+    }
+
+    /// A float tensor by name.
+    pub fn f32(&self, key: &str) -> Result<HostTensor> {
+        let raw = self.raw(key)?;
+        let data = raw.to_f32().ok_or_else(|| {
+            EngineError::bad_file(
+                &self.path,
+                format!(
+                    "tensor `{key}` has type {:?}, expected a float type",
+                    raw.dtype
+                ),
+            )
+        })?;
+        Ok(HostTensor::new(raw.shape.clone(), data))
+    }
+
+    /// A 1-D integer tensor (class labels) by name.
+    pub fn labels(&self, key: &str) -> Result<Vec<i64>> {
+        let raw = self.raw(key)?;
+        if raw.shape.len() != 1 {
+            return Err(EngineError::bad_file(
+                &self.path,
+                format!("labels `{key}` must be 1-D, found shape {:?}", raw.shape),
+            ));
+        }
+        raw.to_i64().ok_or_else(|| {
+            EngineError::bad_file(
+                &self.path,
+                format!(
+                    "tensor `{key}` ({:?}) does not hold integer labels",
+                    raw.dtype
+                ),
+            )
+        })
+    }
+
+    pub fn raw(&self, key: &str) -> Result<&RawTensor> {
+        self.tensors.get(key).ok_or_else(|| {
+            let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+            names.truncate(12);
+            EngineError::bad_file(
+                &self.path,
+                format!(
+                    "no tensor named `{key}` (the file has: {})",
+                    names.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Drops a common prefix such as `ema.`, `model.` or `module.` (training checkpoints) so
+    /// that `probe` becomes a top-level key. Prefers `ema.` when several are present.
+    pub fn strip_prefix_to(&mut self, probe: &str) {
+        if self.tensors.contains_key(probe) {
+            return;
+        }
+        let mut prefixes: Vec<String> = self
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_suffix(probe).map(str::to_string))
+            .collect();
+        prefixes.sort_by_key(|p| (!p.starts_with("ema"), p.len()));
+        if let Some(prefix) = prefixes.first().cloned() {
+            self.tensors = std::mem::take(&mut self.tensors)
+                .into_iter()
+                .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|s| (s.to_string(), v)))
+                .collect();
+        }
+    }
+}
+
+/// How floats are stored in a written file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Storage {
+    #[default]
+    F32,
+    F16,
+}
+
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Entry {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Collects tensors and header metadata, then writes a safetensors file atomically.
+#[derive(Default)]
+pub struct SafetensorsWriter {
+    entries: BTreeMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+impl SafetensorsWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_f32(&mut self, name: impl Into<String>, t: &HostTensor, storage: Storage) {
+        let (dtype, bytes) = match storage {
+            Storage::F32 => (
+                Dtype::F32,
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            Storage::F16 => (
+                Dtype::F16,
+                t.data
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            ),
+        };
+        self.entries.insert(
+            name.into(),
+            Entry {
+                dtype,
+                shape: t.shape.clone(),
+                bytes,
+            },
+        );
+    }
+
+    pub fn add_i64(&mut self, name: impl Into<String>, values: &[i64]) {
+        self.entries.insert(
+            name.into(),
+            Entry {
+                dtype: Dtype::I64,
+                shape: vec![values.len()],
+                bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+        );
+    }
+
+    /// An opaque byte blob (a U8 tensor), e.g. optimizer state in a checkpoint.
+    pub fn add_bytes(&mut self, name: impl Into<String>, bytes: Vec<u8>) {
+        self.entries.insert(
+            name.into(),
+            Entry {
+                dtype: Dtype::U8,
+                shape: vec![bytes.len()],
+                bytes,
+            },
+        );
+    }
+
+    /// One metadata key only: safetensors writes its metadata map in hash order, so a model
+    /// file with one key has the same bytes (and fingerprint) every time it is written.
+    pub fn set_meta(&mut self, meta: &ModelMeta) {
+        self.metadata.insert(
+            META_KEY.into(),
+            serde_json::to_string(meta).expect("metadata serialises"),
+        );
+    }
+
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.metadata.insert(key.into(), value.into());
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        safetensors::serialize(self.entries.iter().map(|(k, v)| (k.as_str(), v)), meta)
+            .map_err(|e| EngineError::Input(format!("cannot serialise tensors: {e}")))
+    }
+
+    /// Writes to a temporary file beside `path`, syncs it, then renames it into place, so a
+    /// crash or a full disk never leaves a half-written file under `path`.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomically(path.as_ref(), &self.to_bytes()?)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| EngineError::Input(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(EngineError::io(path, e));
+    }
+    Ok(())
+}
+
+/// FNV-1a 64-bit hash state, for short fingerprints of files and datasets.
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fingerprint {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// Fingerprint of a file's bytes.
+pub fn file_fingerprint(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let mut f = Fingerprint::default();
+    f.feed(&bytes);
+    Ok(f.hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle() {
+        // Pad the metadata until the 8-byte header length's low byte is 0x80 (pickle's magic).
+        for pad in 0..600 {
+            let mut w = SafetensorsWriter::new();
+            w.add_f32("x", &HostTensor::new(vec![2], vec![1.0, 2.0]), Storage::F32);
+            w.set_metadata("pad", "p".repeat(pad));
+            let bytes = w.to_bytes().unwrap();
+            if bytes[0] == 0x80 {
+                let dir = std::env::temp_dir().join(format!("ard-sniff-{}", std::process::id()));
+                std::fs::write(&dir, &bytes).unwrap();
+                let f = TensorFile::read(&dir);
+                let _ = std::fs::remove_file(&dir);
+                assert_eq!(f.unwrap().f32("x").unwrap().data, vec![1.0, 2.0]);
+                return;
+            }
+        }
+        panic!("no padding gave a 0x80 first byte");
+    }
+}

@@ -1,0 +1,168 @@
+//! The DiT block with adaLN-Zero conditioning (Peebles & Xie 2023, reference `DiTBlock`), and
+//! its parts: LayerNorm, modulation, timm's MLP with tanh-GELU.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::{sigmoid, silu};
+
+use crate::error::Result;
+use crate::model::attention::{Mixing, SelfAttention};
+use crate::model::config::DitConfig;
+use crate::model::params::{LinearInit, ParamSource, ParamWriter};
+
+/// LayerNorm over the last axis without affine parameters (eps 1e-6), as burn's fused
+/// `layer_norm` op (one SIMD pass per row on the CPU) with a unit scale.
+pub fn layer_norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let width = x.dims()[D - 1];
+    let gamma = Tensor::<1>::ones([width], &x.device());
+    burn::tensor::module::layer_norm(x, gamma, None, 1e-6)
+}
+
+/// `x · (1 + scale) + shift`
+pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
+    x * (scale + 1.0) + shift
+}
+
+/// Splits `[.., n·H]` into n tensors of `[.., H]`.
+pub fn split_last<const D: usize>(x: Tensor<D>, n: usize) -> Vec<Tensor<D>> {
+    x.chunk(n, D - 1)
+}
+
+/// GELU with the tanh approximation (timm's `approx_gelu`), written as
+/// `x · σ(2·√(2/π)·(x + 0.044715·x³))` — the same function as
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` without a `powf` and a `tanh` per element, which
+/// were a third of the CPU student's time (docs/benchmarks.md).
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const TWO_SQRT_2_OVER_PI: f64 =
+        2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
+    let inner = x.clone() * (x.clone() * x.clone() * 0.044715 + 1.0) * TWO_SQRT_2_OVER_PI;
+    x * sigmoid(inner)
+}
+
+/// timm's `Mlp` with tanh-approximated GELU.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
+    }
+}
+
+/// Attention and MLP, each modulated (shift, scale) and gated by the conditioning.
+#[derive(Module, Debug)]
+pub struct DitBlock {
+    pub attn: SelfAttention,
+    pub mlp: Mlp,
+    /// SiLU then Linear(H, 6H): shift/scale/gate for attention, then for the MLP.
+    pub ada_ln: Linear,
+}
+
+impl DitBlock {
+    pub fn load(r: &mut ParamSource, prefix: &str, cfg: &DitConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            attn: SelfAttention::load(r, &format!("{prefix}.attn"), h, cfg.num_heads)?,
+            mlp: Mlp {
+                fc1: r.linear(
+                    &format!("{prefix}.mlp.fc1"),
+                    h,
+                    cfg.mlp_hidden,
+                    LinearInit::Xavier,
+                )?,
+                fc2: r.linear(
+                    &format!("{prefix}.mlp.fc2"),
+                    cfg.mlp_hidden,
+                    h,
+                    LinearInit::Xavier,
+                )?,
+            },
+            ada_ln: r.linear(
+                &format!("{prefix}.adaLN_modulation.1"),
+                h,
+                6 * h,
+                LinearInit::AdaLnZero,
+            )?,
+        })
+    }
+
+    pub fn save(&self, w: &mut ParamWriter, prefix: &str) {
+        self.attn.save(w, &format!("{prefix}.attn"));
+        w.linear(&format!("{prefix}.mlp.fc1"), &self.mlp.fc1);
+        w.linear(&format!("{prefix}.mlp.fc2"), &self.mlp.fc2);
+        w.linear(&format!("{prefix}.adaLN_modulation.1"), &self.ada_ln);
+    }
+
+    /// `x: [B, S, T, H]` tokens of S steps, `c: [B, S, H]` one conditioning per step
+    /// → `[B, S, T, H]`
+    pub fn forward(&self, x: Tensor<4>, c: Tensor<3>, mixing: Mixing) -> Tensor<4> {
+        let [b, s, t, h] = x.dims();
+        let m = split_last(self.ada_ln.forward(silu(c)).unsqueeze_dim::<4>(2), 6);
+        let [
+            shift_msa,
+            scale_msa,
+            gate_msa,
+            shift_mlp,
+            scale_mlp,
+            gate_mlp,
+        ] = <[Tensor<4>; 6]>::try_from(m).expect("six modulation chunks");
+
+        let h_attn = modulate(layer_norm(x.clone()), shift_msa, scale_msa);
+        let attn = self
+            .attn
+            .forward(h_attn.reshape([b, s * t, h]), mixing)
+            .reshape([b, s, t, h]);
+        let x = x + gate_msa * attn;
+
+        let h_mlp = modulate(layer_norm(x.clone()), shift_mlp, scale_mlp);
+        x + gate_mlp * self.mlp.forward(h_mlp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn gelu_tanh_matches_the_float64_tanh_formula() {
+        let device = crate::device::DeviceChoice::Cpu.device().unwrap();
+        let x = Tensor::<2>::random([64, 513], Distribution::Uniform(-12.0, 12.0), &device);
+        let xs = x.to_data().try_to_vec::<f32>().unwrap();
+        let ys = gelu_tanh(x).to_data().try_to_vec::<f32>().unwrap();
+        let c = (2.0 / std::f64::consts::PI).sqrt();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let x = x as f64;
+            let want = 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh());
+            let err = (y as f64 - want).abs() / want.abs().max(1e-3);
+            assert!(err < 1e-5, "gelu_tanh({x}) = {y}, want {want}");
+        }
+        let edge = Tensor::<1>::from_data(TensorData::from([-1e4f32, 0.0, 1e4]), &device);
+        let ys = gelu_tanh(edge).to_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(ys, vec![0.0, 0.0, 1e4]);
+    }
+
+    #[test]
+    fn layer_norm_matches_the_float64_definition() {
+        let device = crate::device::DeviceChoice::Cpu.device().unwrap();
+        let (rows, width) = (37, 96);
+        let x = Tensor::<2>::random([rows, width], Distribution::Normal(3.0, 2.0), &device);
+        let xs = x.to_data().try_to_vec::<f32>().unwrap();
+        let ys = layer_norm(x).to_data().try_to_vec::<f32>().unwrap();
+        for (row, out) in xs.chunks(width).zip(ys.chunks(width)) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
+            for (&v, &y) in row.iter().zip(out) {
+                let want = (v as f64 - mean) / (var + 1e-6).sqrt();
+                assert!(
+                    (y as f64 - want).abs() < 1e-5 * want.abs().max(1.0),
+                    "{y} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The ARD student (Kim et al., "Autoregressive Distillation of Diffusion Transformers", CVPR
+//! 2025; reference `models_ARD.py`): the teacher's DiT fed the whole trajectory history.
+//!
+//! K steps. Step k's input (x_T for k = 0, then the previous step's estimate) is patch-embedded
+//! with the shared embedding and positions; every token carries its step's time marker, so the
+//! adaLN conditioning is `t_embed(marker_k) + y_embed(y)` per step. The lower N blocks
+//! (`history_layers`) let step k attend to steps ≤ k; the upper blocks see only the step itself.
+//! Head k (a copy of the teacher's final layer) regresses step k's target directly.
+
+use std::ops::ControlFlow;
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{Int, Tensor};
+
+use crate::error::{EngineError, Result};
+use crate::model::attention::{KvCache, Mixing};
+use crate::model::config::{DitConfig, StudentConfig};
+use crate::model::dit::Dit;
+use crate::model::final_layer::FinalLayer;
+use crate::model::params::{ParamSource, ParamWriter};
+
+#[derive(Module, Debug)]
+pub struct ArdStudent {
+    /// Embeddings, blocks, and head 0 (`final_layer`).
+    pub dit: Dit,
+    /// Heads of steps 1..K (`final_layer2` … `final_layerK`).
+    pub extra_heads: Vec<FinalLayer>,
+    #[module(skip)]
+    pub student: StudentConfig,
+}
+
+/// Reference key prefix of step k's head.
+fn head_key(k: usize) -> String {
+    if k == 0 {
+        "final_layer".into()
+    } else {
+        format!("final_layer{}", k + 1)
+    }
+}
+
+fn copy_linear(l: &Linear) -> Linear {
+    Linear {
+        weight: Param::from_tensor(l.weight.val()),
+        bias: l.bias.as_ref().map(|b| Param::from_tensor(b.val())),
+    }
+}
+
+fn copy_head(h: &FinalLayer) -> FinalLayer {
+    FinalLayer {
+        linear: copy_linear(&h.linear),
+        ada_ln: copy_linear(&h.ada_ln),
+    }
+}
+
+impl ArdStudent {
+    pub fn load(r: &mut ParamSource, dit: &DitConfig, student: &StudentConfig) -> Result<Self> {
+        student.validate(dit)?;
+        let base = Dit::load(r, dit)?;
+        let extra_heads = (1..student.steps)
+            .map(|k| FinalLayer::load(r, &head_key(k), dit))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            dit: base,
+            extra_heads,
+            student: student.clone(),
+        })
+    }
+
+    /// A student initialised from its teacher: every head starts as the teacher's final layer.
+    pub fn from_teacher(teacher: Dit, student: StudentConfig) -> Result<Self> {
+        student.validate(teacher.config())?;
+        let extra_heads = (1..student.steps)
+            .map(|_| copy_head(&teacher.final_layer))
+            .collect();
+        Ok(Self {
+            dit: teacher,
+            extra_heads,
+            student,
+        })
+    }
+
+    pub fn save(&self, w: &mut ParamWriter) {
+        self.dit.save(w);
+        for (i, h) in self.extra_heads.iter().enumerate() {
+            h.save(w, &head_key(i + 1));
+        }
+    }
+
+    pub fn config(&self) -> &StudentConfig {
+        &self.student
+    }
+
+    pub fn steps(&self) -> usize {
+        self.config().steps
+    }
+
+    pub fn head(&self, k: usize) -> &FinalLayer {
+        if k == 0 {
+            &self.dit.final_layer
+        } else {
+            &self.extra_heads[k - 1]
+        }
+    }
+
+    /// Per-step conditioning `t_embed(marker_k) + y_embed(y)`: `y: [B]` → `[B, K, H]`
+    pub fn step_conditions(&self, y: Tensor<1, Int>) -> Tensor<3> {
+        let markers: Vec<f32> = self
+            .config()
+            .time_markers
+            .iter()
+            .map(|&t| t as f32)
+            .collect();
+        let t = self.dit.t_embedder.forward(&markers, &y.device()); // [K, H]
+        let y = self.dit.y_embedder.forward(y); // [B, H]
+        t.unsqueeze_dim::<3>(0) + y.unsqueeze_dim::<3>(1)
+    }
+
+    /// Teacher-forced pass over all K steps at once (training).
+    /// `inputs`: K tensors `[B, C, H, W]` (x_T, then the targets of steps 0..K−1),
+    /// `y: [B]` → K outputs `[B, C_out, H, W]`.
+    pub fn forward_teacher_forced(
+        &self,
+        inputs: &[Tensor<4>],
+        y: Tensor<1, Int>,
+    ) -> Result<Vec<Tensor<4>>> {
+        let steps = self.steps();
+        if inputs.len() != steps {
+            return Err(EngineError::Input(format!(
+                "the student takes {steps} inputs (x_T and {} history states), got {}",
+                steps - 1,
+                inputs.len()
+            )));
+        }
+        let c = self.step_conditions(y); // [B, K, H]
+        let tokens: Vec<Tensor<3>> = inputs.iter().map(|x| self.dit.embed(x.clone())).collect();
+        let mut x = Tensor::stack::<4>(tokens, 1); // [B, K, T, H]
+        let [b, k, t, h] = x.dims();
+        let history = self.config().history_layers;
+        for (i, block) in self.dit.blocks.iter().enumerate() {
+            x = if i < history {
+                block.forward(x, c.clone(), Mixing::BlockCausal { steps: k })
+            } else {
+                // Block-diagonal: fold the steps into the batch.
+                block
+                    .forward(
+                        x.reshape([b * k, 1, t, h]),
+                        c.clone().reshape([b * k, 1, h]),
+                        Mixing::Full,
+                    )
+                    .reshape([b, k, t, h])
+            };
+        }
+        Ok((0..k)
+            .map(|s| {
+                let xs = x.clone().narrow(1, s, 1).reshape([b, t, h]);
+                let cs = c.clone().narrow(1, s, 1).reshape([b, h]);
+                self.dit.unpatchify(self.head(s).forward(xs, cs))
+            })
+            .collect())
+    }
+
+    /// Autoregressive sampling from `noise: [B, C, H, W]`: one step at a time, only the current
+    /// step's tokens go through the network, the lower N blocks keep a key/value cache.
+    /// `on_step(k, prediction)` sees each step's prediction `[B, C, H, W]` as soon as it exists.
+    pub fn sample(
+        &self,
+        noise: Tensor<4>,
+        y: Tensor<1, Int>,
+        mut on_step: impl FnMut(usize, &Tensor<4>),
+    ) -> Vec<Tensor<4>> {
+        self.sample_until(noise, y, |k, p| {
+            on_step(k, p);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// [`Self::sample`] that stops after the step where `on_step` breaks, returning the
+    /// predictions made so far.
+    pub fn sample_until(
+        &self,
+        noise: Tensor<4>,
+        y: Tensor<1, Int>,
+        mut on_step: impl FnMut(usize, &Tensor<4>) -> ControlFlow<()>,
+    ) -> Vec<Tensor<4>> {
+        let channels = self.dit.config().in_channels;
+        let history = self.config().history_layers;
+        let c = self.step_conditions(y); // [B, K, H]
+        let [b, _, h] = c.dims();
+        let mut caches = vec![KvCache::default(); history];
+        let mut x = noise;
+        let mut predictions = Vec::with_capacity(self.steps());
+        for k in 0..self.steps() {
+            let tokens = self.dit.embed(x);
+            let [_, t, _] = tokens.dims();
+            let mut tokens = tokens.reshape([b, 1, t, h]);
+            let ck = c.clone().narrow(1, k, 1); // [B, 1, H]
+            for (i, block) in self.dit.blocks.iter().enumerate() {
+                let mixing = match caches.get_mut(i) {
+                    Some(cache) => Mixing::Cached(cache),
+                    None => Mixing::Full,
+                };
+                tokens = block.forward(tokens, ck.clone(), mixing);
+            }
+            let out = self
+                .head(k)
+                .forward(tokens.reshape([b, t, h]), ck.reshape([b, h]));
+            let prediction = self.dit.unpatchify(out).narrow(1, 0, channels);
+            let flow = on_step(k, &prediction);
+            x = prediction.clone();
+            predictions.push(prediction);
+            if flow.is_break() {
+                break;
+            }
+        }
+        predictions
+    }
+}

@@ -1,0 +1,9 @@
+//! The app's engine thread ([`Studio`]) and the request/event protocol the window speaks to it.
+
+pub(crate) mod display;
+pub(crate) mod engine;
+pub(crate) mod protocol;
+
+pub use display::model_info;
+pub use engine::*;
+pub use protocol::*;

@@ -1,0 +1,342 @@
+//! Long jobs with progress events, periodic checkpoints and sample grids, and exact resume:
+//! training a teacher and distilling a student. The CLI prints their events; the app plots them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use rand::Rng;
+
+use crate::data::datasets::Dataset;
+use crate::diffusion::ddim::DdimOptions;
+use crate::diffusion::loss::teacher_loss;
+use crate::diffusion::sampling::{SampleRequest, sample};
+use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
+use crate::distill::loss::distill_loss;
+use crate::distill::trajectories::TrajectorySet;
+use crate::error::{EngineError, Result};
+use crate::io::host::seeded_noise;
+use crate::io::preview::{save_png, step_strip};
+use crate::io::weights::Storage;
+use crate::model::config::{ModelMeta, StudentConfig};
+use crate::model::dit::Dit;
+use crate::model::init::{init_teacher, student_from_teacher};
+use crate::model::loaded::{LoadedModel, Model};
+use crate::model::params::InitOptions;
+use crate::model::student::ArdStudent;
+use crate::train::checkpoint::checkpoint_meta;
+use crate::train::options::{CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions};
+use crate::train::trainer::Trainer;
+
+/// Where and how often a run writes.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub dir: PathBuf,
+    pub checkpoint_every: u64,
+    /// Sample grid every this many iterations (0 = only at the end).
+    pub sample_every: u64,
+    /// Continue from `dir/checkpoint.safetensors` when it exists.
+    pub resume: bool,
+}
+
+impl RunDir {
+    /// `dir`, with the default checkpoint and sample intervals, resuming when it can.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            checkpoint_every: CHECKPOINT_EVERY,
+            sample_every: SAMPLE_EVERY,
+            resume: true,
+        }
+    }
+
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.safetensors")
+    }
+}
+
+/// What a running job reports.
+#[derive(Clone, Debug)]
+pub enum JobEvent {
+    Resumed {
+        iteration: u64,
+    },
+    Progress {
+        iteration: u64,
+        total: u64,
+        loss: f32,
+        elapsed_s: f64,
+        eta_s: f64,
+    },
+    Checkpoint {
+        iteration: u64,
+        path: PathBuf,
+    },
+    Samples {
+        iteration: u64,
+        path: PathBuf,
+    },
+    /// The EMA weights, written as a model file.
+    Finished {
+        path: PathBuf,
+    },
+    Stopped {
+        iteration: u64,
+    },
+}
+
+/// How a caller follows and stops a job: events as they happen, and a flag checked before every
+/// iteration (set it to stop after a checkpoint).
+pub struct JobHooks<'a> {
+    pub stop: &'a AtomicBool,
+    pub on_event: &'a mut dyn FnMut(JobEvent),
+}
+
+/// Runs `trainer` to its end (or until `stop`), checkpointing and sampling along the way.
+fn drive<M: burn::module::Module>(
+    trainer: &mut Trainer<M>,
+    run: &RunDir,
+    meta: &ModelMeta,
+    out_name: &str,
+    hooks: JobHooks,
+    mut step: impl FnMut(&mut Trainer<M>) -> Result<f32>,
+    ema_model: impl Fn(&M) -> Model,
+) -> Result<PathBuf> {
+    let JobHooks { stop, on_event } = hooks;
+    std::fs::create_dir_all(run.dir.join("samples")).map_err(|e| EngineError::io(&run.dir, e))?;
+    let out_path = run.dir.join(out_name);
+    let save_ema = |trainer: &Trainer<M>| -> Result<()> {
+        LoadedModel {
+            model: ema_model(&trainer.ema),
+            meta: meta.clone(),
+        }
+        .save(&out_path, Storage::F32)
+    };
+    let start = Instant::now();
+    let first = trainer.iteration;
+    while !trainer.done() {
+        if stop.load(Ordering::Relaxed) {
+            trainer.save_checkpoint(&run.checkpoint(), meta)?;
+            save_ema(trainer)?;
+            on_event(JobEvent::Stopped {
+                iteration: trainer.iteration,
+            });
+            return Ok(out_path);
+        }
+        let loss = step(trainer)?;
+        let i = trainer.iteration;
+        let elapsed_s = start.elapsed().as_secs_f64();
+        let rate = (i - first) as f64 / elapsed_s.max(1e-9);
+        on_event(JobEvent::Progress {
+            iteration: i,
+            total: trainer.options.iterations,
+            loss,
+            elapsed_s,
+            eta_s: (trainer.options.iterations - i) as f64 / rate.max(1e-9),
+        });
+        if (run.checkpoint_every > 0 && i.is_multiple_of(run.checkpoint_every)) || trainer.done() {
+            trainer.save_checkpoint(&run.checkpoint(), meta)?;
+            save_ema(trainer)?;
+            on_event(JobEvent::Checkpoint {
+                iteration: i,
+                path: run.checkpoint(),
+            });
+        }
+        if (run.sample_every > 0 && i.is_multiple_of(run.sample_every)) || trainer.done() {
+            let path = run.dir.join("samples").join(format!("iter-{i:07}.png"));
+            sample_grid(
+                &LoadedModel {
+                    model: ema_model(&trainer.ema),
+                    meta: meta.clone(),
+                },
+                &path,
+            )?;
+            on_event(JobEvent::Samples { iteration: i, path });
+        }
+    }
+    on_event(JobEvent::Finished {
+        path: out_path.clone(),
+    });
+    Ok(out_path)
+}
+
+/// One image per class (at most 10), every step of the model shown left to right.
+pub fn sample_grid(model: &LoadedModel, path: &Path) -> Result<()> {
+    let d = &model.meta.dit;
+    let n = d.num_classes.min(10);
+    let device = Device::flex();
+    let req = SampleRequest {
+        noise: seeded_noise(d.batch_shape(n), 1234),
+        labels: (0..n as i64).collect(),
+        ddim: DdimOptions::default(),
+    };
+    let model = model.copy_to(&device)?;
+    let out = sample(&model, &req, &device, |_| {})?;
+    let steps: Vec<_> = match model.model {
+        Model::Teacher(_) => out
+            .steps
+            .iter()
+            .step_by(4)
+            .chain(out.steps.last())
+            .cloned()
+            .collect(),
+        Model::Student(_) => out.steps.clone(),
+    };
+    save_png(&step_strip(&steps), path)
+}
+
+/// Trains a class-conditional teacher on `data` (epsilon prediction, label dropout for
+/// guidance) with the architecture of `teacher` fitted to the data.
+pub fn train_teacher(
+    data: &Dataset,
+    teacher: &TeacherOptions,
+    run: &RunDir,
+    device: &Device,
+    hooks: JobHooks,
+) -> Result<PathBuf> {
+    let dit = &teacher.architecture(data.image_size(), data.channels(), data.class_names.len());
+    dit.validate()?;
+    let options = &teacher.train;
+    let label_dropout = teacher.label_dropout;
+    let train_device = device.clone().autodiff();
+    let fresh = || -> Result<Dit> {
+        let m = init_teacher(
+            dit,
+            Some(data.class_names.clone()),
+            InitOptions {
+                seed: options.seed,
+                zero_init: true,
+            },
+            &train_device,
+        )?;
+        match m.model {
+            Model::Teacher(d) => Ok(d),
+            Model::Student(_) => unreachable!(),
+        }
+    };
+    let meta = ModelMeta {
+        kind: crate::model::config::ModelKind::Teacher,
+        dit: dit.clone(),
+        student: None,
+        class_names: Some(data.class_names.clone()),
+        clip_denoised: true,
+    };
+    let mut trainer = if run.resume && run.checkpoint().exists() {
+        let stored = checkpoint_meta(&run.checkpoint())?;
+        if stored.dit != *dit {
+            return Err(EngineError::Input(format!(
+                "{} was made with another architecture; resume without changing it, or use a new directory",
+                run.checkpoint().display()
+            )));
+        }
+        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations))?;
+        (hooks.on_event)(JobEvent::Resumed {
+            iteration: t.iteration,
+        });
+        t
+    } else {
+        Trainer::new(fresh()?, options.clone())
+    };
+    let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
+    let batch = options.batch_size;
+    drive(
+        &mut trainer,
+        run,
+        &meta,
+        "teacher.safetensors",
+        hooks,
+        |t| {
+            t.step(|model, rng| {
+                let idx: Vec<usize> = (0..batch)
+                    .map(|_| rng.random_range(0..data.len()))
+                    .collect();
+                let (x0, y) = data.batch(&idx);
+                teacher_loss(
+                    model,
+                    &x0,
+                    &y,
+                    &alpha_bar,
+                    label_dropout,
+                    rng,
+                    &train_device,
+                )
+            })
+        },
+        |ema| Model::Teacher(ema.clone()),
+    )
+}
+
+/// Distils `teacher` into a K-step student with N history layers on a trajectory set.
+pub fn distill(
+    teacher: &LoadedModel,
+    set: &TrajectorySet,
+    distill: &DistillOptions,
+    run: &RunDir,
+    device: &Device,
+    hooks: JobHooks,
+) -> Result<PathBuf> {
+    let (history_layers, options) = (distill.history_layers, &distill.train);
+    let steps = set.manifest.anchors.len();
+    let mut student_cfg = StudentConfig::new(steps, history_layers);
+    student_cfg.anchors = set.manifest.anchors.clone();
+    student_cfg.teacher_steps = set.manifest.ddim_steps;
+    let dit = teacher.meta.dit.clone();
+    if set.manifest.image_shape != dit.image_shape() || set.manifest.num_classes != dit.num_classes
+    {
+        return Err(EngineError::Input(
+            "the trajectory set was not made by a teacher of this shape".into(),
+        ));
+    }
+    let train_device = device.clone().autodiff();
+    let fresh = || -> Result<ArdStudent> {
+        let t = teacher.copy_to(&train_device)?;
+        match student_from_teacher(t, student_cfg.clone())?.model {
+            Model::Student(s) => Ok(s),
+            Model::Teacher(_) => unreachable!(),
+        }
+    };
+    let meta = ModelMeta {
+        kind: crate::model::config::ModelKind::Student,
+        dit,
+        student: Some(student_cfg.clone()),
+        class_names: teacher.meta.class_names.clone(),
+        clip_denoised: teacher.meta.clip_denoised,
+    };
+    let trainer = if run.resume && run.checkpoint().exists() {
+        let stored = checkpoint_meta(&run.checkpoint())?;
+        if stored != meta {
+            return Err(EngineError::Input(format!(
+                "{} belongs to another distillation (teacher, K or N differ); use a new directory",
+                run.checkpoint().display()
+            )));
+        }
+        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations));
+        t.inspect(|t| {
+            (hooks.on_event)(JobEvent::Resumed {
+                iteration: t.iteration,
+            })
+        })
+    } else {
+        fresh().map(|s| Trainer::new(s, options.clone()))
+    };
+    let mut trainer = trainer?;
+    let batch = options.batch_size;
+    let n = set.labels.len();
+    drive(
+        &mut trainer,
+        run,
+        &meta,
+        "student.safetensors",
+        hooks,
+        |t| {
+            t.step(|model, rng| {
+                let idx: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();
+                let anchors: Vec<_> = set.anchors.iter().map(|a| a.rows(&idx)).collect();
+                let y: Vec<i64> = idx.iter().map(|&i| set.labels[i]).collect();
+                distill_loss(model, &set.x_t.rows(&idx), &anchors, &y, &train_device)
+            })
+        },
+        |ema| Model::Student(ema.clone()),
+    )
+}
