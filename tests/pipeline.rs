@@ -409,3 +409,92 @@ fn a_teacher_learns_the_toy_classes() {
         "only {shows_class}/16 samples show their class"
     );
 }
+
+/// A data-parallel step (the batch split over worker threads, each on its own graph, the
+/// gradients added by their share of the rows) computes the single-threaded step: same loss,
+/// same weights after a few steps (up to float rounding), for odd splits too.
+#[test]
+fn a_step_split_over_workers_equals_the_whole_batch_step() {
+    use ard_engine::diffusion::{
+        TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas, noised_batch, teacher_loss_rows,
+    };
+    use ard_engine::train::Trainer;
+    use rand::Rng;
+    let data = toy_data();
+    let device = Device::flex().autodiff();
+    let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
+    let run = |workers: usize| {
+        let teacher = ard_engine::model::init_teacher(
+            &tiny_teacher(options(1)).architecture(8, 1, 2),
+            None,
+            ard_engine::model::InitOptions {
+                seed: 4,
+                zero_init: false,
+            },
+            &device,
+        )
+        .unwrap();
+        let Model::Teacher(dit) = teacher.model else {
+            unreachable!()
+        };
+        let mut trainer = Trainer::new(
+            dit,
+            TrainOptions {
+                batch_size: 7,
+                ..options(3)
+            },
+        );
+        trainer.workers = workers;
+        let losses: Vec<f32> = (0..3)
+            .map(|_| {
+                trainer
+                    .step_sharded(
+                        7,
+                        |rng| {
+                            let idx: Vec<usize> =
+                                (0..7).map(|_| rng.random_range(0..data.len())).collect();
+                            let (x0, y) = data.batch(&idx);
+                            Ok(noised_batch(&x0, &y, &alpha_bar, 2, 0.3, rng))
+                        },
+                        |model, b, rows| teacher_loss_rows(model, b, rows, &device),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let model = ard_engine::LoadedModel {
+            model: Model::Teacher(trainer.model.clone()),
+            meta: ard_engine::ModelMeta {
+                kind: ard_engine::ModelKind::Teacher,
+                dit: tiny_teacher(options(1)).architecture(8, 1, 2),
+                student: None,
+                class_names: None,
+                clip_denoised: false,
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path, ard_engine::io::Storage::F32).unwrap();
+        (losses, weights(&path))
+    };
+    let (l1, w1) = run(1);
+    for workers in [2, 3] {
+        let (l, w) = run(workers);
+        for (a, b) in l1.iter().zip(&l) {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs(),
+                "{workers} workers: loss {b} vs {a}"
+            );
+        }
+        for ((key, a), (_, b)) in w1.iter().zip(&w) {
+            let (a, b) = (
+                HostTensor::new(vec![a.len()], a.clone()),
+                HostTensor::new(vec![b.len()], b.clone()),
+            );
+            let err = b.relative_error(&a);
+            assert!(
+                err < 1e-4,
+                "{workers} workers, {key}: relative error {err:.2e}"
+            );
+        }
+    }
+}

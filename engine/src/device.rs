@@ -91,3 +91,28 @@ impl DeviceChoice {
         }
     }
 }
+
+/// Keeps the memory a training step frees for the next step. Every step allocates and frees
+/// the same large activation buffers; glibc's default returns the top of the heap to the
+/// kernel as soon as 128 KiB are free there and maps anything over its (adaptive) threshold
+/// afresh, so each step paid for page faults and for zeroing pages (a fifth of a distillation
+/// step's time in `perf`, docs/benchmarks.md). Raises the trim threshold to 2 GiB and fixes the
+/// mmap threshold at glibc's maximum (32 MiB). Process-wide, once; elsewhere than glibc a no-op.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            unsafe extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: mallopt only adjusts glibc's allocator parameters; called once, early.
+            unsafe {
+                mallopt(M_TRIM_THRESHOLD, i32::MAX);
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            }
+        });
+    }
+}

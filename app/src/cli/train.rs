@@ -31,7 +31,7 @@ macro_rules! train_args {
             #[arg(long, default_value_t = $defaults.iterations)]
             iterations: u64,
             #[arg(long, default_value_t = $defaults.batch_size,
-                                                                  value_parser = positive)]
+                                                                          value_parser = positive)]
             batch: usize,
             #[arg(long, default_value_t = $defaults.lr)]
             lr: f64,

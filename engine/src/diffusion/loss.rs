@@ -2,6 +2,8 @@
 //! NeurIPS 2020; DiT's training script): epsilon prediction on the VP forward process, with label
 //! dropout (Ho & Salimans 2022) so that one network gives both guided and unguided outputs.
 
+use std::ops::Range;
+
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -54,7 +56,56 @@ pub fn drop_labels(labels: &[i64], null_class: i64, p: f64, rng: &mut StdRng) ->
         .collect()
 }
 
-/// Mean squared error between the predicted and the true noise (first C output channels).
+/// A teacher training batch with every random draw of its iteration made: the noisy images
+/// `x_t`, their timesteps, the noise they were made with, and the labels after dropout.
+#[derive(Clone, Debug)]
+pub struct NoisedBatch {
+    pub x_t: HostTensor,
+    pub t: Vec<f32>,
+    pub eps: HostTensor,
+    pub labels: Vec<i64>,
+}
+
+/// Noises `x0` at random timesteps and drops labels to `null_class` with probability
+/// `label_dropout`.
+pub fn noised_batch(
+    x0: &HostTensor,
+    labels: &[i64],
+    alpha_bar: &[f64],
+    null_class: i64,
+    label_dropout: f64,
+    rng: &mut StdRng,
+) -> NoisedBatch {
+    let (x_t, t, eps) = q_sample(x0, alpha_bar, rng);
+    let labels = drop_labels(labels, null_class, label_dropout, rng);
+    NoisedBatch {
+        x_t,
+        t,
+        eps,
+        labels,
+    }
+}
+
+/// Mean squared error between the predicted and the true noise (first C output channels) over
+/// `rows` of `batch`.
+pub fn teacher_loss_rows(
+    model: &Dit,
+    batch: &NoisedBatch,
+    rows: Range<usize>,
+    device: &Device,
+) -> Result<Tensor<1>> {
+    let idx: Vec<usize> = rows.clone().collect();
+    let c = model.config().in_channels;
+    let out = model.forward(
+        batch.x_t.rows(&idx).to_device(device)?,
+        &batch.t[rows.clone()],
+        labels_to_device(&batch.labels[rows], device),
+    );
+    let diff = out.narrow(1, 0, c) - batch.eps.rows(&idx).to_device::<4>(device)?;
+    Ok(diff.square().mean())
+}
+
+/// [`teacher_loss_rows`] over a whole freshly noised batch.
 pub fn teacher_loss(
     model: &Dit,
     x0: &HostTensor,
@@ -64,10 +115,7 @@ pub fn teacher_loss(
     rng: &mut StdRng,
     device: &Device,
 ) -> Result<Tensor<1>> {
-    let (x_t, t, eps) = q_sample(x0, alpha_bar, rng);
-    let y = drop_labels(labels, model.y_embedder.null_class(), label_dropout, rng);
-    let c = model.config().in_channels;
-    let out = model.forward(x_t.to_device(device)?, &t, labels_to_device(&y, device));
-    let diff = out.narrow(1, 0, c) - eps.to_device::<4>(device)?;
-    Ok(diff.square().mean())
+    let null = model.y_embedder.null_class();
+    let batch = noised_batch(x0, labels, alpha_bar, null, label_dropout, rng);
+    teacher_loss_rows(model, &batch, 0..labels.len(), device)
 }

@@ -58,6 +58,7 @@ impl<M: Module> Trainer<M> {
     /// the training device). The options stored in the checkpoint win, except `iterations`, which
     /// the caller may extend.
     pub fn resume(model: M, path: &Path, iterations: Option<u64>) -> Result<Self> {
+        crate::device::keep_freed_memory();
         let file = TensorFile::read(path)?;
         let header: CheckpointHeader = file
             .header_json(CHECKPOINT_KEY)?
@@ -89,6 +90,8 @@ impl<M: Module> Trainer<M> {
             options,
             iteration: header.iteration,
             losses: header.losses,
+            workers: 1,
+            micro_rows: 0,
         })
     }
 }

@@ -10,7 +10,7 @@ use rand::Rng;
 
 use crate::data::datasets::Dataset;
 use crate::diffusion::ddim::DdimOptions;
-use crate::diffusion::loss::teacher_loss;
+use crate::diffusion::loss::{noised_batch, teacher_loss_rows};
 use crate::diffusion::sampling::{SampleRequest, sample};
 use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
 use crate::distill::loss::distill_loss;
@@ -27,7 +27,7 @@ use crate::model::params::InitOptions;
 use crate::model::student::ArdStudent;
 use crate::train::checkpoint::checkpoint_meta;
 use crate::train::options::{CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions};
-use crate::train::trainer::Trainer;
+use crate::train::trainer::{Trainer, micro_batch_rows, train_workers};
 
 /// Where and how often a run writes.
 #[derive(Clone, Debug)]
@@ -238,6 +238,8 @@ pub fn train_teacher(
     } else {
         Trainer::new(fresh()?, options.clone())
     };
+    trainer.workers = train_workers(device);
+    trainer.micro_rows = micro_batch_rows(dit.num_heads, dit.num_patches());
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
     let batch = options.batch_size;
     drive(
@@ -247,21 +249,18 @@ pub fn train_teacher(
         "teacher.safetensors",
         hooks,
         |t| {
-            t.step(|model, rng| {
-                let idx: Vec<usize> = (0..batch)
-                    .map(|_| rng.random_range(0..data.len()))
-                    .collect();
-                let (x0, y) = data.batch(&idx);
-                teacher_loss(
-                    model,
-                    &x0,
-                    &y,
-                    &alpha_bar,
-                    label_dropout,
-                    rng,
-                    &train_device,
-                )
-            })
+            let null = dit.num_classes as i64;
+            t.step_sharded(
+                batch,
+                |rng| {
+                    let idx: Vec<usize> = (0..batch)
+                        .map(|_| rng.random_range(0..data.len()))
+                        .collect();
+                    let (x0, y) = data.batch(&idx);
+                    Ok(noised_batch(&x0, &y, &alpha_bar, null, label_dropout, rng))
+                },
+                |model, b, rows| teacher_loss_rows(model, b, rows, &train_device),
+            )
         },
         |ema| Model::Teacher(ema.clone()),
     )
@@ -321,6 +320,8 @@ pub fn distill(
         fresh().map(|s| Trainer::new(s, options.clone()))
     };
     let mut trainer = trainer?;
+    trainer.workers = train_workers(device);
+    trainer.micro_rows = micro_batch_rows(meta.dit.num_heads, steps * meta.dit.num_patches());
     let batch = options.batch_size;
     let n = set.labels.len();
     drive(
@@ -330,12 +331,19 @@ pub fn distill(
         "student.safetensors",
         hooks,
         |t| {
-            t.step(|model, rng| {
-                let idx: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();
-                let anchors: Vec<_> = set.anchors.iter().map(|a| a.rows(&idx)).collect();
-                let y: Vec<i64> = idx.iter().map(|&i| set.labels[i]).collect();
-                distill_loss(model, &set.x_t.rows(&idx), &anchors, &y, &train_device)
-            })
+            t.step_sharded(
+                batch,
+                |rng| {
+                    let idx: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();
+                    Ok(idx)
+                },
+                |model, idx, rows| {
+                    let idx = &idx[rows];
+                    let anchors: Vec<_> = set.anchors.iter().map(|a| a.rows(idx)).collect();
+                    let y: Vec<i64> = idx.iter().map(|&i| set.labels[i]).collect();
+                    distill_loss(model, &set.x_t.rows(idx), &anchors, &y, &train_device)
+                },
+            )
         },
         |ema| Model::Student(ema.clone()),
     )

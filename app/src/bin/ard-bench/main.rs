@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ard-bench [--device cpu|wgpu|all] [--repeats N] [--models default|dit-s2|all|none]
-//!           [--no-teacher] [--no-attention]
+//!           [--no-teacher] [--no-attention] [--train] [--workers N] [--torch torch_speed.py]
 //! ```
 //!
 //! - the device's matrix-multiply rate (burn matmul, square f32);
@@ -12,7 +12,13 @@
 //!   keys), the teacher-forced block-causal pass, and unmasked attention;
 //! - end to end: the ARD student's 4 steps against the teacher's 25-step guided DDIM, images per
 //!   second at batch 1 and 16, and the share of the matmul rate the student's FLOPs reach
-//!   (each student timing paired with a matmul-rate measurement taken just before it).
+//!   (each student timing paired with a matmul-rate measurement taken just before it);
+//! - with `--train`: a teacher training step and a teacher-forced distillation step
+//!   (`training.rs`);
+//! - with `--torch FILE`: the authors' PyTorch code (`../shared/anchors/torch_speed.py`) on the
+//!   same shapes, in the same run, beside each training and DiT-S/2 inference row.
+
+mod training;
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +56,15 @@ struct Args {
     /// Skip the attention table (wgpu).
     #[arg(long)]
     no_attention: bool,
+    /// Also time training steps (teacher and teacher-forced distillation).
+    #[arg(long)]
+    train: bool,
+    /// Worker threads of a training step (default: one per core on the CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The authors' speed anchor (`torch_speed.py`), run on the same shapes for comparison.
+    #[arg(long)]
+    torch: Option<std::path::PathBuf>,
 }
 
 /// Best of `repeats` timings of `f` (after one warm-up call).
@@ -253,7 +268,14 @@ fn models(dit: &DitConfig, history: usize, device: &Device) -> (LoadedModel, Loa
     (teacher, student)
 }
 
-fn end_to_end(device: &Device, label: &str, repeats: usize, which: &str, no_teacher: bool) {
+fn end_to_end(
+    device: &Device,
+    label: &str,
+    repeats: usize,
+    which: &str,
+    no_teacher: bool,
+    torch: Option<&std::path::Path>,
+) {
     println!("### End to end on {label}\n");
     println!(
         "| model | batch | teacher 25-step guided ms/img | ARD 4-step ms/img | speed-up | ARD images/s | ARD GFLOP/s | share of matmul rate |"
@@ -339,6 +361,15 @@ fn end_to_end(device: &Device, label: &str, repeats: usize, which: &str, no_teac
         }
     }
     println!();
+    if let Some(script) = torch
+        && (which == "all" || which == "dit-s2")
+    {
+        for batch in ["1", "16"] {
+            let line = training::torch_line(script, &["infer", "--batch", batch]);
+            println!("- PyTorch, DiT-S/2 shapes: `{line}`");
+        }
+        println!();
+    }
 }
 
 fn main() {
@@ -369,12 +400,16 @@ fn main() {
         if choice == DeviceChoice::Wgpu && !args.no_attention {
             attention_table(&device, args.repeats);
         }
+        if args.train {
+            training::training_table(&device, args.workers, args.repeats, args.torch.as_deref());
+        }
         end_to_end(
             &device,
             &choice.describe(),
             args.repeats,
             &args.models,
             args.no_teacher,
+            args.torch.as_deref(),
         );
     }
 }

@@ -1,0 +1,241 @@
+//! `ard-bench --train`: one teacher training step and one teacher-forced distillation step at
+//! the shapes of `../shared/anchors/torch_speed.py`, timed on the device with the CPU time they
+//! used (utilisation) and the process's peak memory; with `--torch FILE` the authors' PyTorch
+//! code runs the same shapes right after, in the same run.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use ard_engine::HostTensor;
+use ard_engine::burn::tensor::Device;
+use ard_engine::diffusion::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
+use ard_engine::diffusion::{noised_batch, teacher_loss_rows};
+use ard_engine::distill::distill_loss;
+use ard_engine::io::seeded_noise;
+use ard_engine::model::{
+    DitConfig, InitOptions, Model, StudentConfig, init_teacher, student_from_teacher,
+};
+use ard_engine::train::{TrainOptions, Trainer, micro_batch_rows, train_workers};
+use rand::Rng;
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (USER_HZ = 100).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Resets the process's peak resident set size (Linux ≥ 4.0).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size since the last reset, in MiB.
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+struct Timing {
+    ms_per_step: f64,
+    cpu_percent: f64,
+    peak_mib: f64,
+}
+
+/// Best of `repeats` runs of `steps` steps (after two warm-up steps).
+fn time_steps(repeats: usize, steps: usize, mut step: impl FnMut()) -> Timing {
+    reset_peak_memory();
+    step();
+    step();
+    let mut best = (f64::INFINITY, 0.0);
+    for _ in 0..repeats.max(1) {
+        let (wall, cpu) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
+        for _ in 0..steps {
+            step();
+        }
+        let secs = wall.elapsed().as_secs_f64();
+        let used = cpu_seconds().unwrap_or(0.0) - cpu;
+        if secs < best.0 {
+            best = (secs, used / secs);
+        }
+    }
+    Timing {
+        ms_per_step: best.0 * 1e3 / steps as f64,
+        cpu_percent: 100.0 * best.1,
+        peak_mib: peak_memory_mib().unwrap_or(f64::NAN),
+    }
+}
+
+fn options(batch: usize, lr: f64) -> TrainOptions {
+    TrainOptions {
+        batch_size: batch,
+        lr,
+        ..TrainOptions::paper(u64::MAX)
+    }
+}
+
+/// One training step of the default Fashion-MNIST teacher (28×28×1, patch 4, hidden 64,
+/// depth 4, 4 heads) at batch 64: epsilon MSE, AdamW, clip 1, EMA.
+fn teacher_step(device: &Device, workers: usize, repeats: usize, steps: usize) -> Timing {
+    let train = device.clone().autodiff();
+    let dit = DitConfig::fashion_mnist();
+    let Model::Teacher(model) = init_teacher(&dit, None, init(), &train).unwrap().model else {
+        unreachable!()
+    };
+    let mut trainer = Trainer::new(model, options(64, 1e-3));
+    trainer.workers = workers;
+    trainer.micro_rows = micro_batch_rows(dit.num_heads, dit.num_patches());
+    let images = uniform(vec![1024, 1, 28, 28]);
+    let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
+    time_steps(repeats, steps, || {
+        trainer
+            .step_sharded(
+                64,
+                |rng| {
+                    let idx: Vec<usize> = (0..64).map(|_| rng.random_range(0..1024)).collect();
+                    let y: Vec<i64> = idx.iter().map(|&i| (i % 10) as i64).collect();
+                    Ok(noised_batch(
+                        &images.rows(&idx),
+                        &y,
+                        &alpha_bar,
+                        10,
+                        0.1,
+                        rng,
+                    ))
+                },
+                |model, b, rows| teacher_loss_rows(model, b, rows, &train),
+            )
+            .unwrap();
+    })
+}
+
+/// One teacher-forced ARD step at the reference's 4×256 tokens (32×32×1, patch 2, hidden 64,
+/// depth 4, 4 heads, N = 2) at batch 32: MSE over the 4 steps, AdamW, clip 1, EMA.
+fn distill_step(device: &Device, workers: usize, repeats: usize, steps: usize) -> Timing {
+    let train = device.clone().autodiff();
+    let dit = DitConfig::fashion_mnist().with_image(32, 1).with_patch(2);
+    let teacher = init_teacher(&dit, None, init(), &train).unwrap();
+    let Model::Student(model) = student_from_teacher(teacher, StudentConfig::new(4, 2))
+        .unwrap()
+        .model
+    else {
+        unreachable!()
+    };
+    let mut trainer = Trainer::new(model, options(32, 1e-4));
+    trainer.workers = workers;
+    trainer.micro_rows = micro_batch_rows(dit.num_heads, 4 * dit.num_patches());
+    let n = 256;
+    let x_t = seeded_noise(vec![n, 1, 32, 32], 1);
+    let anchors: Vec<HostTensor> = (2..6)
+        .map(|s| seeded_noise(vec![n, 1, 32, 32], s))
+        .collect();
+    time_steps(repeats, steps, || {
+        trainer
+            .step_sharded(
+                32,
+                |rng| Ok((0..32).map(|_| rng.random_range(0..n)).collect::<Vec<_>>()),
+                |model, idx: &Vec<usize>, rows| {
+                    let idx = &idx[rows];
+                    let targets: Vec<_> = anchors.iter().map(|a| a.rows(idx)).collect();
+                    let y: Vec<i64> = idx.iter().map(|&i| (i % 10) as i64).collect();
+                    distill_loss(model, &x_t.rows(idx), &targets, &y, &train)
+                },
+            )
+            .unwrap();
+    })
+}
+
+fn init() -> InitOptions {
+    InitOptions {
+        seed: 0,
+        zero_init: false,
+    }
+}
+
+fn uniform(shape: Vec<usize>) -> HostTensor {
+    let noise = seeded_noise(shape, 7);
+    HostTensor::new(
+        noise.shape.clone(),
+        noise.data.iter().map(|v| v.tanh()).collect(),
+    )
+}
+
+/// The authors' code on the same shapes: `torch_speed.py ARGS`, its one line of output.
+pub fn torch_line(script: &Path, args: &[&str]) -> String {
+    match Command::new("python3").arg(script).args(args).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Ok(out) => format!(
+            "(torch_speed.py failed: {})",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => format!("(cannot run python3: {e})"),
+    }
+}
+
+/// Milliseconds in a `torch_speed.py` line (its last `NUMBER ms` figure).
+fn torch_ms(line: &str) -> Option<f64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .windows(2)
+        .rev()
+        .find(|w| w[1].starts_with("ms"))
+        .and_then(|w| w[0].parse().ok())
+}
+
+/// The training table, with the PyTorch pair when `torch` is given.
+pub fn training_table(
+    device: &Device,
+    workers: Option<usize>,
+    repeats: usize,
+    torch: Option<&Path>,
+) {
+    let workers = workers.unwrap_or_else(|| train_workers(device));
+    println!("### Training steps ({workers} worker threads)\n");
+    println!(
+        "| step | ours ms | CPU use | peak memory MiB | PyTorch ms (reference code) | ours / PyTorch |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let rows: [(&str, Timing, &[&str]); 2] = [
+        (
+            "teacher, default model (28×28×1, patch 4, hidden 64, depth 4, batch 64)",
+            teacher_step(device, workers, repeats, 10),
+            &["teacher", "--batch", "64"],
+        ),
+        (
+            "ARD teacher-forced, 4×256 tokens (32×32×1, patch 2, hidden 64, depth 4, N = 2, batch 32)",
+            distill_step(device, workers, repeats, 3),
+            &["distill", "--batch", "32", "--history", "2", "--iters", "3"],
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (name, t, args) in rows {
+        let (theirs, ratio) = match torch {
+            Some(script) => {
+                let line = torch_line(script, args);
+                let ms = torch_ms(&line);
+                lines.push(line);
+                match ms {
+                    Some(ms) => (format!("{ms:.1}"), format!("{:.2}", t.ms_per_step / ms)),
+                    None => ("?".into(), "–".into()),
+                }
+            }
+            None => ("–".into(), "–".into()),
+        };
+        println!(
+            "| {name} | {:.1} | {:.0}% | {:.0} | {theirs} | {ratio} |",
+            t.ms_per_step, t.cpu_percent, t.peak_mib
+        );
+    }
+    println!();
+    for line in lines {
+        println!("- `{line}`");
+    }
+    println!();
+}
