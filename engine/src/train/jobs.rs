@@ -27,7 +27,7 @@ use crate::model::params::InitOptions;
 use crate::model::student::ArdStudent;
 use crate::train::checkpoint::checkpoint_meta;
 use crate::train::options::{CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions};
-use crate::train::trainer::{Trainer, micro_batch_rows, train_workers};
+use crate::train::trainer::Trainer;
 
 /// Where and how often a run writes.
 #[derive(Clone, Debug)]
@@ -238,8 +238,7 @@ pub fn train_teacher(
     } else {
         Trainer::new(fresh()?, options.clone())
     };
-    trainer.workers = train_workers(device);
-    trainer.micro_rows = micro_batch_rows(dit.num_heads, dit.num_patches());
+    trainer.split_for(device, dit.num_heads, dit.num_patches());
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
     let batch = options.batch_size;
     drive(
@@ -320,8 +319,7 @@ pub fn distill(
         fresh().map(|s| Trainer::new(s, options.clone()))
     };
     let mut trainer = trainer?;
-    trainer.workers = train_workers(device);
-    trainer.micro_rows = micro_batch_rows(meta.dit.num_heads, steps * meta.dit.num_patches());
+    trainer.split_for(device, meta.dit.num_heads, steps * meta.dit.num_patches());
     let batch = options.batch_size;
     let n = set.labels.len();
     drive(

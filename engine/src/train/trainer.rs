@@ -123,6 +123,13 @@ impl<M: Module> Trainer<M> {
         }
     }
 
+    /// Splits steps for `device` ([`train_workers`]) and for attention over sequences of
+    /// `tokens` tokens in `heads` heads ([`micro_batch_rows`]).
+    pub fn split_for(&mut self, device: &Device, heads: usize, tokens: usize) {
+        self.workers = train_workers(device);
+        self.micro_rows = micro_batch_rows(heads, tokens);
+    }
+
     pub fn done(&self) -> bool {
         self.iteration >= self.options.iterations
     }

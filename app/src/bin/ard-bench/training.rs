@@ -16,7 +16,7 @@ use ard_engine::io::seeded_noise;
 use ard_engine::model::{
     DitConfig, InitOptions, Model, StudentConfig, init_teacher, student_from_teacher,
 };
-use ard_engine::train::{TrainOptions, Trainer, micro_batch_rows, train_workers};
+use ard_engine::train::{TrainOptions, Trainer, train_workers};
 use rand::Rng;
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (USER_HZ = 100).
@@ -87,8 +87,8 @@ fn teacher_step(device: &Device, workers: usize, repeats: usize, steps: usize) -
         unreachable!()
     };
     let mut trainer = Trainer::new(model, options(64, 1e-3));
+    trainer.split_for(device, dit.num_heads, dit.num_patches());
     trainer.workers = workers;
-    trainer.micro_rows = micro_batch_rows(dit.num_heads, dit.num_patches());
     let images = uniform(vec![1024, 1, 28, 28]);
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
     time_steps(repeats, steps, || {
@@ -126,8 +126,8 @@ fn distill_step(device: &Device, workers: usize, repeats: usize, steps: usize) -
         unreachable!()
     };
     let mut trainer = Trainer::new(model, options(32, 1e-4));
+    trainer.split_for(device, dit.num_heads, 4 * dit.num_patches());
     trainer.workers = workers;
-    trainer.micro_rows = micro_batch_rows(dit.num_heads, 4 * dit.num_patches());
     let n = 256;
     let x_t = seeded_noise(vec![n, 1, 32, 32], 1);
     let anchors: Vec<HostTensor> = (2..6)
