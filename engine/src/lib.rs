@@ -12,9 +12,12 @@
 //! | [`eval`] | feature network, FID / KID / precision-recall, FLOPs |
 //! | [`data`] | datasets, class names, prompt matching |
 //! | [`io`] | safetensors / `.pt` files, host tensors, previews, PNG settings |
+//! | [`cpu`] | our CPU kernels: fused attention forward/backward, its burn extension and autodiff node |
 //! | [`wgsl`] | our WGSL attention kernel: tiling, float64 reference, wgpu runner, burn extension |
+//! | [`vae`] | the SD VAE (AutoencoderKL): latents ↔ pixels for ImageNet-scale latent models |
 //! | [`studio`] | the app's engine thread: requests in, events out |
 
+pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod diffusion;
@@ -25,6 +28,7 @@ pub mod io;
 pub mod model;
 pub mod studio;
 pub mod train;
+pub mod vae;
 pub mod wgsl;
 
 pub use burn;

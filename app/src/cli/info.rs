@@ -11,6 +11,9 @@ use super::ArchArgs;
 
 pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
     let mut file = TensorFile::read(path)?;
+    if ard_engine::vae::is_vae(&file) {
+        return vae_info(path, &file);
+    }
     file.strip_prefix_to("x_embedder.proj.weight");
     let stored = file.model_meta()?.is_some();
     let heads_known = stored || arch.heads.is_some();
@@ -87,5 +90,35 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
             if names.len() > 12 { ", …" } else { "" }
         );
     }
+    Ok(())
+}
+
+fn vae_info(path: &Path, file: &TensorFile) -> Result<()> {
+    let config = ard_engine::vae::VaeConfig::for_weights(path, file)?;
+    let params: usize = file.tensors.values().map(|t| t.shape.iter().product::<usize>()).sum();
+    let beside = path.with_file_name("config.json");
+    println!("file:        {}", path.display());
+    println!("format:      {:?}", file.format);
+    println!("kind:        VAE (AutoencoderKL, diffusers key names)");
+    println!("parameters:  {params} ({:.2} M) in {} tensors", params as f64 / 1e6, file.tensors.len());
+    println!(
+        "levels:      {:?} channels, {} ResNet blocks each, {}x down-sampling",
+        config.block_out_channels,
+        config.layers_per_block,
+        config.downsampling()
+    );
+    println!(
+        "latent:      {} channels, scaling factor {}",
+        config.latent_channels, config.scaling_factor
+    );
+    println!(
+        "groups:      {} ({})",
+        config.norm_num_groups,
+        if beside.is_file() {
+            format!("from {}", beside.display())
+        } else {
+            "SD default: no config.json beside the weights".into()
+        }
+    );
     Ok(())
 }

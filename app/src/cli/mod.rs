@@ -6,6 +6,7 @@ mod info;
 mod sample;
 mod train;
 mod trajectories;
+mod vae;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,10 @@ enum Command {
     /// Compare a teacher and its students: FID, KID, precision/recall, class agreement, FLOPs,
     /// time per image.
     Eval(eval::EvalArgs),
+    /// Decode latents to images with the SD VAE (diffusers AutoencoderKL weights).
+    Decode(vae::DecodeArgs),
+    /// Encode images to the SD VAE's latent posterior.
+    Encode(vae::EncodeArgs),
     /// Print the training defaults (teacher, trajectories, distillation, feature network) as
     /// JSON: what the commands and the app's training tab use when not told otherwise.
     Defaults,
@@ -74,6 +79,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Distill(args) => train::distill_cmd(args),
         Command::TrainFeatures(args) => train::train_features_cmd(args),
         Command::Eval(args) => eval::eval_cmd(args),
+        Command::Decode(args) => vae::decode_cmd(args),
+        Command::Encode(args) => vae::encode_cmd(args),
         Command::Defaults => {
             println!("{}", train::defaults_json());
             Ok(())

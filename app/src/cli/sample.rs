@@ -11,6 +11,7 @@ use ard_engine::io::{
     SafetensorsWriter, Storage, TensorFile, batch_grid, file_fingerprint, save_png, seeded_noise,
     step_strip,
 };
+use ard_engine::HostTensor;
 use ard_engine::model::{LoadedModel, Model};
 use clap::Args;
 
@@ -54,6 +55,10 @@ pub struct SampleArgs {
     /// Write the final images here, and the strip of steps beside it (`NAME.steps.png`).
     #[arg(long)]
     png: Option<PathBuf>,
+    /// A VAE (diffusers AutoencoderKL) that decodes a latent model's samples and steps for
+    /// `--png` (the latents ÷ its scaling factor); `--save-steps` keeps the latents.
+    #[arg(long)]
+    vae: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -73,6 +78,26 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
     let (_, device) = args.device.choose()?;
     let model = LoadedModel::load(&args.weights, &args.arch.options(), &device)?;
     let d = model.meta.dit.clone();
+    let vae = match &args.vae {
+        Some(path) => {
+            let vae = super::vae::load_vae(path, &device)?;
+            if vae.config.latent_channels != d.in_channels {
+                bail!(
+                    "the VAE's latents have {} channels, the model's samples {}",
+                    vae.config.latent_channels,
+                    d.in_channels
+                );
+            }
+            Some(vae)
+        }
+        None => None,
+    };
+    let pixels = |t: &HostTensor| -> Result<HostTensor> {
+        Ok(match &vae {
+            Some(vae) => HostTensor::from_tensor(vae.decode_scaled(t.to_device::<4>(&device)?)),
+            None => t.clone(),
+        })
+    };
 
     let labels = match &args.labels_from {
         Some(r) => {
@@ -182,10 +207,11 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
         );
     }
     if let Some(path) = &args.png {
+        let images = pixels(&out.images)?;
         // Seeded runs record their settings, so the app can restore them from the PNG.
         match (args.noise.is_none(), file_fingerprint(&args.weights)) {
             (true, Ok(fingerprint)) => png_settings::save_png(
-                &batch_grid(&out.images),
+                &batch_grid(&images),
                 &GenerationSettings {
                     model_file: args
                         .weights
@@ -210,10 +236,12 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
                 },
                 path,
             )?,
-            _ => save_png(&batch_grid(&out.images), path)?,
+            _ => save_png(&batch_grid(&images), path)?,
         }
-        let mut strip = vec![noise];
-        strip.extend(out.steps.iter().cloned());
+        let mut strip = vec![pixels(&noise)?];
+        for step in &out.steps {
+            strip.push(pixels(step)?);
+        }
         let strip_path = path.with_extension("steps.png");
         save_png(&step_strip(&strip), &strip_path)?;
         eprintln!("wrote {} and {}", path.display(), strip_path.display());

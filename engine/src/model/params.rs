@@ -26,6 +26,8 @@ pub enum Init {
     /// N(0, std²).
     Normal(f32),
     Zeros,
+    /// All ones (normalisation gains).
+    Ones,
 }
 
 /// How a linear layer is initialised.
@@ -93,6 +95,14 @@ impl<'a> ParamSource<'a> {
         match &self.source {
             Source::File(file) => file.tensors.contains_key(key),
             Source::Fresh { .. } => false,
+        }
+    }
+
+    /// The shape of `key` in the file (`None` if absent, and always for fresh weights).
+    pub fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
+        match &self.source {
+            Source::File(file) => file.tensors.get(key).map(|t| t.shape.clone()),
+            Source::Fresh { .. } => None,
         }
     }
 
@@ -227,6 +237,7 @@ fn draw(rng: &mut StdRng, shape: &[usize], init: Init) -> HostTensor {
             .map(|_| std * rng.sample::<f32, _>(rand_distr::StandardNormal))
             .collect(),
         Init::Zeros => vec![0.0; n],
+        Init::Ones => vec![1.0; n],
     };
     HostTensor::new(shape.to_vec(), data)
 }

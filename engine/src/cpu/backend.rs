@@ -1,0 +1,245 @@
+//! The fused CPU attention inside burn: a backend extension on burn flex, and its own autodiff
+//! node (the forward saves the row log-sum-exp; the backward is [`super::attention::backward`]),
+//! so training never builds burn's decomposed softmax.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::{AutodiffBackend, Backend, DispatchDevice, backend_extension, tensor::FloatTensor};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+
+use super::attention::{self, Heads};
+use crate::wgsl::AttentionMask;
+
+/// ARD's fused attention as a burn backend extension (burn flex, with or without autodiff).
+#[backend_extension(Flex, Autodiff)]
+pub trait CpuAttentionBackend: Backend {
+    /// `q: [BH, Tq, D]`, `k, v: [BH, Tk, D]` → (`out: [BH, Tq, D]`, `lse: [BH, Tq]`).
+    fn cpu_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: AttentionMask,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients `(dq, dk, dv)` from the forward's inputs, output, log-sum-exp and `dout`.
+    #[allow(clippy::too_many_arguments)]
+    fn cpu_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        mask: AttentionMask,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (q, k, v, out, lse, dout, mask);
+        panic!("the fused CPU attention has first-order gradients only")
+    }
+}
+
+fn host(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "the fused CPU attention reads f32");
+    t.to_contiguous()
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, Shape::from(shape)))
+}
+
+fn heads(q: &FlexTensor, k: &FlexTensor) -> Heads {
+    let (qs, ks) = (q.layout().shape(), k.layout().shape());
+    Heads {
+        bh: qs[0],
+        tq: qs[1],
+        tk: ks[1],
+        d: qs[2],
+    }
+}
+
+impl CpuAttentionBackend for Flex {
+    fn cpu_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        mask: AttentionMask,
+    ) -> (FlexTensor, FlexTensor) {
+        let (q, k, v) = (host(&q), host(&k), host(&v));
+        let shape = heads(&q, &k);
+        let (out, lse) = attention::forward(slice(&q), slice(&k), slice(&v), shape, mask);
+        let Heads { bh, tq, d, .. } = shape;
+        (tensor(out, vec![bh, tq, d]), tensor(lse, vec![bh, tq]))
+    }
+
+    fn cpu_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        out: FlexTensor,
+        lse: FlexTensor,
+        dout: FlexTensor,
+        mask: AttentionMask,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let [q, k, v, out, lse, dout] = [q, k, v, out, lse, dout].map(|t| host(&t));
+        let shape = heads(&q, &k);
+        let (dq, dk, dv) = attention::backward(
+            slice(&q),
+            slice(&k),
+            slice(&v),
+            slice(&out),
+            slice(&lse),
+            slice(&dout),
+            shape,
+            mask,
+        );
+        let Heads { bh, tq, tk, d } = shape;
+        (
+            tensor(dq, vec![bh, tq, d]),
+            tensor(dk, vec![bh, tk, d]),
+            tensor(dv, vec![bh, tk, d]),
+        )
+    }
+}
+
+/// What the backward pass keeps: the inner tensors of the forward's inputs and results.
+#[derive(Clone, Debug)]
+struct Saved<B: CpuAttentionBackend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    out: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    mask: AttentionMask,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: CpuAttentionBackend> Backward<B, 3> for AttentionBackward {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let Saved {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            mask,
+        } = ops.state;
+        let (dq, dk, dv) = B::cpu_attention_backward(q, k, v, out, lse, dout, mask);
+        for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: CpuAttentionBackend, C: CheckpointStrategy> CpuAttentionBackend for Autodiff<B, C> {
+    fn cpu_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: AttentionMask,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (q, q_node) = q.into_parts();
+        let (k, k_node) = k.into_parts();
+        let (v, v_node) = v.into_parts();
+        match AttentionBackward.prepare::<C>([q_node, k_node, v_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, lse) = B::cpu_attention(q.clone(), k.clone(), v.clone(), mask);
+                let saved = Saved {
+                    q,
+                    k,
+                    v,
+                    out: out.clone(),
+                    lse: lse.clone(),
+                    mask,
+                };
+                (prep.finish(saved, out), <Self as AutodiffBackend>::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, lse) = B::cpu_attention(q, k, v, mask);
+                (prep.finish(out), <Self as AutodiffBackend>::from_inner(lse))
+            }
+        }
+    }
+}
+
+/// Whether `device` computes on burn flex (directly or under autodiff).
+pub fn on_flex(device: &burn::tensor::Device) -> bool {
+    match device.as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(&**inner, DispatchDevice::Flex(_)),
+        _ => false,
+    }
+}
+
+/// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with the fused CPU kernel,
+/// differentiable. The device must be flex ([`on_flex`]) and the tensors f32.
+pub fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
+    let [b, h, lq, d] = q.dims();
+    let lk = k.dims()[2];
+    let flat = |t: Tensor<4>, l: usize| t.reshape([b * h, l, d]).into_dispatch();
+    let (out, _lse) =
+        burn::backend::Dispatch::cpu_attention(flat(q, lq), flat(k, lk), flat(v, lk), mask);
+    Tensor::<3>::from_dispatch(out).reshape([b, h, lq, d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+
+    fn rel(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        let num = (a - b.clone()).powf_scalar(2.0).sum().into_scalar::<f32>().sqrt();
+        let den = b.powf_scalar(2.0).sum().into_scalar::<f32>().sqrt();
+        num / den
+    }
+
+    /// The fused op under autodiff gives burn's attention's values and gradients, with a
+    /// block-causal mask (burn's: a boolean mask) on odd sizes.
+    #[test]
+    fn gradients_match_burns_attention() {
+        let device = burn::tensor::Device::flex().autodiff();
+        assert!(on_flex(&device) && on_flex(&burn::tensor::Device::flex()));
+        let (b, h, t, steps, d) = (2, 3, 5, 3, 7);
+        let l = t * steps;
+        let draw = || Tensor::<4>::random([b, h, l, d], Distribution::Normal(0.0, 1.0), &device);
+        let (q0, k0, v0) = (draw(), draw(), draw());
+        let weights = Tensor::<4>::random([b, h, l, d], Distribution::Normal(0.0, 1.0), &device);
+        let mask = AttentionMask::BlockCausal { tokens_per_step: t, q_step_offset: 0 };
+        let run = |fused: bool| {
+            let (q, k, v) = (q0.clone().require_grad(), k0.clone().require_grad(), v0.clone().require_grad());
+            let out = if fused {
+                cpu_attention(q.clone(), k.clone(), v.clone(), mask)
+            } else {
+                let allowed: Vec<bool> = (0..l * l).map(|e| (e % l) >= mask.key_range(e / l, l).1).collect();
+                let masked = Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(allowed, [l, l]), &device)
+                    .reshape([1, 1, l, l])
+                    .expand([b, h, l, l]);
+                attention(q.clone(), k.clone(), v.clone(), Some(masked), None, AttentionModuleOptions::default())
+            };
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            let g = |t: &Tensor<4>| t.grad(&grads).expect("a gradient");
+            (out.without_autodiff(), [g(&q), g(&k), g(&v)])
+        };
+        let (ours, our_grads) = run(true);
+        let (burns, burn_grads) = run(false);
+        assert!(rel(ours, burns) < 1e-5);
+        for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(our_grads.into_iter().zip(burn_grads)) {
+            let e = rel(a, b);
+            assert!(e < 1e-4, "{name}: relative error {e}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Row kernels of the fused attention, written so the compiler vectorises them: a polynomial
+//! `exp` (Cephes' `expf`: range reduction by ln 2, degree-5 polynomial, exponent by bit shift)
+//! and reductions over 16 independent lanes. Each public function picks the widest instruction
+//! set the CPU has at run time (AVX-512, AVX2; SSE2 otherwise).
+
+const LANES: usize = 16;
+
+/// `exp(x)` for `x` in `[-87.3, 88.3]` (clamped outside), relative error about 2e-7.
+#[inline(always)]
+fn exp_lane(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2²³: adding and subtracting it rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits((((n as i32) + 127) << 23) as u32)
+}
+
+#[inline(always)]
+fn max_impl(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    let tail = chunks.remainder().iter().copied();
+    acc.into_iter().chain(tail).fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `row[j] = exp(row[j] - shift)`; returns the sum of the new values.
+#[inline(always)]
+fn exp_shifted_impl(row: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c.iter_mut()) {
+            *x = exp_lane(*x - shift);
+            *a += *x;
+        }
+    }
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_lane(*x - shift);
+        tail += *x;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn scale_impl(row: &mut [f32], by: f32) {
+    for x in row {
+        *x *= by;
+    }
+}
+
+/// `ds[j] = p[j] · (dp[j] − d) · scale`, in place over `dp`.
+#[inline(always)]
+fn softmax_grad_impl(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+    for (g, &pj) in dp.iter_mut().zip(p) {
+        *g = pj * (*g - d) * scale;
+    }
+}
+
+#[inline(always)]
+fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Defines a public function that runs `$impl` compiled for AVX-512 or AVX2 when the CPU has
+/// them (the `#[inline(always)]` body is re-vectorised inside each `target_feature` copy).
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $impl:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) -> $ret {
+                    $impl($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $impl($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $impl($($arg),*)
+        }
+    };
+}
+
+multiversion!(
+    /// The largest element (`-inf` for an empty row).
+    fn row_max(row: &[f32]) -> f32 = max_impl
+);
+multiversion!(
+    /// `row[j] = exp(row[j] − shift)`; returns their sum.
+    fn exp_shifted(row: &mut [f32], shift: f32) -> f32 = exp_shifted_impl
+);
+multiversion!(
+    /// `row[j] *= by`.
+    fn scale(row: &mut [f32], by: f32) -> () = scale_impl
+);
+multiversion!(
+    /// The softmax backward of one row: `dp[j] = p[j] · (dp[j] − d) · scale`.
+    fn softmax_grad(p: &[f32], dp: &mut [f32], d: f32, scale: f32) -> () = softmax_grad_impl
+);
+multiversion!(
+    /// `Σ a[j] b[j]`.
+    fn dot(a: &[f32], b: &[f32]) -> f32 = dot_impl
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_f64_over_the_softmax_range() {
+        let mut worst = 0f64;
+        let mut row: Vec<f32> = (0..20_000).map(|i| -87.0 + i as f32 * 0.00875).collect();
+        let inputs = row.clone();
+        exp_shifted(&mut row, 0.0);
+        for (&x, &e) in inputs.iter().zip(&row) {
+            let want = (x as f64).exp();
+            worst = worst.max(((e as f64 - want) / want).abs());
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        // The sum, over what a softmax row holds after its shift (≤ 0).
+        let mut row: Vec<f32> = (0..10_001).map(|i| -i as f32 * 0.003).collect();
+        let sum64: f64 = row.iter().map(|&x| (x as f64 - 1.5).exp()).sum();
+        let sum = exp_shifted(&mut row, 1.5);
+        assert!(((sum as f64 - sum64) / sum64).abs() < 1e-5, "{sum} vs {sum64}");
+        let mut big = [100f32, -100.0, f32::NAN];
+        exp_shifted(&mut big, 0.0);
+        assert!(big[0].is_finite() && big[0] > 1e38 && big[1] >= 0.0 && big[1] < 1e-37);
+        assert!(big[2].is_nan(), "NaN must propagate, got {}", big[2]);
+    }
+
+    #[test]
+    fn reductions_cover_tails() {
+        for n in [0usize, 1, 15, 16, 17, 33, 100] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - want).abs() < 1e-5);
+            let max = a.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(row_max(&a), max);
+        }
+    }
+}
