@@ -21,7 +21,10 @@ fn io() -> TensorFile {
 
 fn parity_on(device: &Device) {
     let vae = AutoencoderKL::from_file(&fixture("vae.safetensors"), device).unwrap();
-    assert_eq!(vae.config.norm_num_groups, 8, "config.json beside the weights is read");
+    assert_eq!(
+        vae.config.norm_num_groups, 8,
+        "config.json beside the weights is read"
+    );
     let io = io();
     let latent = io.f32("latent").unwrap().to_device::<4>(device).unwrap();
     let decoded = HostTensor::from_tensor(vae.decode(latent));
@@ -30,8 +33,18 @@ fn parity_on(device: &Device) {
     let posterior = vae.encode(image);
     let mean = HostTensor::from_tensor(posterior.mean);
     let logvar = HostTensor::from_tensor(posterior.logvar);
-    assert_close("posterior_mean", &mean, &io.f32("posterior_mean").unwrap(), PARITY);
-    assert_close("posterior_logvar", &logvar, &io.f32("posterior_logvar").unwrap(), PARITY);
+    assert_close(
+        "posterior_mean",
+        &mean,
+        &io.f32("posterior_mean").unwrap(),
+        PARITY,
+    );
+    assert_close(
+        "posterior_logvar",
+        &logvar,
+        &io.f32("posterior_logvar").unwrap(),
+        PARITY,
+    );
 }
 
 #[test]
@@ -59,7 +72,8 @@ fn scaled_latents_divide_by_the_scaling_factor() {
         latent.shape.clone(),
         latent.data.iter().map(|v| v * 0.18215).collect(),
     );
-    let decoded = HostTensor::from_tensor(vae.decode_scaled(scaled.to_device::<4>(&device).unwrap()));
+    let decoded =
+        HostTensor::from_tensor(vae.decode_scaled(scaled.to_device::<4>(&device).unwrap()));
     assert_close("decoded", &decoded, &io.f32("decoded").unwrap(), PARITY);
 }
 
@@ -77,14 +91,21 @@ fn architecture_from_shapes_without_config_json() {
     let config = VaeConfig::for_weights(&path, &file).unwrap();
     assert_eq!(config.block_out_channels, vec![32, 32, 64, 64]);
     assert_eq!((config.layers_per_block, config.latent_channels), (2, 4));
-    assert_eq!(config.norm_num_groups, 32, "shapes do not hold the group count: SD's");
+    assert_eq!(
+        config.norm_num_groups, 32,
+        "shapes do not hold the group count: SD's"
+    );
     assert_eq!(config.downsampling(), 8);
     // The file loads with SD's 32 groups; with the right group count written beside it, it
     // decodes as diffusers does.
     AutoencoderKL::from_file(&path, &Device::flex()).unwrap();
     std::fs::copy(fixture("config.json"), dir.path().join("config.json")).unwrap();
     let vae = AutoencoderKL::from_file(&path, &Device::flex()).unwrap();
-    let latent = io().f32("latent").unwrap().to_device::<4>(&Device::flex()).unwrap();
+    let latent = io()
+        .f32("latent")
+        .unwrap()
+        .to_device::<4>(&Device::flex())
+        .unwrap();
     let decoded = HostTensor::from_tensor(vae.decode(latent));
     assert_close("decoded", &decoded, &io().f32("decoded").unwrap(), PARITY);
 }
@@ -94,24 +115,41 @@ fn bad_files_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex();
     // A DiT teacher is not a VAE.
-    let teacher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ard-reference/dit_teacher.safetensors");
-    let err = AutoencoderKL::from_file(&teacher, &device).err().expect("a DiT is not a VAE").to_string();
+    let teacher = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ard-reference/dit_teacher.safetensors");
+    let err = AutoencoderKL::from_file(&teacher, &device)
+        .err()
+        .expect("a DiT is not a VAE")
+        .to_string();
     assert!(err.contains("not a VAE"), "{err}");
     // Truncated.
     let bytes = std::fs::read(fixture("vae.safetensors")).unwrap();
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let err = AutoencoderKL::from_file(&cut, &device).err().expect("truncated").to_string();
+    let err = AutoencoderKL::from_file(&cut, &device)
+        .err()
+        .expect("truncated")
+        .to_string();
     assert!(err.contains("cut.safetensors"), "{err}");
     // A config.json whose group count does not divide the widths.
     let path = copy_without_config(dir.path());
     let config = std::fs::read_to_string(fixture("config.json")).unwrap();
-    std::fs::write(dir.path().join("config.json"), config.replace("\"norm_num_groups\": 8", "\"norm_num_groups\": 5")).unwrap();
-    let err = AutoencoderKL::from_file(&path, &device).err().expect("5 groups").to_string();
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"norm_num_groups\": 8", "\"norm_num_groups\": 5"),
+    )
+    .unwrap();
+    let err = AutoencoderKL::from_file(&path, &device)
+        .err()
+        .expect("5 groups")
+        .to_string();
     assert!(err.contains("groups"), "{err}");
     // A config.json with other widths than the weights: the shape error names the tensor.
     std::fs::write(dir.path().join("config.json"), config.replace("32,", "16,")).unwrap();
-    let err = AutoencoderKL::from_file(&path, &device).err().expect("wrong widths").to_string();
+    let err = AutoencoderKL::from_file(&path, &device)
+        .err()
+        .expect("wrong widths")
+        .to_string();
     assert!(err.contains("shape"), "{err}");
 }
 
@@ -128,22 +166,52 @@ fn ard_decode_and_encode_write_the_reference_tensors() {
         dir.path().join("decoded.png"),
         dir.path().join("encoded.safetensors"),
     );
-    let (vae, io_path) = (arg(&fixture("vae.safetensors")), arg(&fixture("vae_io.safetensors")));
+    let (vae, io_path) = (
+        arg(&fixture("vae.safetensors")),
+        arg(&fixture("vae_io.safetensors")),
+    );
     let decode = |latent: &str| {
         run_args([
-            "ard", "decode", "--device", "cpu", "--vae", &vae, "--latent", latent, "--out",
-            &arg(&decoded), "--png", &arg(&png),
+            "ard",
+            "decode",
+            "--device",
+            "cpu",
+            "--vae",
+            &vae,
+            "--latent",
+            latent,
+            "--out",
+            &arg(&decoded),
+            "--png",
+            &arg(&png),
         ])
     };
     decode(&format!("{io_path}:latent")).unwrap();
     let want = io();
     let got = TensorFile::read(&decoded).unwrap();
-    assert_close("decoded", &got.f32("decoded").unwrap(), &want.f32("decoded").unwrap(), PARITY);
+    assert_close(
+        "decoded",
+        &got.f32("decoded").unwrap(),
+        &want.f32("decoded").unwrap(),
+        PARITY,
+    );
     let grid = image::open(&png).unwrap();
-    assert_eq!((grid.width(), grid.height()), (128, 64), "two 64×64 images side by side");
+    assert_eq!(
+        (grid.width(), grid.height()),
+        (128, 64),
+        "two 64×64 images side by side"
+    );
     run_args([
-        "ard", "encode", "--device", "cpu", "--vae", &vae, "--image", &format!("{io_path}:image"),
-        "--out", &arg(&encoded),
+        "ard",
+        "encode",
+        "--device",
+        "cpu",
+        "--vae",
+        &vae,
+        "--image",
+        &format!("{io_path}:image"),
+        "--out",
+        &arg(&encoded),
     ])
     .unwrap();
     let got = TensorFile::read(&encoded).unwrap();
@@ -166,7 +234,10 @@ fn ard_sample_decodes_a_latent_model_through_the_vae() {
     ard_engine::model::init_teacher(
         &ard_studio::tiny_dit(3).with_image(8, 4),
         None,
-        ard_engine::model::InitOptions { seed: 2, zero_init: false },
+        ard_engine::model::InitOptions {
+            seed: 2,
+            zero_init: false,
+        },
         &Device::flex(),
     )
     .unwrap()
@@ -175,25 +246,63 @@ fn ard_sample_decodes_a_latent_model_through_the_vae() {
     let png = dir.path().join("out.png");
     let sample = |vae: &str| {
         run_args([
-            "ard", "sample", "--device", "cpu", "--weights", &arg(&weights), "--seed", "1",
-            "--labels", "0,2", "--steps", "2", "--vae", vae, "--png", &arg(&png),
+            "ard",
+            "sample",
+            "--device",
+            "cpu",
+            "--weights",
+            &arg(&weights),
+            "--seed",
+            "1",
+            "--labels",
+            "0,2",
+            "--steps",
+            "2",
+            "--vae",
+            vae,
+            "--png",
+            &arg(&png),
         ])
     };
     sample(&arg(&fixture("vae.safetensors"))).unwrap();
     let grid = image::open(&png).unwrap();
-    assert_eq!((grid.width(), grid.height()), (128, 64), "two decoded 64×64 images");
+    assert_eq!(
+        (grid.width(), grid.height()),
+        (128, 64),
+        "two decoded 64×64 images"
+    );
     let strip = image::open(png.with_extension("steps.png")).unwrap();
     assert_eq!(strip.width(), 64 * 3, "noise and two decoded steps per row");
     // A VAE whose latents do not fit the model is refused before sampling.
     let other = ard_studio::tiny_dit(3).with_image(8, 1);
     let grey = dir.path().join("grey.safetensors");
-    ard_engine::model::init_teacher(&other, None, ard_engine::model::InitOptions { seed: 2, zero_init: false }, &Device::flex())
-        .unwrap()
-        .save(&grey, ard_engine::io::Storage::F32)
-        .unwrap();
+    ard_engine::model::init_teacher(
+        &other,
+        None,
+        ard_engine::model::InitOptions {
+            seed: 2,
+            zero_init: false,
+        },
+        &Device::flex(),
+    )
+    .unwrap()
+    .save(&grey, ard_engine::io::Storage::F32)
+    .unwrap();
     let err = run_args([
-        "ard", "sample", "--device", "cpu", "--weights", &arg(&grey), "--seed", "1", "--labels",
-        "0", "--vae", &arg(&fixture("vae.safetensors")), "--png", &arg(&png),
+        "ard",
+        "sample",
+        "--device",
+        "cpu",
+        "--weights",
+        &arg(&grey),
+        "--seed",
+        "1",
+        "--labels",
+        "0",
+        "--vae",
+        &arg(&fixture("vae.safetensors")),
+        "--png",
+        &arg(&png),
     ])
     .unwrap_err()
     .to_string();

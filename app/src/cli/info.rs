@@ -95,12 +95,20 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
 
 fn vae_info(path: &Path, file: &TensorFile) -> Result<()> {
     let config = ard_engine::vae::VaeConfig::for_weights(path, file)?;
-    let params: usize = file.tensors.values().map(|t| t.shape.iter().product::<usize>()).sum();
+    let params: usize = file
+        .tensors
+        .values()
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum();
     let beside = path.with_file_name("config.json");
     println!("file:        {}", path.display());
     println!("format:      {:?}", file.format);
     println!("kind:        VAE (AutoencoderKL, diffusers key names)");
-    println!("parameters:  {params} ({:.2} M) in {} tensors", params as f64 / 1e6, file.tensors.len());
+    println!(
+        "parameters:  {params} ({:.2} M) in {} tensors",
+        params as f64 / 1e6,
+        file.tensors.len()
+    );
     println!(
         "levels:      {:?} channels, {} ResNet blocks each, {}x down-sampling",
         config.block_out_channels,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
+use ard_engine::HostTensor;
 use ard_engine::data::{display_name, match_prompt, resolve_label};
 use ard_engine::diffusion::{SampleRequest, sample};
 use ard_engine::io::png_settings::{self, GenerationSettings};
@@ -11,7 +12,6 @@ use ard_engine::io::{
     SafetensorsWriter, Storage, TensorFile, batch_grid, file_fingerprint, save_png, seeded_noise,
     step_strip,
 };
-use ard_engine::HostTensor;
 use ard_engine::model::{LoadedModel, Model};
 use clap::Args;
 

@@ -44,7 +44,11 @@ impl TensorRef {
             );
         }
         if let Some(bad) = t.data.iter().position(|v| !v.is_finite()) {
-            bail!("{}:{} holds a non-finite value at {bad}", self.file.display(), self.key);
+            bail!(
+                "{}:{} holds a non-finite value at {bad}",
+                self.file.display(),
+                self.key
+            );
         }
         Ok(t)
     }
@@ -92,7 +96,8 @@ pub struct EncodeArgs {
 }
 
 pub(super) fn load_vae(path: &Path, device: &ard_engine::Device) -> Result<AutoencoderKL> {
-    AutoencoderKL::from_file(path, device).with_context(|| format!("loading the VAE {}", path.display()))
+    AutoencoderKL::from_file(path, device)
+        .with_context(|| format!("loading the VAE {}", path.display()))
 }
 
 pub(super) fn decode_cmd(args: DecodeArgs) -> Result<()> {
@@ -109,7 +114,12 @@ pub(super) fn decode_cmd(args: DecodeArgs) -> Result<()> {
     let mut w = SafetensorsWriter::new();
     w.add_f32("decoded", &decoded, Storage::F32);
     w.write(&args.out)?;
-    eprintln!("decoded {:?} → {:?}: {}", latent.shape, decoded.shape, args.out.display());
+    eprintln!(
+        "decoded {:?} → {:?}: {}",
+        latent.shape,
+        decoded.shape,
+        args.out.display()
+    );
     if let Some(png) = &args.png {
         save_png(&batch_grid(&decoded), png)?;
         eprintln!("images: {}", png.display());
@@ -133,12 +143,20 @@ pub(super) fn encode_cmd(args: EncodeArgs) -> Result<()> {
     let mean = HostTensor::from_tensor(posterior.mean);
     let logvar = HostTensor::from_tensor(posterior.logvar);
     let scale = vae.config.scaling_factor;
-    let latent = HostTensor::new(mean.shape.clone(), mean.data.iter().map(|v| v * scale).collect());
+    let latent = HostTensor::new(
+        mean.shape.clone(),
+        mean.data.iter().map(|v| v * scale).collect(),
+    );
     let mut w = SafetensorsWriter::new();
     w.add_f32("posterior_mean", &mean, Storage::F32);
     w.add_f32("posterior_logvar", &logvar, Storage::F32);
     w.add_f32("latent", &latent, Storage::F32);
     w.write(&args.out)?;
-    eprintln!("encoded {:?} → {:?}: {}", image.shape, mean.shape, args.out.display());
+    eprintln!(
+        "encoded {:?} → {:?}: {}",
+        image.shape,
+        mean.shape,
+        args.out.display()
+    );
     Ok(())
 }

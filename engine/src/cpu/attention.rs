@@ -98,7 +98,15 @@ unsafe fn matmul(
 }
 
 /// `scores[r × (hi−lo)] = scale · q[r0..r1] · k[lo..hi]ᵀ` for one head.
-fn scores(q: &[f32], k: &[f32], d: usize, rows: (usize, usize), keys: (usize, usize), scale: f32, s: &mut [f32]) {
+fn scores(
+    q: &[f32],
+    k: &[f32],
+    d: usize,
+    rows: (usize, usize),
+    keys: (usize, usize),
+    scale: f32,
+    s: &mut [f32],
+) {
     let (m, n) = (rows.1 - rows.0, keys.1 - keys.0);
     // SAFETY: q holds rows r0..r1 of d floats, k keys lo..hi, s at least m·n floats.
     unsafe {
@@ -116,9 +124,18 @@ fn scores(q: &[f32], k: &[f32], d: usize, rows: (usize, usize), keys: (usize, us
 
 /// Forward pass: the output `[bh, tq, d]` and each row's log-sum-exp of its scaled scores
 /// `[bh, tq]` (what the backward pass needs to rebuild the probabilities).
-pub fn forward(q: &[f32], k: &[f32], v: &[f32], shape: Heads, mask: AttentionMask) -> (Vec<f32>, Vec<f32>) {
+pub fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: Heads,
+    mask: AttentionMask,
+) -> (Vec<f32>, Vec<f32>) {
     let Heads { bh, tq, tk, d } = shape;
-    assert_eq!((q.len(), k.len(), v.len()), (bh * tq * d, bh * tk * d, bh * tk * d));
+    assert_eq!(
+        (q.len(), k.len(), v.len()),
+        (bh * tq * d, bh * tk * d, bh * tk * d)
+    );
     let scale = 1.0 / (d as f32).sqrt();
     let plan = blocks(tq, tk, mask);
     let mut out = vec![0f32; bh * tq * d];
@@ -127,7 +144,11 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], shape: Heads, mask: AttentionMas
         .zip(lse.par_chunks_mut(tq.max(1)))
         .enumerate()
         .for_each(|(h, (out, lse))| {
-            let (q, k, v) = (&q[h * tq * d..][..tq * d], &k[h * tk * d..][..tk * d], &v[h * tk * d..][..tk * d]);
+            let (q, k, v) = (
+                &q[h * tq * d..][..tq * d],
+                &k[h * tk * d..][..tk * d],
+                &v[h * tk * d..][..tk * d],
+            );
             let mut s = vec![0f32; ROWS * tk];
             for &(r0, r1, lo, hi) in &plan {
                 let (m, n) = (r1 - r0, hi - lo);
@@ -271,15 +292,30 @@ mod tests {
         assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
         let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
         // A floor for references that vanish (one visible key: the softmax gradient is 0).
-        let den: f64 = b.iter().map(|y| y * y).sum::<f64>().max(1e-4 * b.len() as f64);
+        let den: f64 = b
+            .iter()
+            .map(|y| y * y)
+            .sum::<f64>()
+            .max(1e-4 * b.len() as f64);
         (num / den).sqrt()
     }
 
     /// Float64 gradients of `Σ out ∘ dout` by the softmax-Jacobian formulas, row by row.
-    fn backward64(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], s: Heads, mask: AttentionMask) -> [Vec<f64>; 3] {
+    fn backward64(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dout: &[f32],
+        s: Heads,
+        mask: AttentionMask,
+    ) -> [Vec<f64>; 3] {
         let Heads { bh, tq, tk, d } = s;
         let scale = 1.0 / (d as f64).sqrt();
-        let (mut dq, mut dk, mut dv) = (vec![0f64; bh * tq * d], vec![0f64; bh * tk * d], vec![0f64; bh * tk * d]);
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f64; bh * tq * d],
+            vec![0f64; bh * tk * d],
+            vec![0f64; bh * tk * d],
+        );
         for h in 0..bh {
             for i in 0..tq {
                 let (lo, hi) = mask.key_range(i, tk);
@@ -287,12 +323,16 @@ mod tests {
                 let kj = |j: usize, c: usize| k[(h * tk + j) * d + c] as f64;
                 let vj = |j: usize, c: usize| v[(h * tk + j) * d + c] as f64;
                 let go = |c: usize| dout[(h * tq + i) * d + c] as f64;
-                let sc: Vec<f64> = (lo..hi).map(|j| scale * (0..d).map(|c| qi(c) * kj(j, c)).sum::<f64>()).collect();
+                let sc: Vec<f64> = (lo..hi)
+                    .map(|j| scale * (0..d).map(|c| qi(c) * kj(j, c)).sum::<f64>())
+                    .collect();
                 let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = sc.iter().map(|x| (x - max).exp()).collect();
                 let z: f64 = e.iter().sum();
                 let p: Vec<f64> = e.iter().map(|x| x / z).collect();
-                let dp: Vec<f64> = (lo..hi).map(|j| (0..d).map(|c| go(c) * vj(j, c)).sum()).collect();
+                let dp: Vec<f64> = (lo..hi)
+                    .map(|j| (0..d).map(|c| go(c) * vj(j, c)).sum())
+                    .collect();
                 let di: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
                 for (jj, j) in (lo..hi).enumerate() {
                     let ds = p[jj] * (dp[jj] - di) * scale;
@@ -310,9 +350,18 @@ mod tests {
     fn masks(t: usize) -> [AttentionMask; 4] {
         [
             AttentionMask::None,
-            AttentionMask::BlockCausal { tokens_per_step: t, q_step_offset: 0 },
-            AttentionMask::BlockCausal { tokens_per_step: t, q_step_offset: 2 },
-            AttentionMask::BlockDiagonal { tokens_per_step: t, q_step_offset: 0 },
+            AttentionMask::BlockCausal {
+                tokens_per_step: t,
+                q_step_offset: 0,
+            },
+            AttentionMask::BlockCausal {
+                tokens_per_step: t,
+                q_step_offset: 2,
+            },
+            AttentionMask::BlockDiagonal {
+                tokens_per_step: t,
+                q_step_offset: 0,
+            },
         ]
     }
 
@@ -328,10 +377,25 @@ mod tests {
                 };
                 let (tq, tk) = (t * steps, t * (steps + offset));
                 let shape = Heads { bh, tq, tk, d };
-                let (q, k, v) = (random(bh * tq * d, &mut rng), random(bh * tk * d, &mut rng), random(bh * tk * d, &mut rng));
+                let (q, k, v) = (
+                    random(bh * tq * d, &mut rng),
+                    random(bh * tk * d, &mut rng),
+                    random(bh * tk * d, &mut rng),
+                );
                 let dout = random(bh * tq * d, &mut rng);
                 let (out, lse) = forward(&q, &k, &v, shape, mask);
-                let want = attention_reference(&q, &k, &v, AttentionShape { bh, tq, tk, head_dim: d }, mask);
+                let want = attention_reference(
+                    &q,
+                    &k,
+                    &v,
+                    AttentionShape {
+                        bh,
+                        tq,
+                        tk,
+                        head_dim: d,
+                    },
+                    mask,
+                );
                 let want: Vec<f64> = want.iter().map(|&x| x as f64).collect();
                 let e = rel_err(&out, &want);
                 assert!(e < 1e-5, "{shape:?} {mask:?}: forward error {e}");
@@ -347,7 +411,12 @@ mod tests {
 
     #[test]
     fn nan_inputs_give_nan_outputs() {
-        let shape = Heads { bh: 1, tq: 3, tk: 3, d: 2 };
+        let shape = Heads {
+            bh: 1,
+            tq: 3,
+            tk: 3,
+            d: 2,
+        };
         let mut q = vec![0.5f32; 6];
         q[0] = f32::NAN;
         let (out, _) = forward(&q, &[0.1; 6], &[0.2; 6], shape, AttentionMask::None);

@@ -2,15 +2,18 @@
 //! node (the forward saves the row log-sum-exp; the backward is [`super::attention::backward`]),
 //! so training never builds burn's decomposed softmax.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::backend::{AutodiffBackend, Backend, DispatchDevice, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    AutodiffBackend, Backend, DispatchDevice, backend_extension, tensor::FloatTensor,
+};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 use super::attention::{self, Heads};
+use super::simd;
 use crate::wgsl::AttentionMask;
 
 /// ARD's fused attention as a burn backend extension (burn flex, with or without autodiff).
@@ -38,7 +41,19 @@ pub trait CpuAttentionBackend: Backend {
         let _ = (q, k, v, out, lse, dout, mask);
         panic!("the fused CPU attention has first-order gradients only")
     }
+
+    /// GELU's tanh approximation in one pass (any shape).
+    fn cpu_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Its gradient given the input `x` and the output's gradient `dy`.
+    fn cpu_gelu_tanh_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        let _ = (x, dy);
+        panic!("the fused CPU GELU has first-order gradients only")
+    }
 }
+
+/// Elements per rayon task of the element-wise kernels.
+const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
 fn host(t: &FlexTensor) -> FlexTensor {
     assert_eq!(t.dtype(), DType::F32, "the fused CPU attention reads f32");
@@ -105,6 +120,31 @@ impl CpuAttentionBackend for Flex {
             tensor(dv, vec![bh, tk, d]),
         )
     }
+
+    fn cpu_gelu_tanh(x: FlexTensor) -> FlexTensor {
+        elementwise(&[&x], |i, o| simd::gelu_tanh(i[0], o))
+    }
+
+    fn cpu_gelu_tanh_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        elementwise(&[&x, &dy], |i, o| simd::gelu_tanh_grad(i[0], i[1], o))
+    }
+}
+
+/// `out = f(inputs)` element by element, in parallel chunks; the output has the first input's
+/// shape.
+fn elementwise(inputs: &[&FlexTensor], f: impl Fn(&[&[f32]], &mut [f32]) + Sync) -> FlexTensor {
+    use rayon::prelude::*;
+    let hosts: Vec<FlexTensor> = inputs.iter().map(|t| host(t)).collect();
+    let slices: Vec<&[f32]> = hosts.iter().map(slice).collect();
+    let mut out = vec![0f32; slices[0].len()];
+    out.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let start = i * ELEMENTWISE_CHUNK;
+            let parts: Vec<&[f32]> = slices.iter().map(|s| &s[start..start + o.len()]).collect();
+            f(&parts, o);
+        });
+    tensor(out, hosts[0].layout().shape().to_vec())
 }
 
 /// What the backward pass keeps: the inner tensors of the forward's inputs and results.
@@ -153,7 +193,11 @@ impl<B: CpuAttentionBackend, C: CheckpointStrategy> CpuAttentionBackend for Auto
         let (q, q_node) = q.into_parts();
         let (k, k_node) = k.into_parts();
         let (v, v_node) = v.into_parts();
-        match AttentionBackward.prepare::<C>([q_node, k_node, v_node]).compute_bound().stateful() {
+        match AttentionBackward
+            .prepare::<C>([q_node, k_node, v_node])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let (out, lse) = B::cpu_attention(q.clone(), k.clone(), v.clone(), mask);
                 let saved = Saved {
@@ -164,12 +208,41 @@ impl<B: CpuAttentionBackend, C: CheckpointStrategy> CpuAttentionBackend for Auto
                     lse: lse.clone(),
                     mask,
                 };
-                (prep.finish(saved, out), <Self as AutodiffBackend>::from_inner(lse))
+                (
+                    prep.finish(saved, out),
+                    <Self as AutodiffBackend>::from_inner(lse),
+                )
             }
             OpsKind::UnTracked(prep) => {
                 let (out, lse) = B::cpu_attention(q, k, v, mask);
                 (prep.finish(out), <Self as AutodiffBackend>::from_inner(lse))
             }
+        }
+    }
+
+    fn cpu_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, node) = x.into_parts();
+        match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::cpu_gelu_tanh(x.clone());
+                prep.finish(x, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::cpu_gelu_tanh(x)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: CpuAttentionBackend> Backward<B, 1> for GeluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::cpu_gelu_tanh_backward(ops.state, dy));
         }
     }
 }
@@ -181,6 +254,11 @@ pub fn on_flex(device: &burn::tensor::Device) -> bool {
         DispatchDevice::Autodiff(inner) => matches!(&**inner, DispatchDevice::Flex(_)),
         _ => false,
     }
+}
+
+/// GELU's tanh approximation in one vectorised pass, differentiable; flex devices only.
+pub fn cpu_gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(burn::backend::Dispatch::cpu_gelu_tanh(x.into_dispatch()))
 }
 
 /// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with the fused CPU kernel,
@@ -202,7 +280,11 @@ mod tests {
     use burn::tensor::ops::AttentionModuleOptions;
 
     fn rel(a: Tensor<4>, b: Tensor<4>) -> f32 {
-        let num = (a - b.clone()).powf_scalar(2.0).sum().into_scalar::<f32>().sqrt();
+        let num = (a - b.clone())
+            .powf_scalar(2.0)
+            .sum()
+            .into_scalar::<f32>()
+            .sqrt();
         let den = b.powf_scalar(2.0).sum().into_scalar::<f32>().sqrt();
         num / den
     }
@@ -218,17 +300,36 @@ mod tests {
         let draw = || Tensor::<4>::random([b, h, l, d], Distribution::Normal(0.0, 1.0), &device);
         let (q0, k0, v0) = (draw(), draw(), draw());
         let weights = Tensor::<4>::random([b, h, l, d], Distribution::Normal(0.0, 1.0), &device);
-        let mask = AttentionMask::BlockCausal { tokens_per_step: t, q_step_offset: 0 };
+        let mask = AttentionMask::BlockCausal {
+            tokens_per_step: t,
+            q_step_offset: 0,
+        };
         let run = |fused: bool| {
-            let (q, k, v) = (q0.clone().require_grad(), k0.clone().require_grad(), v0.clone().require_grad());
+            let (q, k, v) = (
+                q0.clone().require_grad(),
+                k0.clone().require_grad(),
+                v0.clone().require_grad(),
+            );
             let out = if fused {
                 cpu_attention(q.clone(), k.clone(), v.clone(), mask)
             } else {
-                let allowed: Vec<bool> = (0..l * l).map(|e| (e % l) >= mask.key_range(e / l, l).1).collect();
-                let masked = Tensor::<2, burn::tensor::Bool>::from_data(TensorData::new(allowed, [l, l]), &device)
-                    .reshape([1, 1, l, l])
-                    .expand([b, h, l, l]);
-                attention(q.clone(), k.clone(), v.clone(), Some(masked), None, AttentionModuleOptions::default())
+                let allowed: Vec<bool> = (0..l * l)
+                    .map(|e| (e % l) >= mask.key_range(e / l, l).1)
+                    .collect();
+                let masked = Tensor::<2, burn::tensor::Bool>::from_data(
+                    TensorData::new(allowed, [l, l]),
+                    &device,
+                )
+                .reshape([1, 1, l, l])
+                .expand([b, h, l, l]);
+                attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    Some(masked),
+                    None,
+                    AttentionModuleOptions::default(),
+                )
             };
             let grads = (out.clone() * weights.clone()).sum().backward();
             let g = |t: &Tensor<4>| t.grad(&grads).expect("a gradient");
@@ -237,9 +338,45 @@ mod tests {
         let (ours, our_grads) = run(true);
         let (burns, burn_grads) = run(false);
         assert!(rel(ours, burns) < 1e-5);
-        for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(our_grads.into_iter().zip(burn_grads)) {
+        for (name, (a, b)) in ["dq", "dk", "dv"]
+            .iter()
+            .zip(our_grads.into_iter().zip(burn_grads))
+        {
             let e = rel(a, b);
             assert!(e < 1e-4, "{name}: relative error {e}");
         }
+    }
+
+    /// The fused GELU under autodiff gives the composite formula's values and gradients.
+    #[test]
+    fn gelu_gradient_matches_the_composite_formula() {
+        let device = burn::tensor::Device::flex().autodiff();
+        let x0 = Tensor::<3>::random([3, 17, 41], Distribution::Normal(0.0, 3.0), &device);
+        let w = Tensor::<3>::random([3, 17, 41], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let x = x0.clone().require_grad();
+            let y = if fused {
+                cpu_gelu_tanh(x.clone())
+            } else {
+                let k = (2.0 / std::f64::consts::PI).sqrt();
+                let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * k;
+                x.clone() * (inner.tanh() + 1.0) * 0.5
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (y.without_autodiff(), x.grad(&grads).expect("a gradient"))
+        };
+        let (y1, g1) = run(true);
+        let (y2, g2) = run(false);
+        let rel3 = |a: Tensor<3>, b: Tensor<3>| {
+            let n = (a - b.clone())
+                .powf_scalar(2.0)
+                .sum()
+                .into_scalar::<f32>()
+                .sqrt();
+            n / b.powf_scalar(2.0).sum().into_scalar::<f32>().sqrt()
+        };
+        assert!(rel3(y1, y2) < 1e-5);
+        let e = rel3(g1, g2);
+        assert!(e < 1e-5, "gradient relative error {e}");
     }
 }

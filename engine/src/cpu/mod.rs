@@ -1,6 +1,6 @@
-//! Our CPU kernels: the fused attention forward and backward ([`attention`]) with its
-//! vectorised row passes ([`simd`]), and the burn extension and autodiff node that put it under
-//! the model's attention on burn flex ([`backend`]).
+//! Our CPU kernels: the fused attention forward and backward ([`attention`]), the vectorised
+//! row and element-wise passes (exp, softmax gradient, GELU: [`simd`]), and the burn extension
+//! and autodiff nodes that put them under the model on burn flex ([`backend`]).
 
 pub(crate) mod attention;
 pub(crate) mod backend;
@@ -11,21 +11,22 @@ pub use backend::*;
 
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
-/// 0 = not decided yet (read `ARD_CPU_ATTENTION` on first use), 1 = burn's, 2 = ours.
-static CPU_ATTENTION: AtomicU8 = AtomicU8::new(0);
+/// 0 = not decided yet (read `ARD_CPU_KERNELS` on first use), 1 = burn's, 2 = ours.
+static CPU_KERNELS: AtomicU8 = AtomicU8::new(0);
 
-/// Sets whether the model's attention on flex uses the fused kernel (`true`, the default) or
-/// burn's attention (`false`); overrides `ARD_CPU_ATTENTION`.
-pub fn set_cpu_attention(fused: bool) {
-    CPU_ATTENTION.store(if fused { 2 } else { 1 }, Relaxed);
+/// Sets whether the model on flex uses our kernels (`true`, the default: fused attention, GELU)
+/// or burn's own ops (`false`); overrides `ARD_CPU_KERNELS`.
+pub fn set_cpu_kernels(fused: bool) {
+    CPU_KERNELS.store(if fused { 2 } else { 1 }, Relaxed);
 }
 
-/// Whether the model's attention on `device` runs the fused CPU kernel: on flex, f32, unless
-/// `ARD_CPU_ATTENTION=burn` or [`set_cpu_attention`] chose burn's.
-pub fn use_cpu_attention(device: &burn::tensor::Device, dtype: burn::tensor::DType) -> bool {
-    if CPU_ATTENTION.load(Relaxed) == 0 {
-        let burn = std::env::var("ARD_CPU_ATTENTION").is_ok_and(|v| v.trim().eq_ignore_ascii_case("burn"));
-        set_cpu_attention(!burn);
+/// Whether the model on `device` runs our CPU kernels: on flex, f32, unless
+/// `ARD_CPU_KERNELS=burn` or [`set_cpu_kernels`] chose burn's ops.
+pub fn use_cpu_kernels(device: &burn::tensor::Device, dtype: burn::tensor::DType) -> bool {
+    if CPU_KERNELS.load(Relaxed) == 0 {
+        let burn =
+            std::env::var("ARD_CPU_KERNELS").is_ok_and(|v| v.trim().eq_ignore_ascii_case("burn"));
+        set_cpu_kernels(!burn);
     }
-    CPU_ATTENTION.load(Relaxed) == 2 && dtype == burn::tensor::DType::F32 && on_flex(device)
+    CPU_KERNELS.load(Relaxed) == 2 && dtype == burn::tensor::DType::F32 && on_flex(device)
 }

@@ -14,7 +14,8 @@ fn exp_lane(x: f32) -> f32 {
     // 1.5 · 2²³: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -23,7 +24,9 @@ fn exp_lane(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits((((n as i32) + 127) << 23) as u32)
+    // t's bits are those of 1.5 · 2²³ + n: its low bits hold n, so 2ⁿ is built without a
+    // float-to-int conversion (which would not vectorise).
+    e * f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
 }
 
 #[inline(always)]
@@ -36,7 +39,9 @@ fn max_impl(row: &[f32]) -> f32 {
         }
     }
     let tail = chunks.remainder().iter().copied();
-    acc.into_iter().chain(tail).fold(f32::NEG_INFINITY, f32::max)
+    acc.into_iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// `row[j] = exp(row[j] - shift)`; returns the sum of the new values.
@@ -73,6 +78,28 @@ fn softmax_grad_impl(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
     }
 }
 
+/// `√(2/π)` and the cubic term of GELU's tanh approximation, `2·√(2/π)` its sigmoid form.
+const GELU_CUBIC: f32 = 0.044_715;
+const GELU_TWO_K: f32 = 2.0 * 0.797_884_6;
+
+#[inline(always)]
+fn gelu_tanh_impl(x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        let u = GELU_TWO_K * (v + GELU_CUBIC * v * v * v);
+        *o = v / (1.0 + exp_lane(-u));
+    }
+}
+
+#[inline(always)]
+fn gelu_tanh_grad_impl(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((g, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+        let u = GELU_TWO_K * (v + GELU_CUBIC * v * v * v);
+        let s = 1.0 / (1.0 + exp_lane(-u));
+        let du = GELU_TWO_K * (1.0 + 3.0 * GELU_CUBIC * v * v);
+        *g = d * (s + v * s * (1.0 - s) * du);
+    }
+}
+
 #[inline(always)]
 fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
@@ -83,7 +110,12 @@ fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -134,6 +166,14 @@ multiversion!(
     fn softmax_grad(p: &[f32], dp: &mut [f32], d: f32, scale: f32) -> () = softmax_grad_impl
 );
 multiversion!(
+    /// `y = x · σ(2·√(2/π)·(x + 0.044715·x³))`: GELU's tanh approximation.
+    fn gelu_tanh(x: &[f32], y: &mut [f32]) -> () = gelu_tanh_impl
+);
+multiversion!(
+    /// `dx = dy · d gelu_tanh(x) / dx`.
+    fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () = gelu_tanh_grad_impl
+);
+multiversion!(
     /// `Σ a[j] b[j]`.
     fn dot(a: &[f32], b: &[f32]) -> f32 = dot_impl
 );
@@ -157,11 +197,41 @@ mod tests {
         let mut row: Vec<f32> = (0..10_001).map(|i| -i as f32 * 0.003).collect();
         let sum64: f64 = row.iter().map(|&x| (x as f64 - 1.5).exp()).sum();
         let sum = exp_shifted(&mut row, 1.5);
-        assert!(((sum as f64 - sum64) / sum64).abs() < 1e-5, "{sum} vs {sum64}");
+        assert!(
+            ((sum as f64 - sum64) / sum64).abs() < 1e-5,
+            "{sum} vs {sum64}"
+        );
         let mut big = [100f32, -100.0, f32::NAN];
         exp_shifted(&mut big, 0.0);
         assert!(big[0].is_finite() && big[0] > 1e38 && big[1] >= 0.0 && big[1] < 1e-37);
         assert!(big[2].is_nan(), "NaN must propagate, got {}", big[2]);
+    }
+
+    #[test]
+    fn gelu_and_its_gradient_match_float64() {
+        let x: Vec<f32> = (0..4001).map(|i| -20.0 + i as f32 * 0.01).collect();
+        let dy: Vec<f32> = x.iter().map(|v| (v * 1.7).cos()).collect();
+        let (mut y, mut dx) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        gelu_tanh(&x, &mut y);
+        gelu_tanh_grad(&x, &dy, &mut dx);
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        let f = |v: f64| 0.5 * v * (1.0 + (k * (v + 0.044715 * v.powi(3))).tanh());
+        for i in 0..x.len() {
+            let v = x[i] as f64;
+            let h = 1e-5;
+            let want = f(v);
+            let grad = dy[i] as f64 * (f(v + h) - f(v - h)) / (2.0 * h);
+            assert!(
+                (y[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                "gelu({v}) = {} vs {want}",
+                y[i]
+            );
+            assert!(
+                (dx[i] as f64 - grad).abs() < 1e-5 * (1.0 + grad.abs()),
+                "gelu'({v}): {} vs {grad}",
+                dx[i]
+            );
+        }
     }
 
     #[test]

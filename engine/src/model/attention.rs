@@ -18,7 +18,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::cpu::{cpu_attention, use_cpu_attention};
+use crate::cpu::{cpu_attention, use_cpu_kernels};
 use crate::error::Result;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
 use crate::wgsl::{AttentionMask, fused_attention, use_fused_attention};
@@ -66,7 +66,7 @@ impl KvCache {
 /// With `ARD_WGSL=1` on a wgpu device outside training this is our WGSL kernel
 /// (`shaders/attention.wgsl`); otherwise burn's attention.
 pub fn scaled_dot_product(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    if use_cpu_attention(&q.device(), q.dtype()) {
+    if use_cpu_kernels(&q.device(), q.dtype()) {
         return cpu_attention(q, k, v, AttentionMask::None);
     }
     if use_fused_attention(&q.device(), q.dims()[3]) {
@@ -84,7 +84,7 @@ fn block_causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, steps: usize) -> Tenso
         tokens_per_step: t,
         q_step_offset: 0,
     };
-    if use_cpu_attention(&q.device(), q.dtype()) {
+    if use_cpu_kernels(&q.device(), q.dtype()) {
         return cpu_attention(q, k, v, mask);
     }
     if use_fused_attention(&q.device(), q.dims()[3]) {

@@ -33,7 +33,11 @@ pub fn split_last<const D: usize>(x: Tensor<D>, n: usize) -> Vec<Tensor<D>> {
 /// `x · σ(2·√(2/π)·(x + 0.044715·x³))` — the same function as
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` without a `powf` and a `tanh` per element, which
 /// were a third of the CPU student's time (docs/benchmarks.md).
+/// On flex this is one vectorised pass with its own gradient (`crate::cpu`).
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if crate::cpu::use_cpu_kernels(&x.device(), x.dtype()) {
+        return crate::cpu::cpu_gelu_tanh(x);
+    }
     const TWO_SQRT_2_OVER_PI: f64 =
         2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
     let inner = x.clone() * (x.clone() * x.clone() * 0.044715 + 1.0) * TWO_SQRT_2_OVER_PI;

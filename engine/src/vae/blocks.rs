@@ -22,31 +22,61 @@ pub struct Conv {
 
 impl Conv {
     /// `prefix.weight` `[c_out, c_in, k, k]` and `prefix.bias`, "same" padding (k / 2 each side).
-    pub fn load(r: &mut ParamSource, prefix: &str, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
+    pub fn load(
+        r: &mut ParamSource,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+    ) -> Result<Self> {
         let pad = k / 2;
-        Self::with_options(r, prefix, [c_in, c_out, k], ConvOptions::new([1, 1], [pad, pad], [1, 1], 1))
+        Self::with_options(
+            r,
+            prefix,
+            [c_in, c_out, k],
+            ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
+        )
     }
 
-    fn with_options(r: &mut ParamSource, prefix: &str, [c_in, c_out, k]: [usize; 3], options: ConvOptions<2>) -> Result<Self> {
+    fn with_options(
+        r: &mut ParamSource,
+        prefix: &str,
+        [c_in, c_out, k]: [usize; 3],
+        options: ConvOptions<2>,
+    ) -> Result<Self> {
         let fan = Init::Xavier {
             fan_in: c_in * k * k,
             fan_out: c_out * k * k,
         };
         Ok(Self {
-            weight: r.param(&format!("{prefix}.weight"), [c_out, c_in, k, k], fan)?.val(),
-            bias: r.param(&format!("{prefix}.bias"), [c_out], Init::Zeros)?.val(),
+            weight: r
+                .param(&format!("{prefix}.weight"), [c_out, c_in, k, k], fan)?
+                .val(),
+            bias: r
+                .param(&format!("{prefix}.bias"), [c_out], Init::Zeros)?
+                .val(),
             options,
         })
     }
 
     /// `x: [B, c_in, H, W]` → `[B, c_out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(x, self.weight.clone(), Some(self.bias.clone()), self.options.clone())
+        conv2d(
+            x,
+            self.weight.clone(),
+            Some(self.bias.clone()),
+            self.options.clone(),
+        )
     }
 }
 
 /// diffusers' GroupNorm (affine, ε = 1e-6) over `channels`.
-pub fn group_norm(r: &mut ParamSource, prefix: &str, groups: usize, channels: usize) -> Result<GroupNorm> {
+pub fn group_norm(
+    r: &mut ParamSource,
+    prefix: &str,
+    groups: usize,
+    channels: usize,
+) -> Result<GroupNorm> {
     Ok(GroupNorm {
         gamma: Some(r.param(&format!("{prefix}.weight"), [channels], Init::Ones)?),
         beta: Some(r.param(&format!("{prefix}.bias"), [channels], Init::Zeros)?),
@@ -68,14 +98,26 @@ pub struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    pub fn load(r: &mut ParamSource, prefix: &str, groups: usize, c_in: usize, c_out: usize) -> Result<Self> {
+    pub fn load(
+        r: &mut ParamSource,
+        prefix: &str,
+        groups: usize,
+        c_in: usize,
+        c_out: usize,
+    ) -> Result<Self> {
         Ok(Self {
             norm1: group_norm(r, &format!("{prefix}.norm1"), groups, c_in)?,
             conv1: Conv::load(r, &format!("{prefix}.conv1"), c_in, c_out, 3)?,
             norm2: group_norm(r, &format!("{prefix}.norm2"), groups, c_out)?,
             conv2: Conv::load(r, &format!("{prefix}.conv2"), c_out, c_out, 3)?,
             shortcut: if c_in != c_out {
-                Some(Conv::load(r, &format!("{prefix}.conv_shortcut"), c_in, c_out, 1)?)
+                Some(Conv::load(
+                    r,
+                    &format!("{prefix}.conv_shortcut"),
+                    c_in,
+                    c_out,
+                    1,
+                )?)
             } else {
                 None
             },
@@ -116,7 +158,9 @@ impl SpatialAttention {
         // Old checkpoints store these as 1×1 convolutions, `[C, C, 1, 1]`.
         let mut linear = |name: &str| {
             let key = format!("{prefix}.{name}");
-            if r.shape_of(&format!("{key}.weight")).is_some_and(|s| s.len() == 4) {
+            if r.shape_of(&format!("{key}.weight"))
+                .is_some_and(|s| s.len() == 4)
+            {
                 r.patch_linear(&key, c, [c, 1, 1])
             } else {
                 r.linear(&key, c, c, LinearInit::Xavier)
@@ -136,7 +180,11 @@ impl SpatialAttention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         // [B, C, H, W] → [B, H·W, C]
-        let tokens = self.norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens = self
+            .norm
+            .forward(x.clone())
+            .reshape([b, c, h * w])
+            .swap_dims(1, 2);
         let heads = |t: Tensor<3>| t.unsqueeze_dim::<4>(1);
         let attended = crate::model::attention::scaled_dot_product(
             heads(self.q.forward(tokens.clone())),
@@ -176,4 +224,3 @@ impl Upsample {
         self.conv.forward(doubled)
     }
 }
-

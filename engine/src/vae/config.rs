@@ -89,7 +89,10 @@ impl VaeConfig {
     pub fn from_shapes(file: &TensorFile) -> Result<Self> {
         let shape = |key: &str| file.tensors.get(key).map(|t| t.shape.clone());
         let mut widths = Vec::new();
-        while let Some(s) = shape(&format!("encoder.down_blocks.{}.resnets.0.conv1.weight", widths.len())) {
+        while let Some(s) = shape(&format!(
+            "encoder.down_blocks.{}.resnets.0.conv1.weight",
+            widths.len()
+        )) {
             widths.push(s[0]);
         }
         if widths.is_empty() {
@@ -98,7 +101,9 @@ impl VaeConfig {
             ));
         }
         let mut layers = 0;
-        while file.tensors.contains_key(&format!("encoder.down_blocks.0.resnets.{layers}.conv1.weight")) {
+        while file.tensors.contains_key(&format!(
+            "encoder.down_blocks.0.resnets.{layers}.conv1.weight"
+        )) {
             layers += 1;
         }
         let conv_in = shape("encoder.conv_in.weight").unwrap_or_default();
@@ -131,14 +136,21 @@ impl VaeConfig {
         if self.norm_num_groups == 0 {
             return bad("norm_num_groups is 0".into());
         }
-        if let Some(c) = self.block_out_channels.iter().find(|&&c| c % self.norm_num_groups != 0) {
+        if let Some(c) = self
+            .block_out_channels
+            .iter()
+            .find(|&&c| c % self.norm_num_groups != 0)
+        {
             return bad(format!(
                 "{c} channels do not split into {} groups (is norm_num_groups right? put the diffusers config.json beside the weights)",
                 self.norm_num_groups
             ));
         }
         if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
-            return bad(format!("scaling_factor {} must be positive", self.scaling_factor));
+            return bad(format!(
+                "scaling_factor {} must be positive",
+                self.scaling_factor
+            ));
         }
         Ok(())
     }

@@ -30,7 +30,8 @@ impl MidBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.resnet1.forward(self.attention.forward(self.resnet0.forward(x)))
+        self.resnet1
+            .forward(self.attention.forward(self.resnet0.forward(x)))
     }
 }
 
