@@ -544,3 +544,87 @@ fn the_training_tab_and_the_cli_distil_the_same_student() {
         "the tab and the CLI trained different students"
     );
 }
+
+/// A latent teacher (8×8×4, the VAE fixture's latents) and the VAE: its steps reach the canvas
+/// decoded to 64×64 pictures; a VAE opened in the app is named in the model panel.
+#[test]
+fn a_loaded_vae_decodes_a_latent_models_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let dit = DitConfig::fashion_mnist()
+        .with_image(8, 4)
+        .with_patch(2)
+        .with_hidden(32)
+        .with_depth(1)
+        .with_heads(2)
+        .with_classes(3);
+    let teacher = dir.path().join("latent.safetensors");
+    init_teacher(
+        &dit,
+        None,
+        InitOptions {
+            seed: 4,
+            zero_init: false,
+        },
+        &Device::flex(),
+    )
+    .unwrap()
+    .save(&teacher, Storage::F32)
+    .unwrap();
+    let vae = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sd-vae-reference/vae.safetensors");
+    let studio = Studio::spawn(StudioOptions {
+        device: Device::flex(),
+        device_label: "cpu".into(),
+        initial_models: vec![teacher.clone(), vae.clone()],
+        notify: Arc::new(|| {}),
+    });
+    studio.send(Request::Generate(GenerateRequest {
+        id: 1,
+        labels: vec![0, 1],
+        seed: 1,
+        cfg_scale: 1.5,
+        teacher_steps: 3,
+        compare_teacher: false,
+    }));
+    let (mut vae_seen, mut steps) = (false, 0);
+    loop {
+        match studio
+            .events
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap()
+        {
+            Event::VaeLoaded {
+                source,
+                description,
+            } => {
+                assert_eq!(source, "vae.safetensors");
+                assert!(description.contains("4 latent channels"), "{description}");
+                vae_seen = true;
+            }
+            Event::Step(s) => {
+                for img in s.predictions.iter().chain(&s.inputs) {
+                    // Decoded 64×64 pictures shown at 2× (the 8×8 latent would be shown at 96×96).
+                    assert_eq!(img.dimensions(), (128, 128), "decoded, not the 8×8 latent");
+                }
+                steps += 1;
+            }
+            Event::Done { images, .. } => {
+                assert!(images.iter().all(|i| i.dimensions() == (128, 128)));
+                break;
+            }
+            Event::GenerateFailed { message, .. } | Event::LoadFailed { message, .. } => {
+                panic!("{message}")
+            }
+            _ => {}
+        }
+    }
+    assert!(vae_seen && steps == 3, "vae {vae_seen}, {steps} steps");
+    // In the app: a dropped VAE is recognised and named.
+    let mut harness = app_harness(vec![teacher], dir.path());
+    wait_for(&mut harness, "the teacher", 60, |a| {
+        loaded(a, "latent.safetensors")
+    });
+    harness.state_mut().open_file(&vae, None);
+    wait_for(&mut harness, "the VAE", 60, |a| a.vae.is_some());
+    harness.get_by_label("Decoder: vae.safetensors");
+}

@@ -486,9 +486,20 @@ fn a_step_split_over_workers_equals_the_whole_batch_step() {
             );
         }
         for ((key, a), (_, b)) in w1.iter().zip(&w) {
+            // The keys' bias (the middle third of qkv.bias) has a zero gradient (softmax does not
+            // change when every score of a row shifts by the same amount): AdamW moves it by
+            // rounding noise alone, which no split can reproduce. It is left out.
+            let keep = |v: &Vec<f32>| -> Vec<f32> {
+                if key.ends_with("attn.qkv.bias") {
+                    let third = v.len() / 3;
+                    v[..third].iter().chain(&v[2 * third..]).copied().collect()
+                } else {
+                    v.clone()
+                }
+            };
             let (a, b) = (
-                HostTensor::new(vec![a.len()], a.clone()),
-                HostTensor::new(vec![b.len()], b.clone()),
+                HostTensor::new(vec![keep(a).len()], keep(a)),
+                HostTensor::new(vec![keep(b).len()], keep(b)),
             );
             let err = b.relative_error(&a);
             assert!(

@@ -198,8 +198,8 @@ fn ard_decode_and_encode_write_the_reference_tensors() {
     let grid = image::open(&png).unwrap();
     assert_eq!(
         (grid.width(), grid.height()),
-        (128, 64),
-        "two 64×64 images side by side"
+        (258, 128),
+        "two 64×64 images shown at 2×, side by side with a 2-pixel gap"
     );
     run_args([
         "ard",
@@ -268,11 +268,15 @@ fn ard_sample_decodes_a_latent_model_through_the_vae() {
     let grid = image::open(&png).unwrap();
     assert_eq!(
         (grid.width(), grid.height()),
-        (128, 64),
-        "two decoded 64×64 images"
+        (258, 128),
+        "two decoded 64×64 images at 2× (the 8×8 latents would be shown at 96×96)"
     );
     let strip = image::open(png.with_extension("steps.png")).unwrap();
-    assert_eq!(strip.width(), 64 * 3, "noise and two decoded steps per row");
+    assert_eq!(
+        (strip.width(), strip.height()),
+        (3 * 130 - 2, 2 * 130 - 2),
+        "noise and two decoded steps per row, one row per image"
+    );
     // A VAE whose latents do not fit the model is refused before sampling.
     let other = ard_studio::tiny_dit(3).with_image(8, 1);
     let grey = dir.path().join("grey.safetensors");

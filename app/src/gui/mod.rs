@@ -77,6 +77,8 @@ pub struct StudioApp {
     pub tab: Tab,
     pub generator: Option<ModelInfo>,
     pub teacher: Option<ModelInfo>,
+    /// The loaded VAE's file name and description (latent models' steps are decoded by it).
+    pub vae: Option<(String, String)>,
     pub conditioning: Conditioning,
     pub run: Option<RunView>,
     pub training: TrainingPanel,
@@ -105,6 +107,7 @@ impl StudioApp {
             tab: Tab::Generate,
             generator: None,
             teacher: None,
+            vae: None,
             conditioning: Conditioning::default(),
             run: None,
             training: TrainingPanel::new(options.runs_dir),
@@ -181,6 +184,15 @@ impl StudioApp {
                 }
                 Role::Teacher => self.teacher = Some(info),
             },
+            Event::VaeLoaded {
+                source,
+                description,
+            } => {
+                self.notice = Some(Notice::Note(format!(
+                    "loaded {source}: latent models' steps are decoded through it"
+                )));
+                self.vae = Some((source, description));
+            }
             Event::LoadFailed { path, message } => {
                 let hint = if message.contains("--heads") || message.contains("--history-layers") {
                     " (set them under “Files without metadata” and open the file again)"
@@ -457,7 +469,7 @@ impl StudioApp {
             painter.text(
                 screen.center(),
                 egui::Align2::CENTER_CENTER,
-                "Drop weights (.safetensors, .pt) or an ARD Studio PNG",
+                "Drop weights or a VAE (.safetensors, .pt) or an ARD Studio PNG",
                 egui::TextStyle::Heading.resolve(&ctx.global_style()),
                 egui::Color32::WHITE,
             );
@@ -475,6 +487,11 @@ impl StudioApp {
         {
             ui.add_space(4.0);
             model_panel(ui, Some(t), "Comparison teacher");
+        }
+        if let Some((source, description)) = &self.vae {
+            ui.add_space(4.0);
+            ui.label(egui::RichText::new(format!("Decoder: {source}")).strong());
+            ui.small(description);
         }
         egui::CollapsingHeader::new("Files without metadata")
             .id_salt("reference options")

@@ -86,7 +86,9 @@ const GELU_TWO_K: f32 = 2.0 * 0.797_884_6;
 fn gelu_tanh_impl(x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
         let u = GELU_TWO_K * (v + GELU_CUBIC * v * v * v);
-        *o = v / (1.0 + exp_lane(-u));
+        let e = exp_lane(-u);
+        // σ(u) < 1e-30: the output is 0 in f32 (exp's clamp would leave a tiny residue).
+        *o = if e > 1e30 { 0.0 } else { v / (1.0 + e) };
     }
 }
 

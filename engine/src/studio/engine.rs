@@ -31,6 +31,8 @@ use crate::studio::protocol::{
     Event, GenerateRequest, ModelInfo, Request, Role, StepEvent, TrainingEvent, TrainingRequest,
 };
 use crate::train::pipeline::run_pipeline;
+use crate::vae::{AutoencoderKL, is_vae};
+use image::RgbImage;
 
 /// How the engine thread starts.
 pub struct StudioOptions {
@@ -119,6 +121,8 @@ struct Engine {
     pending: VecDeque<Request>,
     generator: Option<Loaded>,
     teacher: Option<Loaded>,
+    /// Decodes latent models' steps for display.
+    vae: Option<Arc<AutoencoderKL>>,
     training: Option<Training>,
 }
 
@@ -131,6 +135,7 @@ impl Engine {
             pending: VecDeque::new(),
             generator: None,
             teacher: None,
+            vae: None,
             training: None,
         }
     }
@@ -170,7 +175,7 @@ impl Engine {
     }
 
     fn load(&mut self, path: &Path, options: &LoadOptions) {
-        let result = catch_unwind(AssertUnwindSafe(|| load_model(path, options, &self.device)))
+        let result = catch_unwind(AssertUnwindSafe(|| load_file(path, options, &self.device)))
             .unwrap_or_else(|_| {
                 Err(EngineError::BadFile {
                     path: path.into(),
@@ -178,7 +183,19 @@ impl Engine {
                 })
             });
         match result {
-            Ok(loaded) => {
+            Ok(LoadedFile::Vae(vae)) => {
+                let c = &vae.config;
+                let description = format!(
+                    "VAE: levels {:?}, {} latent channels, scaling factor {}",
+                    c.block_out_channels, c.latent_channels, c.scaling_factor
+                );
+                self.vae = Some(Arc::new(vae));
+                self.events.send(Event::VaeLoaded {
+                    source: file_label(path),
+                    description,
+                });
+            }
+            Ok(LoadedFile::Model(loaded)) => {
                 let info = loaded.info.clone();
                 // The teacher slot shares the generator's parameters (inference never
                 // changes them), so a teacher is held once.
@@ -195,7 +212,7 @@ impl Engine {
                         info: info.clone(),
                     });
                 }
-                self.generator = Some(loaded);
+                self.generator = Some(*loaded);
                 self.events.send(Event::ModelLoaded {
                     role: Role::Generator,
                     info,
@@ -205,6 +222,19 @@ impl Engine {
                 path: path.into(),
                 message: e.to_string(),
             }),
+        }
+    }
+
+    /// How `meta`'s samples are shown: through the VAE when one is loaded whose latents have
+    /// the model's channels, else as images.
+    fn display(&self, meta: &ModelMeta) -> Display {
+        let vae = self
+            .vae
+            .clone()
+            .filter(|v| v.config.latent_channels == meta.dit.in_channels);
+        Display {
+            vae,
+            device: self.device.clone(),
         }
     }
 
@@ -299,18 +329,20 @@ impl Engine {
             },
         };
         let device = self.device.clone();
+        let display = self.display(meta);
         let start = Instant::now();
         let mut last = Instant::now();
         let mut predictions = Vec::new();
         let out = sample_until(&generator.model, &request, &device, |s| {
             predictions.push(s.image.clone());
-            let event = step_event(req.id, Role::Generator, (s.step, s.total), s, &mut last);
+            let event =
+                display.step_event(req.id, Role::Generator, (s.step, s.total), s, &mut last);
             self.stream(event)
         })?;
         let Some(out) = out else { return Ok(None) };
         self.events.send(Event::Done {
             id: req.id,
-            images: batch_images(&out.images),
+            images: display.images(&out.images),
             total_ms: start.elapsed().as_secs_f64() * 1e3,
         });
         Ok(Some(predictions))
@@ -359,6 +391,7 @@ impl Engine {
         };
         let total = student.anchors.len();
         let device = self.device.clone();
+        let display = self.display(student_meta);
         let mut last = Instant::now();
         let finished = sample_until(&teacher.model, &request, &device, |step| {
             let Some(k) = student.anchors.iter().position(|&a| a == step.index) else {
@@ -368,7 +401,7 @@ impl Engine {
                 difference: student_predictions
                     .get(k)
                     .map(|p| difference_images(p, &step.image)),
-                ..step_event(req.id, Role::Teacher, (k, total), step, &mut last)
+                ..display.step_event(req.id, Role::Teacher, (k, total), step, &mut last)
             };
             self.stream(event)
         })?;
@@ -410,39 +443,86 @@ impl Engine {
     }
 }
 
-/// The event of one sampled step, shown as step `k` of `total`; `last` is when the previous
-/// step was shown (reset to now).
-fn step_event(
-    id: u64,
-    source: Role,
-    (step, total): (usize, usize),
-    s: &StepImage,
-    last: &mut Instant,
-) -> StepEvent {
-    let ms = last.elapsed().as_secs_f64() * 1e3;
-    *last = Instant::now();
-    StepEvent {
-        id,
-        source,
-        step,
-        total,
-        name: s.name.clone(),
-        inputs: batch_images(&s.input),
-        predictions: batch_images(&s.image),
-        ms,
-        difference: None,
+/// How samples become images: decoded through a VAE (latent models) or shown as they are.
+struct Display {
+    vae: Option<Arc<AutoencoderKL>>,
+    device: Device,
+}
+
+impl Display {
+    /// One image per batch element of `t: [B, C, H, W]`.
+    fn images(&self, t: &HostTensor) -> Vec<RgbImage> {
+        let Some(vae) = &self.vae else {
+            return batch_images(t);
+        };
+        match t.to_device::<4>(&self.device) {
+            Ok(x) => batch_images(&HostTensor::from_tensor(vae.decode_scaled(x))),
+            Err(_) => batch_images(t),
+        }
+    }
+
+    /// The event of one sampled step, shown as step `k` of `total`; `last` is when the
+    /// previous step was shown (reset to now).
+    fn step_event(
+        &self,
+        id: u64,
+        source: Role,
+        (step, total): (usize, usize),
+        s: &StepImage,
+        last: &mut Instant,
+    ) -> StepEvent {
+        let inputs = self.images(&s.input);
+        let predictions = self.images(&s.image);
+        let ms = last.elapsed().as_secs_f64() * 1e3;
+        *last = Instant::now();
+        StepEvent {
+            id,
+            source,
+            step,
+            total,
+            name: s.name.clone(),
+            inputs,
+            predictions,
+            ms,
+            difference: None,
+        }
     }
 }
 
-/// Loads a model file with what the model panel shows about it.
-fn load_model(path: &Path, options: &LoadOptions, device: &Device) -> Result<Loaded> {
-    let fingerprint = file_fingerprint(path)?;
-    let file = TensorFile::read(path)?;
-    let model = LoadedModel::from_file(file, options, device)?;
-    let source = path
-        .file_name()
+/// What a dropped or opened weight file turned out to be.
+enum LoadedFile {
+    Model(Box<Loaded>),
+    Vae(AutoencoderKL),
+}
+
+fn file_label(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
-    let info = model_info(&model, source, fingerprint);
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Reads a weight file: a VAE (diffusers key names) or a teacher / student.
+fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<LoadedFile> {
+    let file = TensorFile::read(path)?;
+    if is_vae(&file) {
+        return Ok(LoadedFile::Vae(AutoencoderKL::from_tensor_file(
+            path, &file, device,
+        )?));
+    }
+    Ok(LoadedFile::Model(Box::new(load_model(
+        path, file, options, device,
+    )?)))
+}
+
+/// Loads a model file with what the model panel shows about it.
+fn load_model(
+    path: &Path,
+    file: TensorFile,
+    options: &LoadOptions,
+    device: &Device,
+) -> Result<Loaded> {
+    let fingerprint = file_fingerprint(path)?;
+    let model = LoadedModel::from_file(file, options, device)?;
+    let info = model_info(&model, file_label(path), fingerprint);
     Ok(Loaded { model, info })
 }

@@ -17,7 +17,8 @@ pub enum Request {
     /// Stops the generation in progress after its current step.
     Cancel,
     /// Loads a weight file (`.safetensors` or `.pt`). A teacher becomes both the generator and
-    /// the comparison teacher; a student becomes the generator. `options` give what a file
+    /// the comparison teacher; a student becomes the generator; a VAE (diffusers
+    /// AutoencoderKL) decodes latent models' steps. `options` give what a file
     /// without ARD Studio metadata (reference key names only) cannot say: heads, N.
     LoadWeights {
         path: PathBuf,
@@ -109,6 +110,13 @@ pub enum Event {
     ModelLoaded {
         role: Role,
         info: ModelInfo,
+    },
+    /// A VAE was loaded: the steps of latent models (as many channels as its latents) are
+    /// decoded through it from now on.
+    VaeLoaded {
+        source: String,
+        /// Widths, latent channels, scaling factor.
+        description: String,
     },
     /// The file was not loaded; the models loaded before stay.
     LoadFailed {
