@@ -22,7 +22,7 @@ fn exp_lane(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // t's bits are those of 1.5 · 2²³ + n: its low bits hold n, so 2ⁿ is built without a
     // float-to-int conversion (which would not vectorise).

@@ -189,7 +189,7 @@ impl Engine {
                     "VAE: levels {:?}, {} latent channels, scaling factor {}",
                     c.block_out_channels, c.latent_channels, c.scaling_factor
                 );
-                self.vae = Some(Arc::new(vae));
+                self.vae = Some(Arc::from(vae));
                 self.events.send(Event::VaeLoaded {
                     source: file_label(path),
                     description,
@@ -492,7 +492,7 @@ impl Display {
 /// What a dropped or opened weight file turned out to be.
 enum LoadedFile {
     Model(Box<Loaded>),
-    Vae(AutoencoderKL),
+    Vae(Box<AutoencoderKL>),
 }
 
 fn file_label(path: &Path) -> String {
@@ -505,9 +505,8 @@ fn file_label(path: &Path) -> String {
 fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<LoadedFile> {
     let file = TensorFile::read(path)?;
     if is_vae(&file) {
-        return Ok(LoadedFile::Vae(AutoencoderKL::from_tensor_file(
-            path, &file, device,
-        )?));
+        let vae = AutoencoderKL::from_tensor_file(path, &file, device)?;
+        return Ok(LoadedFile::Vae(Box::new(vae)));
     }
     Ok(LoadedFile::Model(Box::new(load_model(
         path, file, options, device,
