@@ -74,6 +74,19 @@ impl DitConfig {
         Self::imagenet_256(1152, 28, 16)
     }
 
+    /// The head count of DiT's published sizes (S, B, L, XL, at any patch size and resolution)
+    /// by hidden width and depth, with the size's name: what the official checkpoints' shapes
+    /// cannot say themselves.
+    pub fn official_heads(hidden_size: usize, depth: usize) -> Option<(&'static str, usize)> {
+        match (hidden_size, depth) {
+            (384, 12) => Some(("DiT-S", 6)),
+            (768, 12) => Some(("DiT-B", 12)),
+            (1024, 24) => Some(("DiT-L", 16)),
+            (1152, 28) => Some(("DiT-XL", 16)),
+            _ => None,
+        }
+    }
+
     /// DiT's ImageNet-256 models: patch 2 on 4×32×32 latents, 1000 classes, learned sigma.
     fn imagenet_256(hidden_size: usize, depth: usize, num_heads: usize) -> Self {
         Self {
@@ -330,6 +343,20 @@ mod tests {
         );
         assert_eq!(default_anchors(4, 25), vec![15, 10, 5, 0]);
         assert_eq!(default_anchors(1, 25), vec![0]);
+    }
+
+    #[test]
+    fn official_sizes_name_their_heads() {
+        for (preset, name) in [
+            (DitConfig::dit_s_2(), "DiT-S"),
+            (DitConfig::dit_b_2(), "DiT-B"),
+            (DitConfig::dit_l_2(), "DiT-L"),
+            (DitConfig::dit_xl_2(), "DiT-XL"),
+        ] {
+            let found = DitConfig::official_heads(preset.hidden_size, preset.depth);
+            assert_eq!(found, Some((name, preset.num_heads)));
+        }
+        assert_eq!(DitConfig::official_heads(64, 4), None);
     }
 
     #[test]

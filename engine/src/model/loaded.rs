@@ -174,13 +174,21 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
             )));
         }
     };
-    let num_heads = options.num_heads.ok_or_else(|| {
-        EngineError::Input(
+    // An official ImageNet checkpoint (4 latent channels, 1000 classes) of a published size
+    // needs no --heads.
+    let official = (in_channels == 4 && num_classes == 1000)
+        .then(|| DitConfig::official_heads(hidden, depth))
+        .flatten();
+    let num_heads = options
+        .num_heads
+        .or(official.map(|(_, h)| h))
+        .ok_or_else(|| {
+            EngineError::Input(
             "this file carries no ARD Studio metadata, and the number of attention heads cannot \
              be read off its shapes: give it (--heads H; DiT-XL/2 has 16)"
                 .into(),
         )
-    })?;
+        })?;
     let dit = DitConfig {
         input_size: grid * p,
         patch_size: p,
