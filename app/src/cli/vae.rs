@@ -8,7 +8,7 @@ use ard_engine::io::{SafetensorsWriter, Storage, TensorFile, batch_grid, save_pn
 use ard_engine::vae::AutoencoderKL;
 use clap::Args;
 
-use super::DeviceArgs;
+use super::{DeviceArgs, split_tensor_ref};
 
 /// `FILE.safetensors:KEY` — one tensor of a file.
 #[derive(Clone, Debug)]
@@ -20,11 +20,10 @@ pub struct TensorRef {
 impl std::str::FromStr for TensorRef {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.rsplit_once(':') {
-            Some((file, key)) if !file.is_empty() && !key.is_empty() => Ok(Self {
-                file: file.into(),
-                key: key.into(),
-            }),
+        match split_tensor_ref(s) {
+            Ok((file, key)) if !file.as_os_str().is_empty() && !key.is_empty() => {
+                Ok(Self { file, key })
+            }
             _ => Err(format!("expected FILE.safetensors:KEY, got `{s}`")),
         }
     }

@@ -41,6 +41,38 @@ struct Level<S> {
     resample: Option<S>,
 }
 
+/// The levels `{prefix}.{i}` of `widths` (the first takes `widths[0]` channels in): `resnets`
+/// ResNet blocks each, then the resampler `load_resample` makes, except after the last level.
+fn load_levels<S>(
+    r: &mut ParamSource,
+    prefix: &str,
+    widths: &[usize],
+    resnets: usize,
+    groups: usize,
+    mut load_resample: impl FnMut(&mut ParamSource, &str, usize) -> Result<S>,
+) -> Result<Vec<Level<S>>> {
+    let mut levels = Vec::new();
+    let mut c_in = widths[0];
+    for (i, &width) in widths.iter().enumerate() {
+        let prefix = format!("{prefix}.{i}");
+        let resnets = (0..resnets)
+            .map(|j| {
+                let from = if j == 0 { c_in } else { width };
+                ResnetBlock::load(r, &format!("{prefix}.resnets.{j}"), groups, from, width)
+            })
+            .collect::<Result<_>>()?;
+        let last = i + 1 == widths.len();
+        let resample = if last {
+            None
+        } else {
+            Some(load_resample(r, &prefix, width)?)
+        };
+        levels.push(Level { resnets, resample });
+        c_in = width;
+    }
+    Ok(levels)
+}
+
 /// Image `[B, 3, H, W]` → moments `[B, 2·latent, H/8, W/8]` (before `quant_conv`).
 struct Encoder {
     conv_in: Conv,
@@ -54,25 +86,15 @@ impl Encoder {
     fn load(r: &mut ParamSource, c: &VaeConfig) -> Result<Self> {
         let (widths, g) = (&c.block_out_channels, c.norm_num_groups);
         let conv_in = Conv::load(r, "encoder.conv_in", c.in_channels, widths[0], 3)?;
-        let mut levels = Vec::new();
-        let mut c_in = widths[0];
-        for (i, &width) in widths.iter().enumerate() {
-            let prefix = format!("encoder.down_blocks.{i}");
-            let resnets = (0..c.layers_per_block)
-                .map(|j| {
-                    let from = if j == 0 { c_in } else { width };
-                    ResnetBlock::load(r, &format!("{prefix}.resnets.{j}"), g, from, width)
-                })
-                .collect::<Result<_>>()?;
-            let last = i + 1 == widths.len();
-            let resample = if last {
-                None
-            } else {
-                Some(downsample(r, &format!("{prefix}.downsamplers.0"), width)?)
-            };
-            levels.push(Level { resnets, resample });
-            c_in = width;
-        }
+        let levels = load_levels(
+            r,
+            "encoder.down_blocks",
+            widths,
+            c.layers_per_block,
+            g,
+            |r, p, w| downsample(r, &format!("{p}.downsamplers.0"), w),
+        )?;
+        let c_in = widths[widths.len() - 1];
         Ok(Self {
             conv_in,
             levels,
@@ -112,25 +134,15 @@ impl Decoder {
         let widths: Vec<usize> = c.block_out_channels.iter().rev().copied().collect();
         let conv_in = Conv::load(r, "decoder.conv_in", c.latent_channels, widths[0], 3)?;
         let mid = MidBlock::load(r, "decoder.mid_block", g, widths[0])?;
-        let mut levels = Vec::new();
-        let mut c_in = widths[0];
-        for (i, &width) in widths.iter().enumerate() {
-            let prefix = format!("decoder.up_blocks.{i}");
-            let resnets = (0..=c.layers_per_block)
-                .map(|j| {
-                    let from = if j == 0 { c_in } else { width };
-                    ResnetBlock::load(r, &format!("{prefix}.resnets.{j}"), g, from, width)
-                })
-                .collect::<Result<_>>()?;
-            let last = i + 1 == widths.len();
-            let resample = if last {
-                None
-            } else {
-                Some(Upsample::load(r, &format!("{prefix}.upsamplers.0"), width)?)
-            };
-            levels.push(Level { resnets, resample });
-            c_in = width;
-        }
+        let levels = load_levels(
+            r,
+            "decoder.up_blocks",
+            &widths,
+            c.layers_per_block + 1,
+            g,
+            |r, p, w| Upsample::load(r, &format!("{p}.upsamplers.0"), w),
+        )?;
+        let c_in = widths[widths.len() - 1];
         Ok(Self {
             conv_in,
             mid,
