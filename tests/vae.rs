@@ -225,24 +225,25 @@ fn ard_decode_and_encode_write_the_reference_tensors() {
     assert!(err.contains("nope"), "{err}");
 }
 
+/// A fresh random teacher of `dit` written to `path`.
+fn save_teacher(dit: &ard_engine::DitConfig, path: &Path) {
+    let options = ard_engine::model::InitOptions {
+        seed: 2,
+        zero_init: false,
+    };
+    ard_engine::model::init_teacher(dit, None, options, &Device::flex())
+        .unwrap()
+        .save(path, ard_engine::io::Storage::F32)
+        .unwrap();
+}
+
 #[test]
 fn ard_sample_decodes_a_latent_model_through_the_vae() {
     use ard_app::cli::run_args;
     let dir = tempfile::tempdir().unwrap();
     // A latent teacher: 8×8×4 latents, the VAE's 64×64 images.
     let weights = dir.path().join("latent.safetensors");
-    ard_engine::model::init_teacher(
-        &ard_studio::tiny_dit(3).with_image(8, 4),
-        None,
-        ard_engine::model::InitOptions {
-            seed: 2,
-            zero_init: false,
-        },
-        &Device::flex(),
-    )
-    .unwrap()
-    .save(&weights, ard_engine::io::Storage::F32)
-    .unwrap();
+    save_teacher(&ard_studio::tiny_dit(3).with_image(8, 4), &weights);
     let png = dir.path().join("out.png");
     let sample = |vae: &str| {
         run_args([
@@ -280,18 +281,7 @@ fn ard_sample_decodes_a_latent_model_through_the_vae() {
     // A VAE whose latents do not fit the model is refused before sampling.
     let other = ard_studio::tiny_dit(3).with_image(8, 1);
     let grey = dir.path().join("grey.safetensors");
-    ard_engine::model::init_teacher(
-        &other,
-        None,
-        ard_engine::model::InitOptions {
-            seed: 2,
-            zero_init: false,
-        },
-        &Device::flex(),
-    )
-    .unwrap()
-    .save(&grey, ard_engine::io::Storage::F32)
-    .unwrap();
+    save_teacher(&other, &grey);
     let err = run_args([
         "ard",
         "sample",
