@@ -42,6 +42,26 @@ pub trait CpuAttentionBackend: Backend {
         panic!("the fused CPU attention has first-order gradients only")
     }
 
+    /// LayerNorm (no affine, ε 1e-6) then adaLN's `· (1 + scale) + shift` over the last axis:
+    /// `x: [.., T, H]`, `shift, scale: [.., 1, H]` (one modulation per group of T rows) →
+    /// (`y` like `x`, per-row `(mean, 1/σ)`).
+    fn cpu_ln_modulate(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Its gradients `(dx, dshift, dscale)` from the input, `scale`, the row statistics and `dy`.
+    fn cpu_ln_modulate_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (x, scale, stats, dy);
+        panic!("the fused CPU LayerNorm has first-order gradients only")
+    }
+
     /// GELU's tanh approximation in one pass (any shape).
     fn cpu_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
@@ -118,6 +138,69 @@ impl CpuAttentionBackend for Flex {
             tensor(dq, vec![bh, tq, d]),
             tensor(dk, vec![bh, tk, d]),
             tensor(dv, vec![bh, tk, d]),
+        )
+    }
+
+    fn cpu_ln_modulate(
+        x: FlexTensor,
+        shift: FlexTensor,
+        scale: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        use rayon::prelude::*;
+        let [x, shift, scale] = [x, shift, scale].map(|t| host(&t));
+        let (xs, sh, sc) = (slice(&x), slice(&shift), slice(&scale));
+        let shape = x.layout().shape().to_vec();
+        let h = shape[shape.len() - 1];
+        let group = xs.len() / (sh.len() / h).max(1);
+        let mut y = vec![0f32; xs.len()];
+        let mut stats = vec![0f32; 2 * xs.len() / h.max(1)];
+        y.par_chunks_mut(group.max(1))
+            .zip(stats.par_chunks_mut((2 * group / h.max(1)).max(1)))
+            .enumerate()
+            .for_each(|(g, (y, st))| {
+                let x = &xs[g * group..][..y.len()];
+                simd::ln_modulate(x, &sh[g * h..][..h], &sc[g * h..][..h], y, st);
+            });
+        let rows = xs.len() / h.max(1);
+        (tensor(y, shape), tensor(stats, vec![rows, 2]))
+    }
+
+    fn cpu_ln_modulate_backward(
+        x: FlexTensor,
+        scale: FlexTensor,
+        stats: FlexTensor,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        use rayon::prelude::*;
+        let [x, scale, stats, dy] = [x, scale, stats, dy].map(|t| host(&t));
+        let (xs, sc, st, gs) = (slice(&x), slice(&scale), slice(&stats), slice(&dy));
+        let shape = x.layout().shape().to_vec();
+        let mod_shape = scale.layout().shape().to_vec();
+        let h = shape[shape.len() - 1];
+        let group = xs.len() / (sc.len() / h).max(1);
+        let mut dx = vec![0f32; xs.len()];
+        let mut dshift = vec![0f32; sc.len()];
+        let mut dscale = vec![0f32; sc.len()];
+        dx.par_chunks_mut(group.max(1))
+            .zip(dshift.par_chunks_mut(h.max(1)))
+            .zip(dscale.par_chunks_mut(h.max(1)))
+            .enumerate()
+            .for_each(|(g, ((dx, ds), dc))| {
+                let rows = g * group / h..(g * group + dx.len()) / h;
+                simd::ln_modulate_grad(
+                    &xs[g * group..][..dx.len()],
+                    &sc[g * h..][..h],
+                    &st[2 * rows.start..2 * rows.end],
+                    &gs[g * group..][..dx.len()],
+                    dx,
+                    ds,
+                    dc,
+                );
+            });
+        (
+            tensor(dx, shape),
+            tensor(dshift, mod_shape.clone()),
+            tensor(dscale, mod_shape),
         )
     }
 
@@ -220,6 +303,35 @@ impl<B: CpuAttentionBackend, C: CheckpointStrategy> CpuAttentionBackend for Auto
         }
     }
 
+    fn cpu_ln_modulate(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, x_node) = x.into_parts();
+        let (shift, shift_node) = shift.into_parts();
+        let (scale, scale_node) = scale.into_parts();
+        let prep = LnModulateBackward.prepare::<C>([x_node, shift_node, scale_node]);
+        match prep.compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, stats) = B::cpu_ln_modulate(x.clone(), shift, scale.clone());
+                let saved = LnSaved {
+                    x,
+                    scale,
+                    stats: stats.clone(),
+                };
+                (
+                    prep.finish(saved, y),
+                    <Self as AutodiffBackend>::from_inner(stats),
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, stats) = B::cpu_ln_modulate(x, shift, scale);
+                (prep.finish(y), <Self as AutodiffBackend>::from_inner(stats))
+            }
+        }
+    }
+
     fn cpu_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let (x, node) = x.into_parts();
         match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
@@ -228,6 +340,32 @@ impl<B: CpuAttentionBackend, C: CheckpointStrategy> CpuAttentionBackend for Auto
                 prep.finish(x, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::cpu_gelu_tanh(x)),
+        }
+    }
+}
+
+/// What the LayerNorm + modulate backward keeps.
+#[derive(Clone, Debug)]
+struct LnSaved<B: CpuAttentionBackend> {
+    x: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    stats: FloatTensor<B>,
+}
+
+#[derive(Debug)]
+struct LnModulateBackward;
+
+impl<B: CpuAttentionBackend> Backward<B, 3> for LnModulateBackward {
+    type State = LnSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let LnSaved { x, scale, stats } = ops.state;
+        let (dx, dshift, dscale) = B::cpu_ln_modulate_backward(x, scale, stats, dy);
+        for (parent, grad) in ops.parents.into_iter().zip([dx, dshift, dscale]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
         }
     }
 }
@@ -254,6 +392,21 @@ pub fn on_flex(device: &burn::tensor::Device) -> bool {
         DispatchDevice::Autodiff(inner) => matches!(&**inner, DispatchDevice::Flex(_)),
         _ => false,
     }
+}
+
+/// `layer_norm(x) · (1 + scale) + shift` in one pass, differentiable; flex devices only.
+/// `x: [.., T, H]`, `shift, scale: [.., 1, H]`.
+pub fn cpu_ln_modulate<const D: usize>(
+    x: Tensor<D>,
+    shift: Tensor<D>,
+    scale: Tensor<D>,
+) -> Tensor<D> {
+    let (y, _stats) = burn::backend::Dispatch::cpu_ln_modulate(
+        x.into_dispatch(),
+        shift.into_dispatch(),
+        scale.into_dispatch(),
+    );
+    Tensor::from_dispatch(y)
 }
 
 /// GELU's tanh approximation in one vectorised pass, differentiable; flex devices only.
@@ -370,5 +523,48 @@ mod tests {
         assert!(rel(y1, y2) < 1e-5);
         let e = rel(g1, g2);
         assert!(e < 1e-5, "gradient relative error {e}");
+    }
+
+    /// The fused LayerNorm + modulate under autodiff gives the composite's values and the
+    /// gradients of x, shift and scale (odd sizes; one modulation per group of rows).
+    #[test]
+    fn ln_modulate_matches_the_composite() {
+        let device = burn::tensor::Device::flex().autodiff();
+        let normal = |shape: [usize; 4], std: f64| {
+            Tensor::<4>::random(shape, Distribution::Normal(0.5, std), &device)
+        };
+        let (x0, sh0, sc0) = (
+            normal([3, 2, 5, 19], 2.0),
+            normal([3, 2, 1, 19], 1.0),
+            normal([3, 2, 1, 19], 1.0),
+        );
+        let w = normal([3, 2, 5, 19], 1.0);
+        let run = |fused: bool| {
+            let (x, sh, sc) = (
+                x0.clone().require_grad(),
+                sh0.clone().require_grad(),
+                sc0.clone().require_grad(),
+            );
+            let y = if fused {
+                cpu_ln_modulate(x.clone(), sh.clone(), sc.clone())
+            } else {
+                let gamma = Tensor::<1>::ones([19], &device);
+                let n = burn::tensor::module::layer_norm(x.clone(), gamma, None, 1e-6);
+                n * (sc.clone() + 1.0) + sh.clone()
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let g = |t: &Tensor<4>| t.grad(&grads).expect("a gradient");
+            (y.without_autodiff(), [g(&x), g(&sh), g(&sc)])
+        };
+        let (y1, g1) = run(true);
+        let (y2, g2) = run(false);
+        assert!(rel(y1, y2) < 1e-5);
+        for (name, (a, b)) in ["dx", "dshift", "dscale"]
+            .iter()
+            .zip(g1.into_iter().zip(g2))
+        {
+            let e = rel(a, b);
+            assert!(e < 1e-4, "{name}: relative error {e}");
+        }
     }
 }

@@ -102,6 +102,95 @@ fn gelu_tanh_grad_impl(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// LayerNorm's ε in DiT (`elementwise_affine=False, eps=1e-6`).
+pub const LAYER_NORM_EPS: f32 = 1e-6;
+
+#[inline(always)]
+fn sum_impl(row: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// One group of rows of width `h` that share a modulation: `y = norm(x) · (1 + scale) + shift`,
+/// `stats` = (mean, 1/σ) per row.
+#[inline(always)]
+fn ln_modulate_impl(x: &[f32], shift: &[f32], scale: &[f32], y: &mut [f32], stats: &mut [f32]) {
+    let h = shift.len();
+    for ((xr, yr), st) in x
+        .chunks_exact(h)
+        .zip(y.chunks_exact_mut(h))
+        .zip(stats.chunks_exact_mut(2))
+    {
+        let mean = sum_impl(xr) / h as f32;
+        for (o, &v) in yr.iter_mut().zip(xr) {
+            *o = v - mean;
+        }
+        let var = dot_impl(yr, yr) / h as f32;
+        let rstd = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+        for ((o, &sh), &sc) in yr.iter_mut().zip(shift).zip(scale) {
+            *o = *o * rstd * (1.0 + sc) + sh;
+        }
+        st[0] = mean;
+        st[1] = rstd;
+    }
+}
+
+/// The gradient of [`ln_modulate_impl`] for one group: `dx` per row, `dshift` and `dscale`
+/// summed over the group's rows (both overwritten).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ln_modulate_grad_impl(
+    x: &[f32],
+    scale: &[f32],
+    stats: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dshift: &mut [f32],
+    dscale: &mut [f32],
+) {
+    let h = scale.len();
+    dshift.fill(0.0);
+    dscale.fill(0.0);
+    let rows = x
+        .chunks_exact(h)
+        .zip(dy.chunks_exact(h))
+        .zip(dx.chunks_exact_mut(h));
+    for (((xr, gr), dxr), st) in rows.zip(stats.chunks_exact(2)) {
+        let (mean, rstd) = (st[0], st[1]);
+        // dxr holds n = norm(x) first, then the gradient.
+        for (n, &v) in dxr.iter_mut().zip(xr) {
+            *n = (v - mean) * rstd;
+        }
+        let (mut sum_dn, mut sum_dn_n) = ([0f32; LANES], [0f32; LANES]);
+        for (j, ((&n, &g), &sc)) in dxr.iter().zip(gr).zip(scale).enumerate() {
+            let dn = g * (1.0 + sc);
+            sum_dn[j % LANES] += dn;
+            sum_dn_n[j % LANES] += dn * n;
+        }
+        for (((ds, dc), &n), &g) in dshift
+            .iter_mut()
+            .zip(dscale.iter_mut())
+            .zip(dxr.iter())
+            .zip(gr)
+        {
+            *ds += g;
+            *dc += g * n;
+        }
+        let mean_dn = sum_dn.iter().sum::<f32>() / h as f32;
+        let mean_dn_n = sum_dn_n.iter().sum::<f32>() / h as f32;
+        for ((o, &g), &sc) in dxr.iter_mut().zip(gr).zip(scale) {
+            let n = *o;
+            *o = rstd * (g * (1.0 + sc) - mean_dn - n * mean_dn_n);
+        }
+    }
+}
+
 #[inline(always)]
 fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
@@ -176,6 +265,23 @@ multiversion!(
     fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () = gelu_tanh_grad_impl
 );
 multiversion!(
+    /// LayerNorm (no affine) then adaLN's modulation, for one group of rows sharing `shift` and
+    /// `scale` (width `shift.len()`); `stats` receives (mean, 1/σ) per row.
+    fn ln_modulate(x: &[f32], shift: &[f32], scale: &[f32], y: &mut [f32], stats: &mut [f32]) -> () = ln_modulate_impl
+);
+multiversion!(
+    /// The gradient of [`ln_modulate`] for one group.
+    fn ln_modulate_grad(
+        x: &[f32],
+        scale: &[f32],
+        stats: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        dshift: &mut [f32],
+        dscale: &mut [f32]
+    ) -> () = ln_modulate_grad_impl
+);
+multiversion!(
     /// `Σ a[j] b[j]`.
     fn dot(a: &[f32], b: &[f32]) -> f32 = dot_impl
 );
@@ -233,6 +339,32 @@ mod tests {
                 "gelu'({v}): {} vs {grad}",
                 dx[i]
             );
+        }
+    }
+
+    #[test]
+    fn ln_modulate_matches_float64() {
+        let (h, rows) = (37, 3);
+        let x: Vec<f32> = (0..h * rows)
+            .map(|i| 4.0 + (i as f32 * 0.77).sin() * 3.0)
+            .collect();
+        let shift: Vec<f32> = (0..h).map(|i| (i as f32 * 0.3).cos()).collect();
+        let scale: Vec<f32> = (0..h).map(|i| (i as f32 * 0.2).sin()).collect();
+        let (mut y, mut stats) = (vec![0f32; h * rows], vec![0f32; 2 * rows]);
+        ln_modulate(&x, &shift, &scale, &mut y, &mut stats);
+        for r in 0..rows {
+            let row: Vec<f64> = x[r * h..][..h].iter().map(|&v| v as f64).collect();
+            let mean = row.iter().sum::<f64>() / h as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / h as f64;
+            for j in 0..h {
+                let n = (row[j] - mean) / (var + 1e-6).sqrt();
+                let want = n * (1.0 + scale[j] as f64) + shift[j] as f64;
+                let got = y[r * h + j] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "row {r} col {j}: {got} vs {want}"
+                );
+            }
         }
     }
 

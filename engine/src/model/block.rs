@@ -24,6 +24,22 @@ pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>
     x * (scale + 1.0) + shift
 }
 
+/// `modulate(layer_norm(x), shift, scale)`; on flex one fused pass with its own gradient
+/// (`crate::cpu`) when the modulation is one row of `[.., 1, H]` per group of rows.
+pub fn norm_modulate<const D: usize>(
+    x: Tensor<D>,
+    shift: Tensor<D>,
+    scale: Tensor<D>,
+) -> Tensor<D> {
+    let (xd, sd) = (x.dims(), shift.dims());
+    let per_group =
+        sd == scale.dims() && (0..D).all(|i| sd[i] == xd[i] || (i == D - 2 && sd[i] == 1));
+    if per_group && crate::cpu::use_cpu_kernels(&x.device(), x.dtype()) {
+        return crate::cpu::cpu_ln_modulate(x, shift, scale);
+    }
+    modulate(layer_norm(x), shift, scale)
+}
+
 /// Splits `[.., n·H]` into n tensors of `[.., H]`.
 pub fn split_last<const D: usize>(x: Tensor<D>, n: usize) -> Vec<Tensor<D>> {
     x.chunk(n, D - 1)
@@ -115,14 +131,14 @@ impl DitBlock {
             gate_mlp,
         ] = <[Tensor<4>; 6]>::try_from(m).expect("six modulation chunks");
 
-        let h_attn = modulate(layer_norm(x.clone()), shift_msa, scale_msa);
+        let h_attn = norm_modulate(x.clone(), shift_msa, scale_msa);
         let attn = self
             .attn
             .forward(h_attn.reshape([b, s * t, h]), mixing)
             .reshape([b, s, t, h]);
         let x = x + gate_msa * attn;
 
-        let h_mlp = modulate(layer_norm(x.clone()), shift_mlp, scale_mlp);
+        let h_mlp = norm_modulate(x.clone(), shift_mlp, scale_mlp);
         x + gate_mlp * self.mlp.forward(h_mlp)
     }
 }

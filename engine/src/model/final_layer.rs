@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 use crate::error::Result;
-use crate::model::block::{layer_norm, modulate, split_last};
+use crate::model::block::{norm_modulate, split_last};
 use crate::model::config::DitConfig;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
 
@@ -42,6 +42,6 @@ impl FinalLayer {
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
         let m = split_last(self.ada_ln.forward(silu(c)).unsqueeze_dim::<3>(1), 2);
         let [shift, scale] = <[Tensor<3>; 2]>::try_from(m).expect("two modulation chunks");
-        self.linear.forward(modulate(layer_norm(x), shift, scale))
+        self.linear.forward(norm_modulate(x, shift, scale))
     }
 }
