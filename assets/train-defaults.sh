@@ -12,14 +12,15 @@ RUN=${RUN:-runs/defaults}
 SEED=${SEED:-0}
 # Every setting is the engine's default (`ard defaults` prints them; train/options.rs defines
 # them once): DiT on 28x28 grey images, patch 4 (49 tokens), hidden 64, depth 4, 4 heads; the
-# teacher 8000 iterations at lr 1e-3; 8000 trajectories (25-step DDIM, guidance 1.5, x0 anchors
-# 15/10/5/0); the students N = 2 and N = 0 for 1500 iterations at batch 32, lr 1e-4. The
-# variables below only override them, for shorter or longer runs.
-# Measured per-stage costs on 2 cores (release, CPU): teacher step (batch 64) 0.30 s, teacher
-# sample (25 guided DDIM steps) 88 ms, distillation step (batch 32) 0.85 s with N = 2 and 0.6 s
-# with N = 0, feature-net step (batch 128) 0.29 s. One process keeps about one core busy, so the
-# independent stages run side by side (feature network beside the teacher, two trajectory
-# workers, the two students together): about 90 minutes in all.
+# teacher 8000 iterations at lr 1e-3; 16000 trajectories (25-step DDIM, guidance 1.5, x0 anchors
+# 15/10/5/0); the students N = 2 and N = 0 for 6000 iterations at batch 32, lr 1e-3 on a cosine
+# schedule (200 warm-up iterations, down to 5%), EMA 0.999 (docs/distillation.md); two feature
+# networks of different builds for the metrics. The variables below only override them, for
+# shorter or longer runs.
+# Measured per-stage costs on 2 cores (release, CPU, 2026-12-02): 16000 trajectories with two
+# workers 7.5 min; a distillation step (batch 32, one thread) about 0.3 s with both students
+# running side by side (6000 iterations: about 35 min); a feature-network step (batch 128)
+# 0.47 s on both cores.
 TEACHER_ITERS=${TEACHER_ITERS:-}
 TRAJECTORIES=${TRAJECTORIES:-}
 DISTILL_ITERS=${DISTILL_ITERS:-}
@@ -33,12 +34,17 @@ mkdir -p "$RUN"
 start=$(date +%s)
 stage() { echo "== $1 ($(( ($(date +%s) - start) / 60 )) min in)"; }
 
-stage "teacher (and the feature network beside it)"
-if [ ! -f "$RUN/feature_net.safetensors" ]; then
-  ard train-features --out "$RUN/feature_net.safetensors" ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} \
-    --seed "$SEED" > "$RUN/features.log" 2>&1 &
-  features=$!
-fi
+stage "teacher (and the feature networks beside it)"
+features() {
+  [ -f "$RUN/feature_net.safetensors" ] || \
+    ard train-features --out "$RUN/feature_net.safetensors" ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} \
+      --seed "$SEED"
+  [ -f "$RUN/feature_net_2.safetensors" ] || \
+    ard train-features --out "$RUN/feature_net_2.safetensors" ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} \
+      --arch second-opinion --seed $((SEED + 1))
+}
+features > "$RUN/features.log" 2>&1 &
+features_job=$!
 ard train-teacher --out "$RUN/teacher" ${TEACHER_ITERS:+--iterations $TEACHER_ITERS} \
   --seed "$SEED" --log-every 50 --resume 2>&1 | tee -a "$RUN/teacher.log"
 
@@ -52,33 +58,35 @@ worker=$!
 traj 0/2
 wait "$worker"
 
+stage "feature networks (the students are scored as they train)"
+wait "$features_job"
+[ -f "$RUN/feature_net_2.safetensors" ] || { echo "feature networks failed: $RUN/features.log"; exit 1; }
+
 stage "distill N=$HISTORY and N=0 side by side"
 distil() {
-  ard distill --teacher "$RUN/teacher/teacher.safetensors" --trajectories "$RUN/trajectories" \
+  ARD_TRAIN_THREADS=1 ard distill --teacher "$RUN/teacher/teacher.safetensors" --trajectories "$RUN/trajectories" \
     --history-layers "$1" --out "$RUN/student-n$1" ${DISTILL_ITERS:+--iterations $DISTILL_ITERS} \
-    --seed "$SEED" --log-every 50 --resume
+    --feature-net "$RUN/feature_net.safetensors" --seed "$SEED" --log-every 50 --resume
 }
 distil 0 > "$RUN/distill-n0.log" 2>&1 &
 baseline=$!
 distil "$HISTORY"
 wait "$baseline"
 
-stage "feature network"
-if [ -n "${features:-}" ]; then wait "$features"; fi
-[ -f "$RUN/feature_net.safetensors" ] || \
-  ard train-features --out "$RUN/feature_net.safetensors" ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} --seed "$SEED"
-
 stage "eval"
 ard eval --teacher "$RUN/teacher/teacher.safetensors" \
   --students "$RUN/student-n$HISTORY/student.safetensors,$RUN/student-n0/student.safetensors" \
-  --feature-net "$RUN/feature_net.safetensors" ${SAMPLES:+--samples $SAMPLES} \
-  --out "$RUN/eval.json"
+  --feature-net "$RUN/feature_net.safetensors,$RUN/feature_net_2.safetensors" --floor-steps 4 \
+  ${SAMPLES:+--samples $SAMPLES} --out "$RUN/eval.json"
+python3 docs/plot_curves.py "$RUN/distillation-curves.png" "ARD N=$HISTORY=$RUN/student-n$HISTORY" \
+  "baseline N=0=$RUN/student-n0" || echo "(no matplotlib: curves not drawn)"
 
 stage "install"
 cp "$RUN/teacher/teacher.safetensors" assets/teacher.safetensors
 cp "$RUN/student-n$HISTORY/student.safetensors" assets/ard.safetensors
 cp "$RUN/student-n0/student.safetensors" assets/baseline.safetensors
 cp "$RUN/feature_net.safetensors" assets/feature_net.safetensors
+cp "$RUN/feature_net_2.safetensors" assets/feature_net_2.safetensors
 cp "$RUN/eval.json" assets/eval.json
 cp "$RUN/eval.md" assets/eval.md
 cat > assets/manifest.json <<JSON

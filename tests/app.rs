@@ -470,6 +470,7 @@ fn snapshots_of_the_sampling_and_distillation_tabs() {
         // Paths that do not depend on where the checkout or the temp folder is.
         let t = &mut harness.state_mut().training;
         t.teacher_file = "assets/teacher.safetensors".into();
+        t.feature_net = "assets/feature_net.safetensors".into();
         t.run_dir = "runs/studio-run".into();
     }
     harness.run_steps(2);

@@ -15,7 +15,7 @@ use ard_engine::io::TensorFile;
 use ard_engine::io::seeded_noise;
 use ard_engine::model::default_anchors;
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::train::{DistillOptions, TeacherOptions, TrainOptions};
+use ard_engine::train::{DistillOptions, LrSchedule, TeacherOptions, TrainOptions};
 use ard_engine::train::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::{Device, HostTensor, Model};
 
@@ -62,6 +62,7 @@ fn options(iterations: u64) -> TrainOptions {
         ema_decay: 0.99,
         grad_clip: 1.0,
         seed: 7,
+        lr_schedule: LrSchedule::Constant,
     }
 }
 
@@ -71,6 +72,7 @@ fn run_dir(dir: &Path, resume: bool) -> RunDir {
         checkpoint_every: 2,
         sample_every: 0,
         resume,
+        eval: None,
     }
 }
 
@@ -212,6 +214,7 @@ fn trajectories_shard_resume_and_distil() {
                 &set,
                 &DistillOptions {
                     history_layers: n,
+                    loss: Default::default(),
                     train: options(its),
                 },
                 &run_dir(dir, resume),
@@ -241,6 +244,100 @@ fn trajectories_shard_resume_and_distil() {
         let out = sample(&student, &req, &device, |_| {}).unwrap();
         assert_eq!(out.steps.len(), 3);
     }
+}
+
+#[test]
+fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
+    use ard_engine::eval::{EVAL_LOG, FeatureNet, FeatureNetConfig, TrainingEval, read_eval_log};
+    let root = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    train(&root.path().join("teacher"), 2, false);
+    let teacher = LoadedModel::load(
+        root.path().join("teacher/teacher.safetensors"),
+        &LoadOptions::default(),
+        &device,
+    )
+    .unwrap();
+    let Model::Teacher(dit) = &teacher.model else {
+        unreachable!()
+    };
+    let set_dir = root.path().join("set");
+    write_trajectory_set(dit, &manifest(8), &set_dir, (0, 1), 4, &device, |_| {}).unwrap();
+    let set = TrajectorySet::load(&set_dir).unwrap();
+    let net = |classes: usize| {
+        let config = FeatureNetConfig {
+            in_channels: 1,
+            num_classes: classes,
+            class_names: (0..classes).map(|c| c.to_string()).collect(),
+            layers: vec![(8, 1), (16, 2)],
+            test_accuracy: None,
+        };
+        FeatureNet::new(config, &device)
+    };
+    let real = toy_data().images;
+    let eval = std::sync::Arc::new(TrainingEval::new(net(2), &real, 2, 6, &device).unwrap());
+    let dir = root.path().join("student");
+    let run = |its: u64, resume: bool, eval: std::sync::Arc<TrainingEval>| {
+        let mut events = Vec::new();
+        let result = distill(
+            &teacher,
+            &set,
+            &DistillOptions {
+                history_layers: 1,
+                loss: Default::default(),
+                train: options(its),
+            },
+            &RunDir {
+                eval: Some(eval),
+                ..run_dir(&dir, resume)
+            },
+            &device,
+            JobHooks {
+                stop: &AtomicBool::new(false),
+                on_event: &mut |e| events.push(e),
+            },
+        );
+        (result, events)
+    };
+    let (result, events) = run(3, false, eval.clone());
+    result.unwrap();
+    let scored: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Eval(p) => Some(p.iteration),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        scored,
+        vec![0, 2, 3],
+        "the start, every 2 iterations, the end"
+    );
+    let log = read_eval_log(&dir.join(EVAL_LOG)).unwrap();
+    assert_eq!(log.iter().map(|p| p.iteration).collect::<Vec<_>>(), scored);
+    assert!(log[0].loss.is_none() && log[1].loss.unwrap() > 0.0);
+    for p in &log {
+        for s in [p.ema, p.raw] {
+            assert!(s.fid.is_finite() && s.fid >= 0.0, "{p:?}");
+            assert!((0.0..=1.0).contains(&s.class_agreement), "{p:?}");
+        }
+        assert_eq!(p.samples, 6);
+    }
+    assert_ne!(
+        log[2].ema, log[2].raw,
+        "the EMA and the live weights are scored apart"
+    );
+    // Resumed to 4 iterations: the log keeps its points and adds the new end, once each.
+    run(4, true, eval).0.unwrap();
+    let log = read_eval_log(&dir.join(EVAL_LOG)).unwrap();
+    assert_eq!(
+        log.iter().map(|p| p.iteration).collect::<Vec<_>>(),
+        vec![0, 2, 3, 4]
+    );
+    // A feature network for other classes is refused before any training.
+    let wrong = std::sync::Arc::new(TrainingEval::new(net(3), &real, 2, 6, &device).unwrap());
+    let err = run(6, true, wrong).0.unwrap_err().to_string();
+    assert!(err.contains("classes"), "{err}");
 }
 
 fn assert_ard_close(a: &HostTensor, b: &HostTensor) {
@@ -351,6 +448,7 @@ fn a_teacher_learns_the_toy_classes() {
         ema_decay: 0.95,
         grad_clip: 1.0,
         seed: 3,
+        lr_schedule: LrSchedule::Constant,
     };
     train_teacher(
         &toy_data(),

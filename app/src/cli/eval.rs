@@ -19,8 +19,10 @@ pub(super) struct EvalArgs {
     /// Students to compare, comma-separated.
     #[arg(long, value_delimiter = ',')]
     students: Vec<PathBuf>,
-    #[arg(long = "feature-net")]
-    feature_net: PathBuf,
+    /// Feature networks, comma-separated: the first makes the main table, each further one
+    /// judges the same samples again (a second opinion on the ranking).
+    #[arg(long = "feature-net", value_delimiter = ',', required = true)]
+    feature_net: Vec<PathBuf>,
     /// Real images: `fashion-mnist` (test split), IDX folder or ImageFolder tree.
     #[arg(long, default_value = DEFAULT_DATASET)]
     data: String,
@@ -30,6 +32,10 @@ pub(super) struct EvalArgs {
     samples: usize,
     #[command(flatten)]
     ddim: DdimArgs,
+    /// Also sample the teacher with this many DDIM steps (same guidance), in a row after the
+    /// students: the floor a K-step student must beat.
+    #[arg(long = "floor-steps")]
+    floor_steps: Option<usize>,
     /// Write the results as JSON here (and as Markdown beside it, `.md`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -39,7 +45,11 @@ pub(super) struct EvalArgs {
 
 pub(super) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let (choice, device) = args.device.choose()?;
-    let net = FeatureNet::load(&args.feature_net, &device)?;
+    let nets: Vec<FeatureNet> = args
+        .feature_net
+        .iter()
+        .map(|p| FeatureNet::load(p, &device))
+        .collect::<Result<_, _>>()?;
     let mut models = vec![LoadedModel::load(
         &args.teacher,
         &LoadOptions::default(),
@@ -52,12 +62,19 @@ pub(super) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let channels = models[0].meta.dit.in_channels;
     let real = load_dataset(&args.data, size, channels, Split::Test)?;
     let ddim = args.ddim.options(false);
+    let floor = args
+        .floor_steps
+        .map(|steps| ard_engine::diffusion::DdimOptions {
+            steps,
+            ..ddim.clone()
+        });
     let mut report = evaluate(
         &models,
         &real.images,
-        &net,
+        &nets,
         args.samples,
         &ddim,
+        floor.as_ref(),
         &device,
         |row| {
             eprintln!(

@@ -270,5 +270,14 @@ fn print_event(log_every: u64) -> impl FnMut(JobEvent) {
         JobEvent::Samples { path, .. } => eprintln!("samples: {}", path.display()),
         JobEvent::Finished { path } => eprintln!("done: {}", path.display()),
         JobEvent::Stopped { iteration } => eprintln!("stopped at iteration {iteration}"),
+        JobEvent::Eval(p) => eprintln!(
+            "eval at iteration {}: EMA FID {:.2}, class agreement {:.1}%; raw FID {:.2}, {:.1}% ({} samples)",
+            p.iteration,
+            p.ema.fid,
+            100.0 * p.ema.class_agreement,
+            p.raw.fid,
+            100.0 * p.raw.class_agreement,
+            p.samples
+        ),
     }
 }

@@ -2,18 +2,23 @@
 //! defaults are the engine's [`TeacherOptions`], [`DistillOptions`] and feature-net defaults.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Result, bail};
+use ard_engine::Device;
 use ard_engine::data::{
     DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE, Split, load as load_dataset,
 };
 use ard_engine::distill::TrajectorySet;
-use ard_engine::eval::{feature_net_training, train_feature_net};
-use ard_engine::model::{LoadOptions, LoadedModel, Model};
+use ard_engine::eval::{
+    DEFAULT_LAYERS, SECOND_OPINION_LAYERS, TrainingEval, feature_net_training, train_feature_net,
+};
+use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
-    CHECKPOINT_EVERY, DistillOptions, JobHooks, RunDir, SAMPLE_EVERY, TeacherOptions, TrainOptions,
-    distill, train_teacher,
+    CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions,
+    EVAL_EVERY, JobHooks, LrSchedule, RunDir, SAMPLE_EVERY, TRAINING_EVAL_SAMPLES, TeacherOptions,
+    TrainOptions, distill, train_teacher,
 };
 use clap::Args;
 
@@ -35,6 +40,18 @@ macro_rules! train_args {
             batch: usize,
             #[arg(long, default_value_t = $defaults.lr)]
             lr: f64,
+            /// constant, or cosine (a linear warm-up, then a half cosine down to
+            /// --final-lr-fraction × lr).
+            #[arg(long = "lr-schedule", value_enum,
+                  default_value_t = ScheduleKind::of(&$defaults.lr_schedule))]
+            lr_schedule: ScheduleKind,
+            /// Warm-up iterations of the cosine schedule.
+            #[arg(long, default_value_t = ScheduleKind::warmup_of(&$defaults.lr_schedule))]
+            warmup: u64,
+            /// Where the cosine schedule ends, as a fraction of --lr.
+            #[arg(long = "final-lr-fraction",
+                  default_value_t = ScheduleKind::final_of(&$defaults.lr_schedule))]
+            final_lr_fraction: f64,
             /// EMA decay of the weights (warmed up as min(decay, (1+i)/(10+i))).
             #[arg(long, default_value_t = $defaults.ema_decay)]
             ema: f64,
@@ -67,6 +84,7 @@ macro_rules! train_args {
                     ema_decay: self.ema,
                     grad_clip: self.grad_clip,
                     seed: self.seed,
+                    lr_schedule: self.lr_schedule.schedule(self.warmup, self.final_lr_fraction),
                 }
             }
 
@@ -82,6 +100,72 @@ macro_rules! train_args {
     };
 }
 
+/// `--lr-schedule`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleKind {
+    Constant,
+    Cosine,
+}
+
+impl ScheduleKind {
+    fn of(s: &LrSchedule) -> Self {
+        match s {
+            LrSchedule::Constant => Self::Constant,
+            LrSchedule::Cosine { .. } => Self::Cosine,
+        }
+    }
+
+    fn warmup_of(s: &LrSchedule) -> u64 {
+        match s {
+            LrSchedule::Cosine { warmup, .. } => *warmup,
+            LrSchedule::Constant => COSINE_WARMUP,
+        }
+    }
+
+    fn final_of(s: &LrSchedule) -> f64 {
+        match s {
+            LrSchedule::Cosine { final_fraction, .. } => *final_fraction,
+            LrSchedule::Constant => COSINE_FINAL_FRACTION,
+        }
+    }
+
+    fn schedule(self, warmup: u64, final_fraction: f64) -> LrSchedule {
+        match self {
+            Self::Constant => LrSchedule::Constant,
+            Self::Cosine => LrSchedule::Cosine {
+                warmup,
+                final_fraction,
+            },
+        }
+    }
+}
+
+/// `--loss`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossKind {
+    Mse,
+    PseudoHuber,
+    L1,
+}
+
+impl LossKind {
+    fn of(l: DistillLoss) -> Self {
+        match l {
+            DistillLoss::Mse => Self::Mse,
+            DistillLoss::PseudoHuber => Self::PseudoHuber,
+            DistillLoss::L1 => Self::L1,
+        }
+    }
+
+    fn loss(self) -> DistillLoss {
+        match self {
+            Self::Mse => DistillLoss::Mse,
+            Self::PseudoHuber => DistillLoss::PseudoHuber,
+            Self::L1 => DistillLoss::L1,
+        }
+    }
+}
+
 train_args!(TeacherTrainArgs, TeacherOptions::default().train);
 train_args!(DistillTrainArgs, DistillOptions::default().train);
 
@@ -89,10 +173,54 @@ fn teacher_defaults() -> TeacherOptions {
     TeacherOptions::default()
 }
 
+/// Evaluation during training (`eval.jsonl` in the run directory).
+#[derive(Args, Clone)]
+pub struct EvalDuringArgs {
+    /// Feature network (from `ard train-features`): with it, the run scores its EMA and raw
+    /// weights (FID, class agreement) every --eval-every iterations.
+    #[arg(long = "feature-net")]
+    feature_net: Option<PathBuf>,
+    #[arg(long = "eval-every", default_value_t = EVAL_EVERY, value_parser = positive_u64)]
+    eval_every: u64,
+    /// Samples per model and evaluation point.
+    #[arg(long = "eval-samples", default_value_t = TRAINING_EVAL_SAMPLES, value_parser = positive)]
+    eval_samples: usize,
+    /// Real images for the evaluation (their test split).
+    #[arg(long = "eval-data", default_value = DEFAULT_DATASET)]
+    eval_data: String,
+}
+
+impl EvalDuringArgs {
+    /// The evaluation these flags ask for, of models like those of `meta`.
+    fn load(&self, meta: &ModelMeta, device: &Device) -> Result<Option<Arc<TrainingEval>>> {
+        let Some(net) = &self.feature_net else {
+            return Ok(None);
+        };
+        let ev = TrainingEval::load(
+            net,
+            &self.eval_data,
+            meta,
+            self.eval_every,
+            self.eval_samples,
+            device,
+        )?;
+        Ok(Some(Arc::new(ev)))
+    }
+}
+
+fn positive_u64(s: &str) -> std::result::Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a whole number > 0, got {s:?}")),
+    }
+}
+
 #[derive(Args)]
 pub struct TrainTeacherArgs {
     #[command(flatten)]
     train: TeacherTrainArgs,
+    #[command(flatten)]
+    eval: EvalDuringArgs,
     /// `fashion-mnist` (Debian's dataset-fashion-mnist), a folder of IDX files, or an
     /// ImageFolder tree (one sub-folder per class).
     #[arg(long, default_value = DEFAULT_DATASET)]
@@ -134,6 +262,8 @@ impl TrainTeacherArgs {
 pub struct DistillArgs {
     #[command(flatten)]
     train: DistillTrainArgs,
+    #[command(flatten)]
+    eval: EvalDuringArgs,
     #[arg(long)]
     teacher: PathBuf,
     /// Attention heads of a teacher file without ARD Studio metadata.
@@ -145,6 +275,10 @@ pub struct DistillArgs {
     /// Trajectory set directory (from `ard trajectories`).
     #[arg(long)]
     trajectories: PathBuf,
+    /// Distance between each step's output and its anchor: mse (the paper's), pseudo-huber
+    /// (iCT's) or l1.
+    #[arg(long, value_enum, default_value_t = LossKind::of(DistillOptions::default().loss))]
+    loss: LossKind,
 }
 
 impl DistillArgs {
@@ -152,6 +286,7 @@ impl DistillArgs {
     pub fn options(&self) -> DistillOptions {
         DistillOptions {
             history_layers: self.history_layers,
+            loss: self.loss.loss(),
             train: self.train.options(),
         }
     }
@@ -181,8 +316,28 @@ pub(super) struct TrainFeaturesArgs {
     lr: f64,
     #[arg(long, default_value_t = feature_net_training().seed)]
     seed: u64,
+    /// The network's layers: `default` (five convolutions, 128-d features) or `second-opinion`
+    /// (four wider ones, 192-d), a differently built network to check a ranking with.
+    #[arg(long, value_enum, default_value_t = FeatureArch::Default)]
+    arch: FeatureArch,
     #[arg(long)]
     device: Option<String>,
+}
+
+/// `--arch`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum FeatureArch {
+    Default,
+    SecondOpinion,
+}
+
+impl FeatureArch {
+    fn layers(self) -> &'static [(usize, usize)] {
+        match self {
+            Self::Default => &DEFAULT_LAYERS,
+            Self::SecondOpinion => &SECOND_OPINION_LAYERS,
+        }
+    }
 }
 
 /// Every training default, as `ard defaults` prints it.
@@ -210,11 +365,16 @@ pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
         data.class_names.len(),
         data.fingerprint()
     );
+    let mut run = args.train.run_dir();
+    let options = args.options();
+    let dit = options.architecture(data.image_size(), data.channels(), data.class_names.len());
+    let meta = ModelMeta::pixel_teacher(dit, Some(data.class_names.clone()));
+    run.eval = args.eval.load(&meta, &device)?;
     let stop = AtomicBool::new(false);
     train_teacher(
         &data,
-        &args.options(),
-        &args.train.run_dir(),
+        &options,
+        &run,
         &device,
         JobHooks {
             stop: &stop,
@@ -247,12 +407,14 @@ pub(super) fn distill_cmd(args: DistillArgs) -> Result<()> {
         set.manifest.anchors.len(),
         args.history_layers
     );
+    let mut run = args.train.run_dir();
+    run.eval = args.eval.load(&teacher.meta, &device)?;
     let stop = AtomicBool::new(false);
     distill(
         &teacher,
         &set,
         &args.options(),
-        &args.train.run_dir(),
+        &run,
         &device,
         JobHooks {
             stop: &stop,
@@ -280,16 +442,23 @@ pub(super) fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
     };
     let start = std::time::Instant::now();
     let total = args.iterations;
-    let net = train_feature_net(&train, &test, &options, &device, |i, loss| {
-        if i % 50 == 0 || i == total {
-            let el = start.elapsed().as_secs_f64();
-            eprintln!(
-                "iter {i}/{total}  loss {loss:.4}  elapsed {}  eta {}",
-                fmt_secs(el),
-                fmt_secs(el * (total - i) as f64 / i as f64)
-            );
-        }
-    })?;
+    let net = train_feature_net(
+        &train,
+        &test,
+        args.arch.layers(),
+        &options,
+        &device,
+        |i, loss| {
+            if i % 50 == 0 || i == total {
+                let el = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "iter {i}/{total}  loss {loss:.4}  elapsed {}  eta {}",
+                    fmt_secs(el),
+                    fmt_secs(el * (total - i) as f64 / i as f64)
+                );
+            }
+        },
+    )?;
     net.save(&args.out)?;
     eprintln!(
         "test accuracy {:.2}% on {} images; wrote {}",

@@ -6,9 +6,15 @@ use std::path::PathBuf;
 
 use ard_engine::data::{DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE};
 use ard_engine::distill::TrajectoryOptions;
+use ard_engine::eval::EvalPoint;
 use ard_engine::model::LoadOptions;
-use ard_engine::studio::{Phase, Request, TeacherSource, TrainingEvent, TrainingRequest};
-use ard_engine::train::{DistillOptions, SAMPLE_EVERY, TeacherOptions};
+use ard_engine::studio::{
+    EvalRequest, Phase, Request, TeacherSource, TrainingEvent, TrainingRequest,
+};
+use ard_engine::train::{
+    COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions, LrSchedule, SAMPLE_EVERY,
+    TeacherOptions,
+};
 use eframe::egui;
 
 use super::grid_row;
@@ -33,6 +39,11 @@ pub struct TrainingPanel {
     pub trajectories: TrajectoryOptions,
     pub distill: DistillOptions,
     pub preview_every: u64,
+    /// Score the student along the way (FID, class agreement) with this feature network.
+    pub evaluate: bool,
+    pub eval: EvalRequest,
+    /// The feature network's path as typed (`eval.feature_net` once a run starts).
+    pub feature_net: String,
     pub run_dir: String,
     pub running: bool,
     pub status: String,
@@ -40,6 +51,9 @@ pub struct TrainingPanel {
     /// (iteration, loss) per phase.
     pub losses: [Vec<[f64; 2]>; 3],
     pub preview: Option<(String, egui::TextureHandle)>,
+    /// The run's evaluation points, and why there are none when the engine could not score.
+    pub eval_points: Vec<EvalPoint>,
+    pub eval_note: Option<String>,
     /// The distilled student once a run finishes.
     pub result: Option<PathBuf>,
 }
@@ -62,7 +76,55 @@ fn fmt_eta(s: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+fn loss_name(l: DistillLoss) -> &'static str {
+    match l {
+        DistillLoss::Mse => "MSE",
+        DistillLoss::PseudoHuber => "pseudo-Huber",
+        DistillLoss::L1 => "L1",
+    }
+}
+
 impl TrainingPanel {
+    /// FID of the EMA and raw weights over the run, and the latest class agreement.
+    fn eval_plot(&self, ui: &mut egui::Ui) {
+        if let Some(note) = &self.eval_note {
+            ui.weak(format!("No evaluation: {note}"));
+        }
+        let Some(last) = self.eval_points.last() else {
+            return;
+        };
+        ui.label(format!(
+            "Iteration {}: FID {:.2} (EMA) / {:.2} (raw), class agreement {:.1}% / {:.1}% on {} samples",
+            last.iteration,
+            last.ema.fid,
+            last.raw.fid,
+            100.0 * last.ema.class_agreement,
+            100.0 * last.raw.class_agreement,
+            last.samples
+        ));
+        let series = |f: fn(&EvalPoint) -> f64| -> Vec<[f64; 2]> {
+            self.eval_points
+                .iter()
+                .map(|p| [p.iteration as f64, f(p)])
+                .collect()
+        };
+        Plot::new("eval")
+            .height(180.0)
+            .legend(Legend::default())
+            .x_axis_label("iteration")
+            .y_axis_label("FID")
+            .show(ui, |plot| {
+                plot.line(Line::new(
+                    "FID (EMA)",
+                    PlotPoints::from(series(|p| p.ema.fid)),
+                ));
+                plot.line(Line::new(
+                    "FID (raw)",
+                    PlotPoints::from(series(|p| p.raw.fid)),
+                ));
+            });
+    }
+
     pub fn new(runs_dir: PathBuf) -> Self {
         Self {
             teacher_file: super::assets_dir()
@@ -75,12 +137,20 @@ impl TrainingPanel {
             trajectories: TrajectoryOptions::default(),
             distill: DistillOptions::default(),
             preview_every: SAMPLE_EVERY,
+            evaluate: true,
+            eval: EvalRequest::new(PathBuf::new(), DEFAULT_DATASET),
+            feature_net: super::assets_dir()
+                .join("feature_net.safetensors")
+                .display()
+                .to_string(),
             run_dir: runs_dir.join("studio-run").display().to_string(),
             running: false,
             status: String::new(),
             progress: Default::default(),
             losses: Default::default(),
             preview: None,
+            eval_points: Vec::new(),
+            eval_note: None,
             result: None,
         }
     }
@@ -106,6 +176,10 @@ impl TrainingPanel {
             trajectories: self.trajectories.clone(),
             distill: self.distill.clone(),
             preview_every: self.preview_every,
+            eval: self.evaluate.then(|| EvalRequest {
+                feature_net: PathBuf::from(&self.feature_net),
+                ..self.eval.clone()
+            }),
         }
     }
 
@@ -177,6 +251,11 @@ impl TrainingPanel {
                     PHASE_NAMES[index(phase)].to_lowercase()
                 );
             }
+            TrainingEvent::Eval { point, .. } => {
+                self.eval_points.retain(|p| p.iteration < point.iteration);
+                self.eval_points.push(point);
+            }
+            TrainingEvent::EvalUnavailable { reason } => self.eval_note = Some(reason),
             TrainingEvent::Failed { message } => {
                 self.running = false;
                 self.status = format!("failed: {message}");
@@ -291,12 +370,65 @@ impl TrainingPanel {
                             .speed(1e-5)
                             .range(1e-6..=1e-2),
                     );
+                    let mut cosine =
+                        matches!(self.distill.train.lr_schedule, LrSchedule::Cosine { .. });
+                    let name = ui.label("Cosine schedule");
+                    if ui
+                        .checkbox(&mut cosine, "")
+                        .labelled_by(name.id)
+                        .on_hover_text(
+                            "Warm-up, then a half cosine down to a small fraction of the rate",
+                        )
+                        .changed()
+                    {
+                        self.distill.train.lr_schedule = if cosine {
+                            LrSchedule::Cosine {
+                                warmup: COSINE_WARMUP,
+                                final_fraction: COSINE_FINAL_FRACTION,
+                            }
+                        } else {
+                            LrSchedule::Constant
+                        };
+                    }
+                    ui.end_row();
+                    let name = ui.label("Loss");
+                    egui::ComboBox::from_id_salt("distill loss")
+                        .selected_text(loss_name(self.distill.loss))
+                        .show_ui(ui, |ui| {
+                            for l in [DistillLoss::Mse, DistillLoss::PseudoHuber, DistillLoss::L1] {
+                                ui.selectable_value(&mut self.distill.loss, l, loss_name(l));
+                            }
+                        })
+                        .response
+                        .labelled_by(name.id);
+                    ui.end_row();
                     grid_row(
                         ui,
                         "Preview every",
                         egui::DragValue::new(&mut self.preview_every).range(0..=100_000),
                     );
                 });
+            ui.checkbox(
+                &mut self.evaluate,
+                "Evaluate while distilling (FID, class agreement)",
+            );
+            if self.evaluate {
+                egui::Grid::new("eval form").num_columns(2).show(ui, |ui| {
+                    grid_row(
+                        ui,
+                        "Evaluate every",
+                        egui::DragValue::new(&mut self.eval.every).range(1..=1_000_000),
+                    );
+                    grid_row(
+                        ui,
+                        "Samples",
+                        egui::DragValue::new(&mut self.eval.samples).range(2..=100_000),
+                    );
+                });
+                let name = ui.label("Feature network");
+                ui.text_edit_singleline(&mut self.feature_net)
+                    .labelled_by(name.id);
+            }
             let name = ui.label("Run folder (the same folder resumes)");
             ui.text_edit_singleline(&mut self.run_dir)
                 .labelled_by(name.id);
@@ -313,6 +445,8 @@ impl TrainingPanel {
             } else if ui.button("Start / resume").clicked() {
                 self.running = true;
                 self.result = None;
+                self.eval_points.clear();
+                self.eval_note = None;
                 self.status = "starting…".into();
                 request = Some(Request::StartTraining(Box::new(self.request())));
             }
@@ -366,6 +500,7 @@ impl TrainingPanel {
                     }
                 }
             });
+        self.eval_plot(ui);
         if let Some((caption, texture)) = &self.preview {
             ui.label(caption);
             let size = texture.size_vec2();

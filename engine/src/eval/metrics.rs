@@ -194,6 +194,27 @@ pub struct EvalRow {
     pub precision: f64,
     pub recall: f64,
     pub samples: usize,
+    /// FID of each half of the samples (sample `i` goes to half `i % 2`): how far FID moves
+    /// with the noises at half the sample count, an upper bound on its spread at the full count.
+    #[serde(default)]
+    pub fid_halves: Option<[f64; 2]>,
+    /// The student's N (none for the teacher's rows).
+    #[serde(default)]
+    pub history_layers: Option<usize>,
+}
+
+impl EvalRow {
+    /// The larger distance from the FID of either half to their mean.
+    pub fn fid_spread(&self) -> Option<f64> {
+        self.fid_halves.map(|[a, b]| (a - b).abs() / 2.0)
+    }
+}
+
+/// The same samples judged by another feature network.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OtherNetReport {
+    pub feature_net_test_accuracy: f64,
+    pub rows: Vec<EvalRow>,
 }
 
 /// The whole evaluation.
@@ -203,36 +224,68 @@ pub struct EvalReport {
     pub feature_net_test_accuracy: f64,
     pub reference_images: usize,
     pub device: String,
+    /// The table again under each further feature network (`ard eval --feature-net A,B`).
+    #[serde(default)]
+    pub other_nets: Vec<OtherNetReport>,
+}
+
+/// The Markdown table of `rows`.
+fn rows_markdown(rows: &[EvalRow]) -> String {
+    let mut s = String::from(
+        "| model | FID | FID degradation | FID spread (halves) | class agreement | KID ×10³ | precision | recall | GFLOPs / image | ms / image |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {:.2} | {:+.2} | {} | {:.1}% | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
+            r.model,
+            r.fid,
+            r.fid_degradation,
+            r.fid_spread().map_or("–".into(), |v| format!("±{v:.2}")),
+            100.0 * r.class_agreement,
+            1e3 * r.kid,
+            r.precision,
+            r.recall,
+            r.gflops,
+            r.ms_per_image
+        );
+    }
+    s
 }
 
 impl EvalReport {
     pub fn markdown(&self) -> String {
-        let mut s = String::from(
-            "| model | FID | FID degradation | class agreement | KID ×10³ | precision | recall | GFLOPs / image | ms / image |\n|---|---|---|---|---|---|---|---|---|\n",
-        );
-        for r in &self.rows {
-            s += &format!(
-                "| {} | {:.2} | {:+.2} | {:.1}% | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
-                r.model,
-                r.fid,
-                r.fid_degradation,
-                100.0 * r.class_agreement,
-                1e3 * r.kid,
-                r.precision,
-                r.recall,
-                r.gflops,
-                r.ms_per_image
-            );
-        }
+        let mut s = rows_markdown(&self.rows);
         s += &format!(
-            "\nFeature network accuracy on the {} test images: {:.1}%. {} samples per model, {}.\n",
+            "\nFeature network accuracy on the {} test images: {:.1}%. {} samples per model, {}. The ratio of the students' FID degradations: {}.\n",
             self.reference_images,
             100.0 * self.feature_net_test_accuracy,
             self.rows.first().map_or(0, |r| r.samples),
-            self.device
+            self.device,
+            degradation_ratio(&self.rows).map_or("–".into(), |r| format!("{r:.2}"))
         );
+        for other in &self.other_nets {
+            s += &format!(
+                "\nThe same samples under a second feature network ({:.1}% test accuracy):\n\n",
+                100.0 * other.feature_net_test_accuracy
+            );
+            s += &rows_markdown(&other.rows);
+            s += &format!(
+                "\nThe ratio of the students' FID degradations: {}.\n",
+                degradation_ratio(&other.rows).map_or("–".into(), |r| format!("{r:.2}"))
+            );
+        }
         s
     }
+}
+
+/// The step-distillation baseline's FID degradation over the (first) ARD student's, when the
+/// table has both: the paper's headline ratio (7.36 / 1.43 ≈ 5 on ImageNet).
+pub fn degradation_ratio(rows: &[EvalRow]) -> Option<f64> {
+    let ard = rows
+        .iter()
+        .find(|r| r.history_layers.is_some_and(|n| n > 0))?;
+    let base = rows.iter().find(|r| r.history_layers == Some(0))?;
+    Some(base.fid_degradation / ard.fid_degradation)
 }
 
 /// A model's name in the table.
@@ -289,47 +342,86 @@ pub fn generate_samples(
 /// Samples per model in `ard eval` (as many as the Fashion-MNIST test split has images).
 pub const EVAL_SAMPLES: usize = 10_000;
 
-/// Evaluates `models` (the teacher first) against the `real` images.
+/// Rows `i` with `i % 2 == half`.
+fn half_rows(t: &HostTensor, half: usize) -> HostTensor {
+    let idx: Vec<usize> = (half..t.shape[0]).step_by(2).collect();
+    t.rows(&idx)
+}
+
+/// Evaluates `models` (the teacher first) against the `real` images, under each of `nets`
+/// (the first makes the report's main table; every model's samples are drawn once). With
+/// `floor`, the teacher is also sampled with those DDIM options (e.g. 4 steps: what a user gets
+/// without distillation), in a row after the students.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     models: &[LoadedModel],
     real: &HostTensor,
-    net: &FeatureNet,
+    nets: &[FeatureNet],
     samples: usize,
     ddim: &DdimOptions,
+    floor: Option<&DdimOptions>,
     device: &Device,
     mut on_model: impl FnMut(&EvalRow),
 ) -> Result<EvalReport> {
-    let (real_feats, _) = features_and_logits(net, real, device)?;
-    let mut rows: Vec<EvalRow> = Vec::new();
-    for m in models {
+    if nets.is_empty() {
+        return Err(crate::error::EngineError::Input(
+            "evaluation needs a feature network".into(),
+        ));
+    }
+    let real_feats: Vec<HostTensor> = nets
+        .iter()
+        .map(|net| features_and_logits(net, real, device).map(|(f, _)| f))
+        .collect::<Result<_>>()?;
+    let mut tables: Vec<Vec<EvalRow>> = vec![Vec::new(); nets.len()];
+    let runs = models
+        .iter()
+        .map(|m| (m, ddim))
+        .chain(floor.and_then(|f| models.first().map(|t| (t, f))));
+    for (m, ddim) in runs {
         let (images, labels, ms) = generate_samples(m, samples, 100, ddim, 2024, device)?;
-        let (feats, logits) = features_and_logits(net, &images, device)?;
-        let fid = frechet_distance(&feats, &real_feats);
-        let (precision, recall) = precision_recall(&real_feats, &feats, device)?;
         let flops = match (&m.model, &m.meta.student) {
             (Model::Student(_), Some(s)) => student_flops(&m.meta.dit, s),
             _ => ddim_flops(&m.meta.dit, ddim.steps, ddim.cfg_scale != 1.0),
         };
-        let row = EvalRow {
-            model: model_label(m, ddim),
-            fid,
-            fid_degradation: fid - rows.first().map_or(fid, |t| t.fid),
-            class_agreement: accuracy(&logits, &labels),
-            gflops: flops / 1e9,
-            ms_per_image: ms,
-            kid: kid(&feats, &real_feats),
-            precision,
-            recall,
-            samples,
-        };
-        on_model(&row);
-        rows.push(row);
+        for ((net, real_feats), rows) in nets.iter().zip(&real_feats).zip(tables.iter_mut()) {
+            let (feats, logits) = features_and_logits(net, &images, device)?;
+            let fid = frechet_distance(&feats, real_feats);
+            let (precision, recall) = precision_recall(real_feats, &feats, device)?;
+            let fid_halves = (samples >= 4)
+                .then(|| [0, 1].map(|h| frechet_distance(&half_rows(&feats, h), real_feats)));
+            let row = EvalRow {
+                model: model_label(m, ddim),
+                fid,
+                fid_degradation: fid - rows.first().map_or(fid, |t| t.fid),
+                class_agreement: accuracy(&logits, &labels),
+                gflops: flops / 1e9,
+                ms_per_image: ms,
+                kid: kid(&feats, real_feats),
+                precision,
+                recall,
+                samples,
+                fid_halves,
+                history_layers: m.meta.student.as_ref().map(|s| s.history_layers),
+            };
+            rows.push(row);
+        }
+        on_model(tables[0].last().expect("a row per model"));
     }
+    let mut tables = tables.into_iter();
+    let accuracy_of = |net: &FeatureNet| net.config.test_accuracy.unwrap_or(f64::NAN);
     Ok(EvalReport {
-        rows,
-        feature_net_test_accuracy: net.config.test_accuracy.unwrap_or(f64::NAN),
+        rows: tables.next().expect("one net at least"),
+        feature_net_test_accuracy: accuracy_of(&nets[0]),
         reference_images: real.shape[0],
         device: String::new(),
+        other_nets: nets[1..]
+            .iter()
+            .zip(tables)
+            .map(|(net, rows)| OtherNetReport {
+                feature_net_test_accuracy: accuracy_of(net),
+                rows,
+            })
+            .collect(),
     })
 }
 

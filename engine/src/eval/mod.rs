@@ -1,7 +1,10 @@
-//! Evaluation: the feature network and the metrics computed in its feature space.
+//! Evaluation: the feature network, the metrics computed in its feature space, and the
+//! evaluation points a training run records as it goes.
 
 pub(crate) mod feature_net;
 pub(crate) mod metrics;
+pub(crate) mod monitor;
 
 pub use feature_net::*;
 pub use metrics::*;
+pub use monitor::*;

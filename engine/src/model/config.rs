@@ -331,6 +331,19 @@ pub struct ModelMeta {
     pub clip_denoised: bool,
 }
 
+impl ModelMeta {
+    /// A pixel-space teacher (its x0 predictions clamped to [−1, 1]) with these class names.
+    pub fn pixel_teacher(dit: DitConfig, class_names: Option<Vec<String>>) -> Self {
+        Self {
+            kind: ModelKind::Teacher,
+            dit,
+            student: None,
+            class_names,
+            clip_denoised: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,9 @@ use image::RgbImage;
 
 use crate::model::config::ModelKind;
 use crate::model::loaded::LoadOptions;
-pub use crate::train::pipeline::{Phase, TeacherSource, TrainingEvent, TrainingRequest};
+pub use crate::train::pipeline::{
+    EvalRequest, Phase, TeacherSource, TrainingEvent, TrainingRequest,
+};
 
 /// What the app asks of the engine.
 #[derive(Clone, Debug)]

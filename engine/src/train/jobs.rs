@@ -2,6 +2,7 @@
 //! training a teacher and distilling a student. The CLI prints their events; the app plots them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_b
 use crate::distill::loss::distill_loss;
 use crate::distill::trajectories::TrajectorySet;
 use crate::error::{EngineError, Result};
+use crate::eval::monitor::{EVAL_LOG, EvalPoint, TrainingEval, read_eval_log, write_eval_log};
 use crate::io::host::seeded_noise;
 use crate::io::preview::{save_png, step_strip};
 use crate::io::weights::Storage;
@@ -38,6 +40,8 @@ pub struct RunDir {
     pub sample_every: u64,
     /// Continue from `dir/checkpoint.safetensors` when it exists.
     pub resume: bool,
+    /// Score the EMA and raw weights along the way (`eval.jsonl`), when given.
+    pub eval: Option<Arc<TrainingEval>>,
 }
 
 impl RunDir {
@@ -48,6 +52,7 @@ impl RunDir {
             checkpoint_every: CHECKPOINT_EVERY,
             sample_every: SAMPLE_EVERY,
             resume: true,
+            eval: None,
         }
     }
 
@@ -77,6 +82,8 @@ pub enum JobEvent {
         iteration: u64,
         path: PathBuf,
     },
+    /// An evaluation point (also appended to the run's `eval.jsonl`).
+    Eval(EvalPoint),
     /// The EMA weights, written as a model file.
     Finished {
         path: PathBuf,
@@ -113,6 +120,49 @@ fn drive<M: burn::module::Module>(
         }
         .save(&out_path, Storage::F32)
     };
+    let mut points = match &run.eval {
+        Some(ev) => {
+            ev.check(meta)?;
+            let mut points = read_eval_log(&run.dir.join(EVAL_LOG))?;
+            points.retain(|p| p.iteration <= trainer.iteration);
+            points
+        }
+        None => Vec::new(),
+    };
+    // Scores the run's weights now and records the point.
+    let evaluate = |ev: &TrainingEval,
+                    trainer: &Trainer<M>,
+                    points: &mut Vec<EvalPoint>|
+     -> Result<JobEvent> {
+        let i = trainer.iteration;
+        let since = points.last().map_or(0, |p| p.iteration);
+        let recent: Vec<f64> = trainer
+            .losses
+            .iter()
+            .filter(|(it, _)| *it >= since && *it < i)
+            .map(|(_, l)| *l as f64)
+            .collect();
+        let as_model = |m: &M| LoadedModel {
+            model: ema_model(m),
+            meta: meta.clone(),
+        };
+        let point = EvalPoint {
+            iteration: i,
+            loss: (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64),
+            ema: ev.scores(&as_model(&trainer.ema))?,
+            raw: ev.scores(&as_model(&trainer.model.valid()))?,
+            samples: ev.samples,
+        };
+        points.retain(|p| p.iteration < i);
+        points.push(point.clone());
+        write_eval_log(&run.dir.join(EVAL_LOG), points)?;
+        Ok(JobEvent::Eval(point))
+    };
+    if let Some(ev) = &run.eval
+        && points.is_empty()
+    {
+        on_event(evaluate(ev, trainer, &mut points)?);
+    }
     let start = Instant::now();
     let first = trainer.iteration;
     while !trainer.done() {
@@ -153,6 +203,11 @@ fn drive<M: burn::module::Module>(
                 &path,
             )?;
             on_event(JobEvent::Samples { iteration: i, path });
+        }
+        if let Some(ev) = &run.eval
+            && ev.due(i, trainer.done())
+        {
+            on_event(evaluate(ev, trainer, &mut points)?);
         }
     }
     on_event(JobEvent::Finished {
@@ -215,13 +270,7 @@ pub fn train_teacher(
             Model::Student(_) => unreachable!(),
         }
     };
-    let meta = ModelMeta {
-        kind: crate::model::config::ModelKind::Teacher,
-        dit: dit.clone(),
-        student: None,
-        class_names: Some(data.class_names.clone()),
-        clip_denoised: true,
-    };
+    let meta = ModelMeta::pixel_teacher(dit.clone(), Some(data.class_names.clone()));
     let mut trainer = if run.resume && run.checkpoint().exists() {
         let stored = checkpoint_meta(&run.checkpoint())?;
         if stored.dit != *dit {
@@ -274,7 +323,7 @@ pub fn distill(
     device: &Device,
     hooks: JobHooks,
 ) -> Result<PathBuf> {
-    let (history_layers, options) = (distill.history_layers, &distill.train);
+    let (history_layers, options, loss) = (distill.history_layers, &distill.train, distill.loss);
     let steps = set.manifest.anchors.len();
     let mut student_cfg = StudentConfig::new(steps, history_layers);
     student_cfg.anchors = set.manifest.anchors.clone();
@@ -339,7 +388,7 @@ pub fn distill(
                     let idx = &idx[rows];
                     let anchors: Vec<_> = set.anchors.iter().map(|a| a.rows(idx)).collect();
                     let y: Vec<i64> = idx.iter().map(|&i| set.labels[i]).collect();
-                    distill_loss(model, &set.x_t.rows(idx), &anchors, &y, &train_device)
+                    distill_loss(model, &set.x_t.rows(idx), &anchors, &y, loss, &train_device)
                 },
             )
         },

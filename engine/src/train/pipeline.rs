@@ -11,10 +11,11 @@ use image::RgbImage;
 use crate::data::datasets::{Split, load as load_dataset};
 use crate::distill::trajectories::{TrajectoryOptions, TrajectorySet, write_trajectory_set_until};
 use crate::error::{EngineError, Result};
+use crate::eval::monitor::{EvalPoint, TrainingEval};
 use crate::io::weights::file_fingerprint;
 use crate::model::loaded::{LoadOptions, LoadedModel, Model};
 use crate::train::jobs::{JobEvent, JobHooks, RunDir, distill, train_teacher};
-use crate::train::options::{DistillOptions, TeacherOptions};
+use crate::train::options::{DistillOptions, EVAL_EVERY, TRAINING_EVAL_SAMPLES, TeacherOptions};
 
 /// Where the teacher of a pipeline run comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +43,31 @@ pub struct TrainingRequest {
     pub distill: DistillOptions,
     /// Sample previews every this many iterations.
     pub preview_every: u64,
+    /// Score the student along the way, when given.
+    pub eval: Option<EvalRequest>,
+}
+
+/// Evaluation during the distillation phase: a feature network and the real images it compares
+/// samples with (their test split).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalRequest {
+    pub feature_net: PathBuf,
+    /// `fashion-mnist`, an IDX folder or an ImageFolder tree (read at the teacher's image size).
+    pub data: String,
+    pub every: u64,
+    pub samples: usize,
+}
+
+impl EvalRequest {
+    /// Every [`EVAL_EVERY`] iterations on [`TRAINING_EVAL_SAMPLES`] samples.
+    pub fn new(feature_net: impl Into<PathBuf>, data: impl Into<String>) -> Self {
+        Self {
+            feature_net: feature_net.into(),
+            data: data.into(),
+            every: EVAL_EVERY,
+            samples: TRAINING_EVAL_SAMPLES,
+        }
+    }
 }
 
 impl TrainingRequest {
@@ -53,6 +79,7 @@ impl TrainingRequest {
             trajectories: TrajectoryOptions::default(),
             distill: DistillOptions::default(),
             preview_every: crate::train::options::SAMPLE_EVERY,
+            eval: None,
         }
     }
 }
@@ -91,6 +118,15 @@ pub enum TrainingEvent {
         phase: Phase,
         iteration: u64,
         image: RgbImage,
+    },
+    /// An evaluation point of the run (EMA and raw weights).
+    Eval {
+        phase: Phase,
+        point: EvalPoint,
+    },
+    /// The run goes on without evaluation points, for this reason.
+    EvalUnavailable {
+        reason: String,
     },
     /// The distilled student (EMA weights).
     Finished {
@@ -137,6 +173,7 @@ fn job_forwarder<'a>(phase: Phase, send: &'a dyn Fn(TrainingEvent)) -> impl FnMu
             }
         }
         JobEvent::Stopped { .. } => send(TrainingEvent::Stopped { phase }),
+        JobEvent::Eval(point) => send(TrainingEvent::Eval { phase, point }),
         JobEvent::Checkpoint { .. } | JobEvent::Finished { .. } => {}
     }
 }
@@ -234,11 +271,28 @@ pub fn run_pipeline(
         phase: Phase::Distillation,
     });
     let set = TrajectorySet::load(&trajectories)?;
+    let mut student_dir = run_dir(&format!("student-n{}", req.distill.history_layers));
+    if let Some(e) = &req.eval {
+        let ev = TrainingEval::load(
+            &e.feature_net,
+            &e.data,
+            &teacher.meta,
+            e.every,
+            e.samples,
+            device,
+        );
+        match ev {
+            Ok(ev) => student_dir.eval = Some(std::sync::Arc::new(ev)),
+            Err(e) => send(TrainingEvent::EvalUnavailable {
+                reason: e.to_string(),
+            }),
+        }
+    }
     let student = distill(
         &teacher,
         &set,
         &req.distill,
-        &run_dir(&format!("student-n{}", req.distill.history_layers)),
+        &student_dir,
         device,
         JobHooks {
             stop,

@@ -209,7 +209,8 @@ impl<M: Module> Trainer<M> {
     fn apply(&mut self, mut grads: GradientsParams, loss: f32) -> f32 {
         clip_global_norm(&self.model, &mut grads, self.options.grad_clip);
         let model = self.model.clone();
-        self.model = self.optim.step(self.options.lr, model, grads);
+        let lr = self.options.lr_at(self.iteration);
+        self.model = self.optim.step(lr, model, grads);
         self.update_ema();
         self.losses.push((self.iteration, loss));
         self.iteration += 1;

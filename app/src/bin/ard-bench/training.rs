@@ -16,7 +16,7 @@ use ard_engine::io::seeded_noise;
 use ard_engine::model::{
     DitConfig, InitOptions, Model, StudentConfig, init_teacher, student_from_teacher,
 };
-use ard_engine::train::{TrainOptions, Trainer, train_workers};
+use ard_engine::train::{DistillLoss, TrainOptions, Trainer, train_workers};
 use rand::Rng;
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (USER_HZ = 100).
@@ -142,7 +142,14 @@ fn distill_step(device: &Device, workers: usize, repeats: usize, steps: usize) -
                     let idx = &idx[rows];
                     let targets: Vec<_> = anchors.iter().map(|a| a.rows(idx)).collect();
                     let y: Vec<i64> = idx.iter().map(|&i| (i % 10) as i64).collect();
-                    distill_loss(model, &x_t.rows(idx), &targets, &y, &train)
+                    distill_loss(
+                        model,
+                        &x_t.rows(idx),
+                        &targets,
+                        &y,
+                        DistillLoss::Mse,
+                        &train,
+                    )
                 },
             )
             .unwrap();
