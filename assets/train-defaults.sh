@@ -15,12 +15,13 @@ SEED=${SEED:-0}
 # teacher 8000 iterations at lr 1e-3; 16000 trajectories (25-step DDIM, guidance 1.5, x0 anchors
 # 15/10/5/0); the students N = 2 and N = 0 for 6000 iterations at batch 32, lr 1e-3 on a cosine
 # schedule (200 warm-up iterations, down to 5%), EMA 0.999 (docs/distillation.md); two feature
-# networks of different builds for the metrics. The variables below only override them, for
+# networks of different builds for the metrics (five convolutions, 3000 steps on a cosine
+# schedule; the first networks' three, 1500 steps at a constant rate). The variables below only override them, for
 # shorter or longer runs.
 # Measured per-stage costs on 2 cores (release, CPU, 2026-12-02): 16000 trajectories with two
 # workers 7.5 min; a distillation step (batch 32, one thread) about 0.3 s with both students
-# running side by side (6000 iterations: about 35 min); a feature-network step (batch 128)
-# 0.47 s on both cores.
+# running side by side (6000 iterations: about 42 min); a feature-network step (batch 128)
+# 0.4 s on both cores (3000 steps: about 20 min).
 TEACHER_ITERS=${TEACHER_ITERS:-}
 TRAJECTORIES=${TRAJECTORIES:-}
 DISTILL_ITERS=${DISTILL_ITERS:-}
@@ -40,8 +41,8 @@ features() {
     ard train-features --out "$RUN/feature_net.safetensors" ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} \
       --seed "$SEED"
   [ -f "$RUN/feature_net_2.safetensors" ] || \
-    ard train-features --out "$RUN/feature_net_2.safetensors" ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} \
-      --arch second-opinion --seed $((SEED + 1))
+    ard train-features --out "$RUN/feature_net_2.safetensors" --arch three-conv --iterations 1500 \
+      --lr-schedule constant --seed "$SEED"
 }
 features > "$RUN/features.log" 2>&1 &
 features_job=$!

@@ -26,7 +26,7 @@ def main() -> None:
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     out = Path(sys.argv[1])
-    runs = [arg.split("=", 1) for arg in sys.argv[2:]]
+    runs = [arg.rsplit("=", 1) for arg in sys.argv[2:]]
     fig, (fid, agree, loss) = plt.subplots(1, 3, figsize=(15, 4.2))
     for i, (label, run) in enumerate(runs):
         pts = [p for p in points(Path(run)) if p["iteration"] > 0]

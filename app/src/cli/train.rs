@@ -12,7 +12,7 @@ use ard_engine::data::{
 };
 use ard_engine::distill::TrajectorySet;
 use ard_engine::eval::{
-    DEFAULT_LAYERS, SECOND_OPINION_LAYERS, TrainingEval, feature_net_training, train_feature_net,
+    DEFAULT_LAYERS, LEGACY_LAYERS, TrainingEval, feature_net_training, train_feature_net,
 };
 use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
@@ -316,10 +316,15 @@ pub(super) struct TrainFeaturesArgs {
     lr: f64,
     #[arg(long, default_value_t = feature_net_training().seed)]
     seed: u64,
-    /// The network's layers: `default` (five convolutions, 128-d features) or `second-opinion`
-    /// (four wider ones, 192-d), a differently built network to check a ranking with.
+    /// The network's layers: `default` (five 3×3 convolutions, two per resolution) or
+    /// `three-conv` (the first networks' three, one per resolution): a differently built second
+    /// opinion for `ard eval`.
     #[arg(long, value_enum, default_value_t = FeatureArch::Default)]
     arch: FeatureArch,
+    /// constant, or cosine (a linear warm-up, then a half cosine).
+    #[arg(long = "lr-schedule", value_enum,
+          default_value_t = ScheduleKind::of(&feature_net_training().lr_schedule))]
+    lr_schedule: ScheduleKind,
     #[arg(long)]
     device: Option<String>,
 }
@@ -328,14 +333,14 @@ pub(super) struct TrainFeaturesArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum FeatureArch {
     Default,
-    SecondOpinion,
+    ThreeConv,
 }
 
 impl FeatureArch {
     fn layers(self) -> &'static [(usize, usize)] {
         match self {
             Self::Default => &DEFAULT_LAYERS,
-            Self::SecondOpinion => &SECOND_OPINION_LAYERS,
+            Self::ThreeConv => &LEGACY_LAYERS,
         }
     }
 }
@@ -438,6 +443,13 @@ pub(super) fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
         batch_size: args.batch,
         lr: args.lr,
         seed: args.seed,
+        lr_schedule: match (args.lr_schedule, feature_net_training().lr_schedule) {
+            (ScheduleKind::Constant, _) => LrSchedule::Constant,
+            (ScheduleKind::Cosine, s @ LrSchedule::Cosine { .. }) => s,
+            (ScheduleKind::Cosine, LrSchedule::Constant) => {
+                ScheduleKind::Cosine.schedule(COSINE_WARMUP, COSINE_FINAL_FRACTION)
+            }
+        },
         ..feature_net_training()
     };
     let start = std::time::Instant::now();

@@ -194,8 +194,9 @@ pub struct EvalRow {
     pub precision: f64,
     pub recall: f64,
     pub samples: usize,
-    /// FID of each half of the samples (sample `i` goes to half `i % 2`): how far FID moves
-    /// with the noises at half the sample count, an upper bound on its spread at the full count.
+    /// FID of the first and of the second half of the samples (each class-balanced, as sample
+    /// `i` has class `i mod classes`): how far FID moves with the noises at half the sample
+    /// count, an upper bound on its spread at the full count.
     #[serde(default)]
     pub fid_halves: Option<[f64; 2]>,
     /// The student's N (none for the teacher's rows).
@@ -342,9 +343,10 @@ pub fn generate_samples(
 /// Samples per model in `ard eval` (as many as the Fashion-MNIST test split has images).
 pub const EVAL_SAMPLES: usize = 10_000;
 
-/// Rows `i` with `i % 2 == half`.
+/// The first (`half` 0) or second (1) half of the rows of `t`.
 fn half_rows(t: &HostTensor, half: usize) -> HostTensor {
-    let idx: Vec<usize> = (half..t.shape[0]).step_by(2).collect();
+    let n = t.shape[0] / 2;
+    let idx: Vec<usize> = (half * n..(half + 1) * n).collect();
     t.rows(&idx)
 }
 
@@ -465,6 +467,36 @@ mod tests {
             kid(&scaled(&near, 40.0), &scaled(&real, 40.0)),
         );
         assert!((a - b).abs() < 1e-6 * a.abs().max(1.0), "{a} vs {b}");
+    }
+
+    #[test]
+    fn the_halves_are_the_first_and_second_half_of_the_samples() {
+        // Sample i has class i mod classes, so contiguous halves keep every class.
+        let t = HostTensor::new(vec![10, 2], (0..20).map(|v| v as f32).collect());
+        assert_eq!(
+            half_rows(&t, 0).data,
+            (0..10).map(|v| v as f32).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            half_rows(&t, 1).data,
+            (10..20).map(|v| v as f32).collect::<Vec<_>>()
+        );
+        let row = |halves| EvalRow {
+            model: String::new(),
+            fid: 0.0,
+            fid_degradation: 0.0,
+            class_agreement: 0.0,
+            gflops: 0.0,
+            ms_per_image: 0.0,
+            kid: 0.0,
+            precision: 0.0,
+            recall: 0.0,
+            samples: 10,
+            fid_halves: halves,
+            history_layers: None,
+        };
+        assert_eq!(row(Some([3.0, 4.0])).fid_spread(), Some(0.5));
+        assert_eq!(row(None).fid_spread(), None);
     }
 
     #[test]
