@@ -154,17 +154,22 @@ fn manifest(count: usize) -> TrajectoryManifest {
     }
 }
 
+/// The tiny teacher after 2 iterations on the toy data, trained in `root/teacher`.
+fn toy_teacher(root: &Path, device: &Device) -> LoadedModel {
+    train(&root.join("teacher"), 2, false);
+    LoadedModel::load(
+        root.join("teacher/teacher.safetensors"),
+        &LoadOptions::default(),
+        device,
+    )
+    .unwrap()
+}
+
 #[test]
 fn trajectories_shard_resume_and_distil() {
     let root = tempfile::tempdir().unwrap();
     let device = Device::flex();
-    train(&root.path().join("teacher"), 2, false);
-    let teacher = LoadedModel::load(
-        root.path().join("teacher/teacher.safetensors"),
-        &LoadOptions::default(),
-        &device,
-    )
-    .unwrap();
+    let teacher = toy_teacher(root.path(), &device);
     let Model::Teacher(dit) = &teacher.model else {
         unreachable!()
     };
@@ -251,13 +256,7 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
     use ard_engine::eval::{EVAL_LOG, FeatureNet, FeatureNetConfig, TrainingEval, read_eval_log};
     let root = tempfile::tempdir().unwrap();
     let device = Device::flex();
-    train(&root.path().join("teacher"), 2, false);
-    let teacher = LoadedModel::load(
-        root.path().join("teacher/teacher.safetensors"),
-        &LoadOptions::default(),
-        &device,
-    )
-    .unwrap();
+    let teacher = toy_teacher(root.path(), &device);
     let Model::Teacher(dit) = &teacher.model else {
         unreachable!()
     };

@@ -443,12 +443,10 @@ pub(super) fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
         batch_size: args.batch,
         lr: args.lr,
         seed: args.seed,
-        lr_schedule: match (args.lr_schedule, feature_net_training().lr_schedule) {
-            (ScheduleKind::Constant, _) => LrSchedule::Constant,
-            (ScheduleKind::Cosine, s @ LrSchedule::Cosine { .. }) => s,
-            (ScheduleKind::Cosine, LrSchedule::Constant) => {
-                ScheduleKind::Cosine.schedule(COSINE_WARMUP, COSINE_FINAL_FRACTION)
-            }
+        lr_schedule: {
+            let d = feature_net_training().lr_schedule;
+            args.lr_schedule
+                .schedule(ScheduleKind::warmup_of(&d), ScheduleKind::final_of(&d))
         },
         ..feature_net_training()
     };
