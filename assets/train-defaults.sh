@@ -26,6 +26,7 @@ TEACHER_ITERS=${TEACHER_ITERS:-}
 TRAJECTORIES=${TRAJECTORIES:-}
 DISTILL_ITERS=${DISTILL_ITERS:-}
 HISTORY=${HISTORY:-2}              # N of the ARD student (the baseline is N = 0)
+GAN_ITERS=${GAN_ITERS:-}
 FEATURE_ITERS=${FEATURE_ITERS:-}
 SAMPLES=${SAMPLES:-}
 
@@ -74,9 +75,16 @@ baseline=$!
 distil "$HISTORY"
 wait "$baseline"
 
+stage "adversarial fine-tuning of the ARD student (stage 2)"
+ard finetune-gan --student "$RUN/student-n$HISTORY/student.safetensors" \
+  --teacher "$RUN/teacher/teacher.safetensors" --trajectories "$RUN/trajectories" \
+  --out "$RUN/gan-n$HISTORY" ${GAN_ITERS:+--iterations $GAN_ITERS} \
+  --feature-net "$RUN/feature_net.safetensors" --eval-every 500 --seed "$SEED" --log-every 50 \
+  --resume 2>&1 | tee -a "$RUN/gan.log"
+
 stage "eval"
 ard eval --teacher "$RUN/teacher/teacher.safetensors" \
-  --students "$RUN/student-n$HISTORY/student.safetensors,$RUN/student-n0/student.safetensors" \
+  --students "$RUN/student-n$HISTORY/student.safetensors,$RUN/gan-n$HISTORY/student.safetensors,$RUN/student-n0/student.safetensors" \
   --feature-net "$RUN/feature_net.safetensors,$RUN/feature_net_2.safetensors" --floor-steps 4 \
   ${SAMPLES:+--samples $SAMPLES} --out "$RUN/eval.json"
 python3 docs/plot_curves.py "$RUN/distillation-curves.png" "ARD N=$HISTORY=$RUN/student-n$HISTORY" \
@@ -86,6 +94,7 @@ stage "install"
 cp "$RUN/teacher/teacher.safetensors" assets/teacher.safetensors
 cp "$RUN/student-n$HISTORY/student.safetensors" assets/ard.safetensors
 cp "$RUN/student-n0/student.safetensors" assets/baseline.safetensors
+cp "$RUN/gan-n$HISTORY/student.safetensors" assets/ard_gan.safetensors
 cp "$RUN/feature_net.safetensors" assets/feature_net.safetensors
 cp "$RUN/feature_net_2.safetensors" assets/feature_net_2.safetensors
 cp "$RUN/eval.json" assets/eval.json
@@ -100,6 +109,7 @@ cat > assets/manifest.json <<JSON
     "teacher_iterations": "${TEACHER_ITERS:-default}",
     "trajectories": "${TRAJECTORIES:-default}",
     "distill_iterations": "${DISTILL_ITERS:-default}",
+    "gan_iterations": "${GAN_ITERS:-default}",
     "feature_iterations": "${FEATURE_ITERS:-default}",
     "eval_samples": "${SAMPLES:-default}"
   },

@@ -392,6 +392,82 @@ fn the_training_panel_runs_a_tiny_distillation_to_completion() {
     );
 }
 
+/// An ImageFolder tree of 8×8 grey pictures, one folder per class of [`tiny_models`].
+fn tiny_image_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("real");
+    for (c, name) in ["circle", "square", "cross"].iter().enumerate() {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        for i in 0..3u8 {
+            let img = image::GrayImage::from_fn(8, 8, |x, y| {
+                image::Luma([((x as u8 * 30) ^ (y as u8 * 20)).wrapping_add(c as u8 * 70 + i)])
+            });
+            img.save(root.join(name).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    root
+}
+
+#[test]
+fn the_training_panel_fine_tunes_a_student_adversarially() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let real = tiny_image_folder(dir.path());
+    let mut harness = app_harness(vec![teacher.clone()], dir.path());
+    harness.state_mut().tab = Tab::Train;
+    {
+        let t = &mut harness.state_mut().training;
+        t.teacher_file = teacher.display().to_string();
+        t.trajectories.count = 8;
+        t.adversarial = true;
+        t.gan_from_file = true;
+        t.gan_student = student.display().to_string();
+        t.gan_data = real.display().to_string();
+        t.gan.train.iterations = 4;
+        t.gan.train.batch_size = 2;
+        t.gan.warmup = 1;
+        t.preview_every = 2;
+        t.evaluate = false;
+        t.run_dir = dir.path().join("run").display().to_string();
+    }
+    harness.step();
+    harness.get_by_label("Start / resume").click();
+    wait_for(&mut harness, "the GAN run", 300, |a| !a.training.running);
+    let t = &harness.state().training;
+    let result = t
+        .result
+        .clone()
+        .unwrap_or_else(|| panic!("status: {}", t.status));
+    assert!(
+        result.ends_with("run/gan-n2/student.safetensors"),
+        "{result:?}"
+    );
+    assert!(
+        !t.progress[2].started,
+        "distillation is skipped for a student file"
+    );
+    assert_eq!((t.progress[3].done, t.progress[3].total), (4, 4));
+    assert_eq!(t.losses[3].len(), 4);
+    assert_eq!(t.gan_metrics.len(), 4);
+    assert_eq!(
+        t.gan_metrics[0].1[3], 0.0,
+        "no adversarial weight in the warm-up"
+    );
+    assert!(t.gan_metrics[3].1.iter().all(|v| v.is_finite()));
+    assert!(
+        t.preview
+            .as_ref()
+            .is_some_and(|(caption, _)| caption.starts_with("GAN"))
+    );
+    // The tuned student says what it is.
+    let tuned = ard_engine::LoadedModel::load(
+        &result,
+        &ard_engine::model::LoadOptions::default(),
+        &Device::flex(),
+    )
+    .unwrap();
+    assert!(tuned.meta.student.unwrap().adversarial);
+}
+
 #[test]
 fn starts_on_the_default_models() {
     let models = default_models();
@@ -476,6 +552,34 @@ fn snapshots_of_the_sampling_and_distillation_tabs() {
     harness.run_steps(2);
     mask_timings(&mut harness);
     harness.snapshot("distillation_tab");
+
+    // The adversarial stage's settings, and its curves as a run would have drawn them.
+    {
+        let t = &mut harness.state_mut().training;
+        t.adversarial = true;
+        t.gan_from_file = true;
+        t.gan_student = "assets/ard.safetensors".into();
+        t.gan_metrics = (1..=40u64)
+            .map(|i| {
+                let x = i as f32 / 40.0;
+                let w = if i > 10 { 0.05 + 0.02 * x } else { 0.0 };
+                (
+                    i,
+                    vec![
+                        0.005 - 0.001 * x,
+                        0.3 - 0.4 * x,
+                        2.0 - 0.3 * x,
+                        w,
+                        0.1 * x,
+                        -0.1 * x,
+                    ],
+                )
+            })
+            .collect();
+    }
+    harness.run_steps(2);
+    mask_timings(&mut harness);
+    harness.snapshot("distillation_tab_gan");
 }
 
 /// The training tab and the `ard` commands start from the same defaults (one source in the

@@ -8,6 +8,7 @@
 //! | [`model`] | architectures and presets, DiT block, ARD student, block-causal attention, weight files |
 //! | [`diffusion`] | noise schedule, DDIM + guidance, sampling a model step by step, the teacher's loss |
 //! | [`distill`] | trajectory sets, the distillation loss |
+//! | [`gan`] | stage 2: the teacher-feature discriminator, hinge losses, adversarial fine-tuning |
 //! | [`train`] | options and defaults, AdamW / EMA / checkpoints, training jobs, the pipeline |
 //! | [`eval`] | feature network, FID / KID / precision-recall, FLOPs |
 //! | [`data`] | datasets, class names, prompt matching |
@@ -24,6 +25,7 @@ pub mod diffusion;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod gan;
 pub mod io;
 pub mod model;
 pub mod studio;

@@ -1,19 +1,22 @@
 //! The training tab: choose a teacher (or train one on a dataset), N, K, batch and iterations;
-//! run trajectory generation and distillation in the engine; follow both phases with progress
-//! bars and ETA, a live loss plot and sample previews; stop, resume, load the result.
+//! run trajectory generation and distillation in the engine, and optionally the adversarial
+//! stage after it; follow every phase with progress bars and ETA, a live loss plot (and the
+//! GAN's generator, discriminator and adaptive-weight curves) and sample previews; stop, resume,
+//! load the result.
 
 use std::path::PathBuf;
 
 use ard_engine::data::{DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE};
 use ard_engine::distill::TrajectoryOptions;
 use ard_engine::eval::EvalPoint;
+use ard_engine::gan::GAN_METRICS;
 use ard_engine::model::LoadOptions;
 use ard_engine::studio::{
-    EvalRequest, Phase, Request, TeacherSource, TrainingEvent, TrainingRequest,
+    EvalRequest, GanRequest, Phase, Request, TeacherSource, TrainingEvent, TrainingRequest,
 };
 use ard_engine::train::{
-    COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions, LrSchedule, SAMPLE_EVERY,
-    TeacherOptions,
+    COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions, GanOptions, LrSchedule,
+    SAMPLE_EVERY, TeacherOptions,
 };
 use eframe::egui;
 
@@ -44,12 +47,22 @@ pub struct TrainingPanel {
     pub eval: EvalRequest,
     /// The feature network's path as typed (`eval.feature_net` once a run starts).
     pub feature_net: String,
+    /// Fine-tune the student adversarially after distilling it (stage 2).
+    pub adversarial: bool,
+    pub gan: GanOptions,
+    /// Real images for the discriminator.
+    pub gan_data: String,
+    /// Fine-tune this student file instead of the run's own distillation (then skipped).
+    pub gan_from_file: bool,
+    pub gan_student: String,
     pub run_dir: String,
     pub running: bool,
     pub status: String,
-    pub progress: [PhaseProgress; 3],
+    pub progress: [PhaseProgress; 4],
     /// (iteration, loss) per phase.
-    pub losses: [Vec<[f64; 2]>; 3],
+    pub losses: [Vec<[f64; 2]>; 4],
+    /// The adversarial phase's loss parts per iteration (`GAN_METRICS`).
+    pub gan_metrics: Vec<(u64, Vec<f32>)>,
     pub preview: Option<(String, egui::TextureHandle)>,
     /// The run's evaluation points, and why there are none when the engine could not score.
     pub eval_points: Vec<EvalPoint>,
@@ -63,10 +76,19 @@ fn index(phase: Phase) -> usize {
         Phase::Teacher => 0,
         Phase::Trajectories => 1,
         Phase::Distillation => 2,
+        Phase::Adversarial => 3,
     }
 }
 
-const PHASE_NAMES: [&str; 3] = ["Teacher", "Trajectories", "Distillation"];
+const PHASE_NAMES: [&str; 4] = ["Teacher", "Trajectories", "Distillation", "GAN fine-tuning"];
+
+/// The GAN plots, each with its curves (indices into `GAN_METRICS`): the two hinge losses, the
+/// regression term, the adaptive weight.
+const GAN_PLOTS: [(&str, &[usize]); 3] = [
+    ("gan hinge", &[1, 2]),
+    ("gan regression", &[0]),
+    ("gan weight", &[3]),
+];
 
 fn fmt_eta(s: f64) -> String {
     if !s.is_finite() {
@@ -125,6 +147,115 @@ impl TrainingPanel {
             });
     }
 
+    /// The adversarial stage's settings (stage 2, after distillation or on a student file).
+    fn gan_form(&mut self, ui: &mut egui::Ui) {
+        ui.add_space(6.0);
+        ui.checkbox(
+            &mut self.adversarial,
+            "Adversarial fine-tuning (stage 2: GAN on the teacher's features)",
+        );
+        if !self.adversarial {
+            return;
+        }
+        ui.checkbox(
+            &mut self.gan_from_file,
+            "Fine-tune a student file (skip distillation)",
+        );
+        if self.gan_from_file {
+            let name = ui.label("Distilled student");
+            ui.horizontal(|ui| {
+                ui.text_edit_singleline(&mut self.gan_student)
+                    .labelled_by(name.id);
+                if ui.button("Browse…").clicked()
+                    && let Some(file) = rfd::FileDialog::new()
+                        .add_filter("weights", &["safetensors", "pt", "pth"])
+                        .pick_file()
+                {
+                    self.gan_student = file.display().to_string();
+                }
+            });
+        }
+        let name = ui.label("Real images for the discriminator");
+        ui.text_edit_singleline(&mut self.gan_data)
+            .labelled_by(name.id);
+        egui::Grid::new("gan form").num_columns(2).show(ui, |ui| {
+            let g = &mut self.gan;
+            grid_row(
+                ui,
+                "GAN iterations",
+                egui::DragValue::new(&mut g.train.iterations).range(1..=10_000_000),
+            );
+            grid_row(
+                ui,
+                "GAN batch",
+                egui::DragValue::new(&mut g.train.batch_size).range(2..=1024),
+            );
+            grid_row(
+                ui,
+                "Generator lr",
+                egui::DragValue::new(&mut g.train.lr)
+                    .speed(1e-5)
+                    .range(1e-7..=1e-2),
+            );
+            grid_row(
+                ui,
+                "Discriminator lr",
+                egui::DragValue::new(&mut g.disc_lr)
+                    .speed(1e-5)
+                    .range(1e-7..=1e-1),
+            );
+            grid_row(
+                ui,
+                "Weight factor",
+                egui::DragValue::new(&mut g.weight_factor)
+                    .speed(0.01)
+                    .range(0.0..=100.0),
+            )
+            .on_hover_text(
+                "Times the ratio of the regression and GAN gradient norms at the last layer",
+            );
+            grid_row(
+                ui,
+                "GAN warm-up",
+                egui::DragValue::new(&mut g.warmup).range(0..=1_000_000),
+            )
+            .on_hover_text("Iterations in which only the discriminator learns from the GAN loss");
+        });
+    }
+
+    /// The adversarial phase's curves: regression and adversarial terms, discriminator loss,
+    /// adaptive weight.
+    fn gan_plot(&self, ui: &mut egui::Ui) {
+        let Some((iteration, last)) = self.gan_metrics.last() else {
+            return;
+        };
+        let parts: Vec<String> = GAN_METRICS
+            .iter()
+            .zip(last)
+            .map(|(n, v)| format!("{n} {v:.4}"))
+            .collect();
+        ui.label(format!("GAN iteration {iteration}: {}", parts.join(", ")));
+        // Three scales: the hinge losses (~1), the regression (~1e-3), the weight.
+        ui.columns(GAN_PLOTS.len(), |cols| {
+            for (col, (title, curves)) in cols.iter_mut().zip(GAN_PLOTS) {
+                Plot::new(title)
+                    .height(160.0)
+                    .legend(Legend::default())
+                    .x_axis_label("iteration")
+                    .show(col, |plot| {
+                        for &i in curves {
+                            let points: Vec<[f64; 2]> = self
+                                .gan_metrics
+                                .iter()
+                                .map(|(it, v)| [*it as f64, v[i] as f64])
+                                .collect();
+                            plot.line(Line::new(GAN_METRICS[i], PlotPoints::from(points)));
+                        }
+                    });
+            }
+        });
+    }
+
     pub fn new(runs_dir: PathBuf) -> Self {
         Self {
             teacher_file: super::assets_dir()
@@ -143,11 +274,20 @@ impl TrainingPanel {
                 .join("feature_net.safetensors")
                 .display()
                 .to_string(),
+            adversarial: false,
+            gan: GanOptions::default(),
+            gan_data: DEFAULT_DATASET.into(),
+            gan_from_file: false,
+            gan_student: super::assets_dir()
+                .join("ard.safetensors")
+                .display()
+                .to_string(),
             run_dir: runs_dir.join("studio-run").display().to_string(),
             running: false,
             status: String::new(),
             progress: Default::default(),
             losses: Default::default(),
+            gan_metrics: Vec::new(),
             preview: None,
             eval_points: Vec::new(),
             eval_note: None,
@@ -179,6 +319,11 @@ impl TrainingPanel {
             eval: self.evaluate.then(|| EvalRequest {
                 feature_net: PathBuf::from(&self.feature_net),
                 ..self.eval.clone()
+            }),
+            gan: self.adversarial.then(|| GanRequest {
+                student: self.gan_from_file.then(|| PathBuf::from(&self.gan_student)),
+                data: self.gan_data.clone(),
+                options: self.gan.clone(),
             }),
         }
     }
@@ -254,6 +399,12 @@ impl TrainingPanel {
             TrainingEvent::Eval { point, .. } => {
                 self.eval_points.retain(|p| p.iteration < point.iteration);
                 self.eval_points.push(point);
+            }
+            TrainingEvent::Metrics {
+                iteration, values, ..
+            } => {
+                self.gan_metrics.retain(|(i, _)| *i < iteration);
+                self.gan_metrics.push((iteration, values));
             }
             TrainingEvent::EvalUnavailable { reason } => self.eval_note = Some(reason),
             TrainingEvent::Failed { message } => {
@@ -429,6 +580,7 @@ impl TrainingPanel {
                 ui.text_edit_singleline(&mut self.feature_net)
                     .labelled_by(name.id);
             }
+            self.gan_form(ui);
             let name = ui.label("Run folder (the same folder resumes)");
             ui.text_edit_singleline(&mut self.run_dir)
                 .labelled_by(name.id);
@@ -447,6 +599,7 @@ impl TrainingPanel {
                 self.result = None;
                 self.eval_points.clear();
                 self.eval_note = None;
+                self.gan_metrics.clear();
                 self.status = "starting…".into();
                 request = Some(Request::StartTraining(Box::new(self.request())));
             }
@@ -467,7 +620,10 @@ impl TrainingPanel {
             ui.label(&self.status);
         }
         for (i, p) in self.progress.iter().enumerate() {
-            if i == 0 && !p.started {
+            // Optional phases show once they start (distillation is skipped when a student
+            // file is fine-tuned).
+            let optional = i == 0 || i == 3 || (i == 2 && self.adversarial && self.gan_from_file);
+            if optional && !p.started {
                 continue;
             }
             let fraction = if p.total > 0 {
@@ -500,6 +656,7 @@ impl TrainingPanel {
                     }
                 }
             });
+        self.gan_plot(ui);
         self.eval_plot(ui);
         if let Some((caption, texture)) = &self.preview {
             ui.label(caption);

@@ -202,6 +202,9 @@ pub struct EvalRow {
     /// The student's N (none for the teacher's rows).
     #[serde(default)]
     pub history_layers: Option<usize>,
+    /// A student fine-tuned by the adversarial stage.
+    #[serde(default)]
+    pub adversarial: bool,
 }
 
 impl EvalRow {
@@ -284,8 +287,10 @@ impl EvalReport {
 pub fn degradation_ratio(rows: &[EvalRow]) -> Option<f64> {
     let ard = rows
         .iter()
-        .find(|r| r.history_layers.is_some_and(|n| n > 0))?;
-    let base = rows.iter().find(|r| r.history_layers == Some(0))?;
+        .find(|r| !r.adversarial && r.history_layers.is_some_and(|n| n > 0))?;
+    let base = rows
+        .iter()
+        .find(|r| !r.adversarial && r.history_layers == Some(0))?;
     Some(base.fid_degradation / ard.fid_degradation)
 }
 
@@ -296,6 +301,9 @@ pub fn model_label(m: &LoadedModel, ddim: &DdimOptions) -> String {
             "teacher ({}-step DDIM, guidance {})",
             ddim.steps, ddim.cfg_scale
         ),
+        Some(s) if s.adversarial => {
+            format!("ARD + GAN (N={}, {} steps)", s.history_layers, s.steps)
+        }
         Some(s) if s.history_layers == 0 => format!("step distillation (N=0, {} steps)", s.steps),
         Some(s) => format!("ARD (N={}, {} steps)", s.history_layers, s.steps),
     }
@@ -404,6 +412,7 @@ pub fn evaluate(
                 samples,
                 fid_halves,
                 history_layers: m.meta.student.as_ref().map(|s| s.history_layers),
+                adversarial: m.meta.student.as_ref().is_some_and(|s| s.adversarial),
             };
             rows.push(row);
         }
@@ -494,9 +503,57 @@ mod tests {
             samples: 10,
             fid_halves: halves,
             history_layers: None,
+            adversarial: false,
         };
         assert_eq!(row(Some([3.0, 4.0])).fid_spread(), Some(0.5));
         assert_eq!(row(None).fid_spread(), None);
+    }
+
+    #[test]
+    fn the_gan_tuned_student_has_its_own_row_and_stays_out_of_the_ratio() {
+        let row = |n: Option<usize>, adversarial: bool, degradation: f64| EvalRow {
+            model: String::new(),
+            fid: 0.0,
+            fid_degradation: degradation,
+            class_agreement: 0.0,
+            gflops: 0.0,
+            ms_per_image: 0.0,
+            kid: 0.0,
+            precision: 0.0,
+            recall: 0.0,
+            samples: 10,
+            fid_halves: None,
+            history_layers: n,
+            adversarial,
+        };
+        let rows = [
+            row(None, false, 0.0),
+            row(Some(2), true, 0.5),
+            row(Some(2), false, 2.0),
+            row(Some(0), false, 6.0),
+        ];
+        assert_eq!(degradation_ratio(&rows), Some(3.0));
+        let mut s = crate::model::config::StudentConfig::new(4, 2);
+        s.adversarial = true;
+        let dit = crate::model::config::DitConfig::fashion_mnist();
+        let student = crate::model::init::student_from_teacher(
+            crate::model::init::init_teacher(
+                &dit.with_depth(2),
+                None,
+                crate::model::params::InitOptions {
+                    seed: 0,
+                    zero_init: true,
+                },
+                &Device::flex(),
+            )
+            .unwrap(),
+            s,
+        )
+        .unwrap();
+        assert_eq!(
+            model_label(&student, &DdimOptions::default()),
+            "ARD + GAN (N=2, 4 steps)"
+        );
     }
 
     #[test]

@@ -228,6 +228,9 @@ pub struct StudentConfig {
     /// Respaced teacher steps the anchors index into.
     #[serde(default = "default_teacher_steps")]
     pub teacher_steps: usize,
+    /// Fine-tuned with the adversarial stage (`ard finetune-gan`) after distillation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adversarial: bool,
 }
 
 fn default_teacher_steps() -> usize {
@@ -247,6 +250,7 @@ impl StudentConfig {
             time_markers: default_time_markers(steps, REFERENCE_TIME_MARKER),
             anchors: default_anchors(steps, DDIM_STEPS),
             teacher_steps: DDIM_STEPS,
+            adversarial: false,
         }
     }
 

@@ -108,6 +108,29 @@ impl Dit {
         self.unpatchify(out)
     }
 
+    /// The tokens after every block, for the adversarial stage's discriminator (the teacher as
+    /// a feature extractor): `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → depth × `[B, T, H]` and
+    /// the conditioning `c: [B, H]`.
+    pub fn block_features(
+        &self,
+        x: Tensor<4>,
+        t: &[f32],
+        y: Tensor<1, Int>,
+    ) -> (Vec<Tensor<3>>, Tensor<2>) {
+        let [b, _, _, _] = x.dims();
+        let c = self.condition(t, y);
+        let tokens = self.embed(x);
+        let [_, n_tok, h] = tokens.dims();
+        let mut tokens = tokens.reshape([b, 1, n_tok, h]);
+        let c3 = c.clone().reshape([b, 1, h]);
+        let mut features = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            tokens = block.forward(tokens, c3.clone(), Mixing::Full);
+            features.push(tokens.clone().reshape([b, n_tok, h]));
+        }
+        (features, c)
+    }
+
     /// Classifier-free guidance as the reference `forward_with_cfg`: the batch runs once with
     /// its labels and once with the null class; the first `guided_channels` output channels
     /// become `uncond + scale·(cond − uncond)`, the rest keep the conditional output.

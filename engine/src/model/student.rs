@@ -124,6 +124,18 @@ impl ArdStudent {
         inputs: &[Tensor<4>],
         y: Tensor<1, Int>,
     ) -> Result<Vec<Tensor<4>>> {
+        let (x, c) = self.teacher_forced_tokens(inputs, y)?;
+        let k = x.dims()[1];
+        Ok((0..k).map(|s| self.step_output(&x, &c, s)).collect())
+    }
+
+    /// The teacher-forced pass up to the heads: `inputs` as [`Self::forward_teacher_forced`]
+    /// → the last block's tokens `[B, K, T, H]` and the per-step conditioning `[B, K, H]`.
+    pub fn teacher_forced_tokens(
+        &self,
+        inputs: &[Tensor<4>],
+        y: Tensor<1, Int>,
+    ) -> Result<(Tensor<4>, Tensor<3>)> {
         let steps = self.steps();
         if inputs.len() != steps {
             return Err(EngineError::Input(format!(
@@ -151,13 +163,15 @@ impl ArdStudent {
                     .reshape([b, k, t, h])
             };
         }
-        Ok((0..k)
-            .map(|s| {
-                let xs = x.clone().narrow(1, s, 1).reshape([b, t, h]);
-                let cs = c.clone().narrow(1, s, 1).reshape([b, h]);
-                self.dit.unpatchify(self.head(s).forward(xs, cs))
-            })
-            .collect())
+        Ok((x, c))
+    }
+
+    /// Head `s` on its step's tokens: `x: [B, K, T, H]`, `c: [B, K, H]` → `[B, C_out, H, W]`.
+    pub fn step_output(&self, x: &Tensor<4>, c: &Tensor<3>, s: usize) -> Tensor<4> {
+        let [b, _, t, h] = x.dims();
+        let xs = x.clone().narrow(1, s, 1).reshape([b, t, h]);
+        let cs = c.clone().narrow(1, s, 1).reshape([b, h]);
+        self.dit.unpatchify(self.head(s).forward(xs, cs))
     }
 
     /// Autoregressive sampling from `noise: [B, C, H, W]`: one step at a time, only the current

@@ -9,7 +9,7 @@ use image::RgbImage;
 use crate::model::config::ModelKind;
 use crate::model::loaded::LoadOptions;
 pub use crate::train::pipeline::{
-    EvalRequest, Phase, TeacherSource, TrainingEvent, TrainingRequest,
+    EvalRequest, GanRequest, Phase, TeacherSource, TrainingEvent, TrainingRequest,
 };
 
 /// What the app asks of the engine.

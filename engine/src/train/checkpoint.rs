@@ -21,6 +21,8 @@ struct CheckpointHeader {
     iteration: u64,
     options: TrainOptions,
     losses: Vec<(u64, f32)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<(u64, Vec<f32>)>,
 }
 
 const CHECKPOINT_KEY: &str = "ard_studio_checkpoint";
@@ -45,6 +47,7 @@ impl<M: Module> Trainer<M> {
             iteration: self.iteration,
             options: self.options.clone(),
             losses: self.losses.clone(),
+            metrics: self.metrics.clone(),
         };
         w.set_metadata(CHECKPOINT_KEY, serde_json::to_string(&header).unwrap());
         w.set_meta(meta);
@@ -90,6 +93,7 @@ impl<M: Module> Trainer<M> {
             options,
             iteration: header.iteration,
             losses: header.losses,
+            metrics: header.metrics,
             workers: 1,
             micro_rows: 0,
         })

@@ -84,6 +84,12 @@ pub enum JobEvent {
     },
     /// An evaluation point (also appended to the run's `eval.jsonl`).
     Eval(EvalPoint),
+    /// Further values of the iteration just done (the adversarial stage's loss parts, named
+    /// by `gan::GAN_METRICS`).
+    Metrics {
+        iteration: u64,
+        values: Vec<f32>,
+    },
     /// The EMA weights, written as a model file.
     Finished {
         path: PathBuf,
@@ -101,7 +107,7 @@ pub struct JobHooks<'a> {
 }
 
 /// Runs `trainer` to its end (or until `stop`), checkpointing and sampling along the way.
-fn drive<M: burn::module::Module>(
+pub(crate) fn drive<M: burn::module::Module>(
     trainer: &mut Trainer<M>,
     run: &RunDir,
     meta: &ModelMeta,
@@ -176,6 +182,14 @@ fn drive<M: burn::module::Module>(
         }
         let loss = step(trainer)?;
         let i = trainer.iteration;
+        if let Some((it, values)) = trainer.metrics.last()
+            && *it + 1 == i
+        {
+            on_event(JobEvent::Metrics {
+                iteration: i,
+                values: values.clone(),
+            });
+        }
         let elapsed_s = start.elapsed().as_secs_f64();
         let rate = (i - first) as f64 / elapsed_s.max(1e-9);
         on_event(JobEvent::Progress {

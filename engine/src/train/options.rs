@@ -207,6 +207,94 @@ impl Default for DistillOptions {
     }
 }
 
+/// The adversarial stage's generator learning rate (the and LADD's 1e-4).
+pub const GAN_GENERATOR_LR: f64 = 1e-4;
+/// The discriminator heads' learning rate: ten times the generator's, so that the heads keep
+/// up with a generator that starts converged.
+pub const GAN_DISCRIMINATOR_LR: f64 = 1e-3;
+/// Factor on the adaptive weight ‖∇L_reg‖ / ‖∇L_adv‖ at the last layer (VQGAN's scheme).
+pub const GAN_WEIGHT_FACTOR: f64 = 1.0;
+/// Upper clamp of the adaptive weight before the factor (VQGAN's and the reference's 1e4).
+pub const GAN_MAX_WEIGHT: f64 = 1e4;
+/// Iterations at the start in which the adversarial weight is zero: the discriminator learns
+/// to tell the converged student from real images before the generator listens to it.
+pub const GAN_WARMUP: u64 = 200;
+/// Iterations of the default fine-tuning run.
+pub const GAN_ITERATIONS: u64 = 2000;
+/// Timesteps (of the 1000-step training schedule) at which samples are re-noised before the
+/// teacher sees them, drawn uniformly in `[min, max)` for reals and fakes alike. Low and middle
+/// noise: the distilled students are blurred, and blur is what the teacher's features tell
+/// apart at these levels (at t ≥ 500 the signal-to-noise ratio is below 0.1 and only coarse
+/// layout survives; see docs/distillation.md).
+pub const GAN_NOISE_RANGE: [usize; 2] = [0, 500];
+
+/// The adversarial stage (`ard finetune-gan`): a distilled student trained further on its
+/// regression loss plus an adaptively weighted hinge GAN loss, against a discriminator made of
+/// the frozen teacher's block features and one light head per block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GanOptions {
+    /// The generator's (student's) optimisation: iterations, batch, lr, EMA, clip, seed.
+    pub train: TrainOptions,
+    /// The trajectory regression term of the generator's loss.
+    pub loss: DistillLoss,
+    /// The discriminator's AdamW learning rate (constant, no clipping).
+    pub disc_lr: f64,
+    /// Factor on the adaptive weight.
+    pub weight_factor: f64,
+    /// Clamp of the adaptive weight, before the factor.
+    pub max_weight: f64,
+    /// Iterations with adversarial weight 0 at the start.
+    pub warmup: u64,
+    /// Re-noising timesteps `[min, max)`.
+    pub noise_range: [usize; 2],
+    /// The discriminator heads' shape.
+    pub disc: DiscriminatorConfig,
+}
+
+/// Shape of the discriminator's heads (one per teacher block).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiscriminatorConfig {
+    /// Width of the class/time projection.
+    pub cmap_dim: usize,
+    /// Kernel of the residual block's 1-D convolution over the tokens (odd, circular padding).
+    pub kernel: usize,
+    /// Images per group of the local batch normalisation.
+    pub virtual_batch: usize,
+}
+
+impl Default for DiscriminatorConfig {
+    /// The reference's head: a projection of width 64, a kernel of 9, norm groups of 8.
+    fn default() -> Self {
+        Self {
+            cmap_dim: 64,
+            kernel: 9,
+            virtual_batch: 8,
+        }
+    }
+}
+
+impl Default for GanOptions {
+    /// [`GAN_ITERATIONS`] at batch [`SMALL_DISTILL_BATCH`], generator lr [`GAN_GENERATOR_LR`]
+    /// (constant), EMA [`SMALL_DISTILL_EMA`], the paper's clip; the other `GAN_*` constants.
+    fn default() -> Self {
+        Self {
+            train: TrainOptions {
+                batch_size: SMALL_DISTILL_BATCH,
+                lr: GAN_GENERATOR_LR,
+                ema_decay: SMALL_DISTILL_EMA,
+                ..TrainOptions::paper(GAN_ITERATIONS)
+            },
+            loss: DistillLoss::Mse,
+            disc_lr: GAN_DISCRIMINATOR_LR,
+            weight_factor: GAN_WEIGHT_FACTOR,
+            max_weight: GAN_MAX_WEIGHT,
+            warmup: GAN_WARMUP,
+            noise_range: GAN_NOISE_RANGE,
+            disc: DiscriminatorConfig::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

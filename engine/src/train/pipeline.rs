@@ -12,10 +12,13 @@ use crate::data::datasets::{Split, load as load_dataset};
 use crate::distill::trajectories::{TrajectoryOptions, TrajectorySet, write_trajectory_set_until};
 use crate::error::{EngineError, Result};
 use crate::eval::monitor::{EvalPoint, TrainingEval};
+use crate::gan::finetune::finetune_gan;
 use crate::io::weights::file_fingerprint;
 use crate::model::loaded::{LoadOptions, LoadedModel, Model};
 use crate::train::jobs::{JobEvent, JobHooks, RunDir, distill, train_teacher};
-use crate::train::options::{DistillOptions, EVAL_EVERY, TRAINING_EVAL_SAMPLES, TeacherOptions};
+use crate::train::options::{
+    DistillOptions, EVAL_EVERY, GanOptions, TRAINING_EVAL_SAMPLES, TeacherOptions,
+};
 
 /// Where the teacher of a pipeline run comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +48,19 @@ pub struct TrainingRequest {
     pub preview_every: u64,
     /// Score the student along the way, when given.
     pub eval: Option<EvalRequest>,
+    /// Fine-tune the distilled student adversarially afterwards, when given.
+    pub gan: Option<GanRequest>,
+}
+
+/// The adversarial phase of a run (`ard finetune-gan`'s settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GanRequest {
+    /// Start from this distilled student; the run's own distillation phase is then skipped.
+    pub student: Option<PathBuf>,
+    /// Real images for the discriminator: `fashion-mnist`, an IDX folder or an ImageFolder tree
+    /// (training split, read at the teacher's image size).
+    pub data: String,
+    pub options: GanOptions,
 }
 
 /// Evaluation during the distillation phase: a feature network and the real images it compares
@@ -80,6 +96,7 @@ impl TrainingRequest {
             distill: DistillOptions::default(),
             preview_every: crate::train::options::SAMPLE_EVERY,
             eval: None,
+            gan: None,
         }
     }
 }
@@ -90,6 +107,8 @@ pub enum Phase {
     Teacher,
     Trajectories,
     Distillation,
+    /// Stage 2: adversarial fine-tuning.
+    Adversarial,
 }
 
 /// Progress of a training run.
@@ -118,6 +137,12 @@ pub enum TrainingEvent {
         phase: Phase,
         iteration: u64,
         image: RgbImage,
+    },
+    /// The adversarial phase's loss parts of one iteration (named by `gan::GAN_METRICS`).
+    Metrics {
+        phase: Phase,
+        iteration: u64,
+        values: Vec<f32>,
     },
     /// An evaluation point of the run (EMA and raw weights).
     Eval {
@@ -174,6 +199,11 @@ fn job_forwarder<'a>(phase: Phase, send: &'a dyn Fn(TrainingEvent)) -> impl FnMu
         }
         JobEvent::Stopped { .. } => send(TrainingEvent::Stopped { phase }),
         JobEvent::Eval(point) => send(TrainingEvent::Eval { phase, point }),
+        JobEvent::Metrics { iteration, values } => send(TrainingEvent::Metrics {
+            phase,
+            iteration,
+            values,
+        }),
         JobEvent::Checkpoint { .. } | JobEvent::Finished { .. } => {}
     }
 }
@@ -267,12 +297,9 @@ pub fn run_pipeline(
         return Ok(());
     }
 
-    send(TrainingEvent::Phase {
-        phase: Phase::Distillation,
-    });
     let set = TrajectorySet::load(&trajectories)?;
-    let mut student_dir = run_dir(&format!("student-n{}", req.distill.history_layers));
-    if let Some(e) = &req.eval {
+    let evaluation = |run: &mut RunDir| {
+        let Some(e) = &req.eval else { return };
         let ev = TrainingEval::load(
             &e.feature_net,
             &e.data,
@@ -282,25 +309,73 @@ pub fn run_pipeline(
             device,
         );
         match ev {
-            Ok(ev) => student_dir.eval = Some(std::sync::Arc::new(ev)),
+            Ok(ev) => run.eval = Some(std::sync::Arc::new(ev)),
             Err(e) => send(TrainingEvent::EvalUnavailable {
                 reason: e.to_string(),
             }),
         }
-    }
-    let student = distill(
-        &teacher,
-        &set,
-        &req.distill,
-        &student_dir,
-        device,
-        JobHooks {
-            stop,
-            on_event: &mut job_forwarder(Phase::Distillation, send),
-        },
-    )?;
-    if !stop.load(Ordering::Relaxed) {
-        send(TrainingEvent::Finished { student });
-    }
+    };
+    let given_student = req.gan.as_ref().and_then(|g| g.student.clone());
+    let student = match given_student {
+        Some(path) => path,
+        None => {
+            send(TrainingEvent::Phase {
+                phase: Phase::Distillation,
+            });
+            let mut student_dir = run_dir(&format!("student-n{}", req.distill.history_layers));
+            evaluation(&mut student_dir);
+            let student = distill(
+                &teacher,
+                &set,
+                &req.distill,
+                &student_dir,
+                device,
+                JobHooks {
+                    stop,
+                    on_event: &mut job_forwarder(Phase::Distillation, send),
+                },
+            )?;
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            student
+        }
+    };
+    let student = match &req.gan {
+        None => student,
+        Some(gan) => {
+            send(TrainingEvent::Phase {
+                phase: Phase::Adversarial,
+            });
+            let distilled = LoadedModel::load(&student, &LoadOptions::default(), device)?;
+            let d = &teacher.meta.dit;
+            let real = load_dataset(&gan.data, d.input_size, d.in_channels, Split::Train)?;
+            let n = distilled
+                .meta
+                .student
+                .as_ref()
+                .map_or(0, |s| s.history_layers);
+            let mut gan_dir = run_dir(&format!("gan-n{n}"));
+            evaluation(&mut gan_dir);
+            let tuned = finetune_gan(
+                &teacher,
+                &distilled,
+                &set,
+                &real,
+                &gan.options,
+                &gan_dir,
+                device,
+                JobHooks {
+                    stop,
+                    on_event: &mut job_forwarder(Phase::Adversarial, send),
+                },
+            )?;
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            tuned
+        }
+    };
+    send(TrainingEvent::Finished { student });
     Ok(())
 }

@@ -37,6 +37,9 @@ pub struct Trainer<M: Module> {
     pub iteration: u64,
     /// (iteration, loss) of every iteration.
     pub losses: Vec<(u64, f32)>,
+    /// Further values a job records per iteration (the GAN stage's loss parts), kept in
+    /// checkpoints like the losses.
+    pub metrics: Vec<(u64, Vec<f32>)>,
     /// Threads a step's batch is split over ([`Trainer::step_sharded`]); see [`train_workers`].
     pub workers: usize,
     /// At most this many rows per forward/backward pass: larger batches are split into
@@ -82,7 +85,7 @@ pub fn split_rows(rows: usize, parts: usize) -> Vec<Range<usize>> {
 
 /// A copy of a module whose parameters are fresh autodiff leaves (same values, same ids), so
 /// that its graph is independent of the original's and a worker thread can build it alone.
-struct Detach;
+pub(crate) struct Detach;
 
 impl ModuleMapper for Detach {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -118,6 +121,7 @@ impl<M: Module> Trainer<M> {
             options,
             iteration: 0,
             losses: Vec::new(),
+            metrics: Vec::new(),
             workers: 1,
             micro_rows: 0,
         }
@@ -211,6 +215,11 @@ impl<M: Module> Trainer<M> {
         let model = self.model.clone();
         let lr = self.options.lr_at(self.iteration);
         self.model = self.optim.step(lr, model, grads);
+        self.finish_iteration(loss)
+    }
+
+    /// Ends an iteration whose optimiser steps were taken: updates the EMA, records `loss`.
+    pub(crate) fn finish_iteration(&mut self, loss: f32) -> f32 {
         self.update_ema();
         self.losses.push((self.iteration, loss));
         self.iteration += 1;

@@ -1,0 +1,530 @@
+//! Stage 2 of ARD (Kim et al., CVPR 2025, §3.3): adversarial fine-tuning of a distilled
+//! student. The authors' repository calls loss functions it does not contain; this is ARD
+//! Studio's own design, documented in `docs/distillation.md`.
+//!
+//! One iteration:
+//! 1. **Generator.** The teacher-forced pass gives every step's output. Its loss is the
+//!    trajectory regression (mean over the K steps) plus `λ · L_adv`, where `L_adv` is the hinge
+//!    generator loss of the discriminator on the last step's output (the final image), re-noised
+//!    to a random `t` and fed through the frozen teacher. `λ` is the adaptive weight: the ratio
+//!    of the two terms' gradient norms at the last head's output weight, clamped, times a
+//!    factor, and zero during the warm-up. Burn keeps no graph after a backward pass, so the
+//!    two gradients are taken on detached copies of the final output (two small graphs), their
+//!    last-layer norms on a detached copy of the last head, and the student's own backward runs
+//!    once on `Σ_{k<K} L_k / K + ⟨x̂, ∂(L_K/K + λ L_adv)/∂x̂⟩` — the same gradient as the sum.
+//! 2. **Discriminator.** One power iteration in its spectrally normalised layers, then the hinge
+//!    loss on real training images against the student's final outputs of step 1 (detached), both
+//!    re-noised the same way, with its own AdamW and learning rate.
+//!
+//! The teacher's parameters never require a gradient: it only passes gradients through.
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Gradients, Tensor};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::data::datasets::Dataset;
+use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
+use crate::distill::loss::step_distance;
+use crate::distill::trajectories::TrajectorySet;
+use crate::error::{EngineError, Result};
+use crate::gan::discriminator::{Discriminator, renoise};
+use crate::gan::loss::{adaptive_weight, hinge_discriminator, hinge_generator};
+use crate::io::host::{HostTensor, labels_to_device};
+use crate::io::write_atomically;
+use crate::model::dit::Dit;
+use crate::model::loaded::{LoadedModel, Model};
+use crate::model::student::ArdStudent;
+use crate::train::checkpoint::checkpoint_meta;
+use crate::train::jobs::{JobEvent, JobHooks, RunDir, drive};
+use crate::train::optim::clip_global_norm;
+use crate::train::options::GanOptions;
+use crate::train::trainer::{Detach, Trainer, iteration_rng};
+
+/// What every GAN iteration records, in this order (`Trainer::metrics`, `JobEvent::Metrics`).
+pub const GAN_METRICS: [&str; 6] = [
+    "regression",
+    "adversarial (G)",
+    "discriminator",
+    "adaptive weight",
+    "D(real)",
+    "D(fake)",
+];
+
+/// The trained pair: the student (generator) and the discriminator's heads.
+#[derive(Module, Debug)]
+pub struct GanPair {
+    pub generator: ArdStudent,
+    pub discriminator: Discriminator,
+}
+
+/// What an iteration works with besides the pair.
+pub struct GanContext<'a> {
+    /// The frozen teacher, on the training device, with no parameter requiring a gradient.
+    pub teacher: Dit,
+    pub set: &'a TrajectorySet,
+    pub real: &'a Dataset,
+    pub options: &'a GanOptions,
+    pub alpha_bar: Vec<f64>,
+    /// The training (autodiff) device.
+    pub device: Device,
+}
+
+/// Every random draw of one iteration, made on the host from the iteration's generator.
+pub struct GanDraw {
+    /// Trajectories of the regression and the generated images.
+    pub idx: Vec<usize>,
+    /// Real images of the discriminator step.
+    pub real_idx: Vec<usize>,
+    pub t_fake: Vec<usize>,
+    pub t_real: Vec<usize>,
+    pub eps_fake: HostTensor,
+    pub eps_real: HostTensor,
+}
+
+/// The generator's half of an iteration: the gradients of its loss, the loss parts, and the
+/// final outputs (detached) for the discriminator.
+pub struct GeneratorPass {
+    pub grads: Gradients,
+    pub regression: f32,
+    pub adversarial: f32,
+    pub weight: f64,
+    pub fakes: Tensor<4>,
+}
+
+/// The discriminator's half: gradients, hinge loss, mean logits on reals and fakes.
+pub struct DiscriminatorPass {
+    pub grads: Gradients,
+    pub loss: f32,
+    pub real_logit: f32,
+    pub fake_logit: f32,
+}
+
+fn normal(n: usize, rng: &mut StdRng) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+        .collect()
+}
+
+impl<'a> GanContext<'a> {
+    /// The frozen teacher `teacher` and the data of a run, on the training device `device`.
+    pub fn new(
+        teacher: &LoadedModel,
+        set: &'a TrajectorySet,
+        real: &'a Dataset,
+        options: &'a GanOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let Model::Teacher(dit) = teacher.copy_to(device)?.model else {
+            return Err(EngineError::Input(
+                "the discriminator's feature extractor must be a teacher".into(),
+            ));
+        };
+        Ok(GanContext {
+            teacher: dit.no_grad(),
+            set,
+            real,
+            options,
+            alpha_bar: alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS)),
+            device: device.clone(),
+        })
+    }
+
+    /// The draws of one iteration.
+    pub fn draw(&self, rng: &mut StdRng) -> GanDraw {
+        let b = self.options.train.batch_size;
+        let [lo, hi] = self.options.noise_range;
+        let per_image: usize = self.set.manifest.image_shape.iter().product();
+        let idx = (0..b)
+            .map(|_| rng.random_range(0..self.set.labels.len()))
+            .collect();
+        let real_idx = (0..b)
+            .map(|_| rng.random_range(0..self.real.len()))
+            .collect();
+        let mut times = || -> Vec<usize> { (0..b).map(|_| rng.random_range(lo..hi)).collect() };
+        let (t_fake, t_real) = (times(), times());
+        let mut shape = vec![b];
+        shape.extend(&self.set.manifest.image_shape);
+        GanDraw {
+            idx,
+            real_idx,
+            t_fake,
+            t_real,
+            eps_fake: HostTensor::new(shape.clone(), normal(b * per_image, rng)),
+            eps_real: HostTensor::new(shape, normal(b * per_image, rng)),
+        }
+    }
+
+    /// The teacher's block features and conditioning for `x` re-noised at `t` with `eps`.
+    fn features(
+        &self,
+        x: Tensor<4>,
+        t: &[usize],
+        eps: &HostTensor,
+        labels: &[i64],
+    ) -> Result<(Vec<Tensor<3>>, Tensor<2>)> {
+        let x_t = renoise(x, t, eps, &self.alpha_bar)?;
+        let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+        Ok(self
+            .teacher
+            .block_features(x_t, &tf, labels_to_device(labels, &self.device)))
+    }
+
+    fn labels(&self, idx: &[usize]) -> Vec<i64> {
+        idx.iter().map(|&i| self.set.labels[i]).collect()
+    }
+}
+
+/// ‖∂L/∂W‖ at the last head's output weight W, for the loss whose gradient with respect to the
+/// final output `[B, C, H, W]` is `upstream`: the head runs again on detached inputs with fresh
+/// leaves for its parameters, and `⟨output, upstream⟩` is differentiated.
+fn last_layer_norm(g: &ArdStudent, x: &Tensor<4>, c: &Tensor<3>, upstream: Tensor<4>) -> f64 {
+    let k = g.steps();
+    let channels = g.dit.config().in_channels;
+    let head = g.head(k - 1).clone().map(&mut Detach);
+    let [b, _, t, h] = x.dims();
+    let xs = x.clone().narrow(1, k - 1, 1).reshape([b, t, h]).detach();
+    let cs = c.clone().narrow(1, k - 1, 1).reshape([b, h]).detach();
+    let out = g
+        .dit
+        .unpatchify(head.forward(xs, cs))
+        .narrow(1, 0, channels);
+    let grads = (out * upstream).sum().backward();
+    head.linear
+        .weight
+        .val()
+        .grad(&grads)
+        .map_or(0.0, |w| w.square().sum().sqrt().into_scalar::<f32>() as f64)
+}
+
+/// The generator's loss and its gradients for the draws `draw`; the adversarial term counts
+/// only when `active` (after the warm-up; before, it is measured without a backward pass).
+pub fn generator_pass(
+    pair: &GanPair,
+    ctx: &GanContext,
+    draw: &GanDraw,
+    active: bool,
+) -> Result<GeneratorPass> {
+    let g = &pair.generator;
+    let device = &ctx.device;
+    let loss = ctx.options.loss;
+    let k = g.steps();
+    let kf = k as f64;
+    let channels = g.dit.config().in_channels;
+    let targets: Vec<Tensor<4>> = ctx
+        .set
+        .anchors
+        .iter()
+        .map(|a| a.rows(&draw.idx).to_device(device))
+        .collect::<Result<_>>()?;
+    let mut inputs = vec![ctx.set.x_t.rows(&draw.idx).to_device::<4>(device)?];
+    inputs.extend(targets.iter().take(k - 1).cloned());
+    let labels = ctx.labels(&draw.idx);
+    let (x, c) = g.teacher_forced_tokens(&inputs, labels_to_device(&labels, device))?;
+    // Steps before the last: their regression, in the student's graph.
+    let earlier: Vec<Tensor<1>> = (0..k - 1)
+        .map(|s| {
+            let out = g.step_output(&x, &c, s).narrow(1, 0, channels);
+            step_distance(out, targets[s].clone(), loss)
+        })
+        .collect();
+    let earlier = if earlier.is_empty() {
+        Tensor::<1>::zeros([1], device)
+    } else {
+        Tensor::cat(earlier, 0).sum() / kf
+    };
+    let last = g.step_output(&x, &c, k - 1).narrow(1, 0, channels); // x̂ [B, C, H, W]
+    let fakes = last.clone().detach();
+
+    // ∂(L_K / K)/∂x̂ on a detached copy.
+    let leaf = last.clone().detach().require_grad();
+    let reg_last = step_distance(leaf.clone(), targets[k - 1].clone(), loss) / kf;
+    let regression = earlier.clone().into_scalar::<f32>() + reg_last.clone().into_scalar::<f32>();
+    let grad_reg = leaf
+        .grad(&reg_last.backward())
+        .expect("the regression reaches the final output");
+
+    // ∂L_adv/∂x̂ through the frozen teacher and heads, on another copy.
+    let frozen = pair.discriminator.clone().no_grad();
+    let (adversarial, weight, upstream) = if active {
+        let leaf = last.clone().detach().require_grad();
+        let (feats, cond) = ctx.features(leaf.clone(), &draw.t_fake, &draw.eps_fake, &labels)?;
+        let adv = hinge_generator(&frozen.forward(&feats, &cond));
+        let value = adv.clone().into_scalar::<f32>();
+        let grad_adv = leaf
+            .grad(&adv.backward())
+            .expect("the adversarial loss reaches the final output");
+        let o = ctx.options;
+        let weight = adaptive_weight(
+            last_layer_norm(g, &x, &c, grad_reg.clone()),
+            last_layer_norm(g, &x, &c, grad_adv.clone()),
+            o.weight_factor,
+            o.max_weight,
+            true,
+        );
+        (value, weight, grad_reg + grad_adv * weight)
+    } else {
+        let (feats, cond) = ctx.features(fakes.clone(), &draw.t_fake, &draw.eps_fake, &labels)?;
+        let value = hinge_generator(&frozen.forward(&feats, &cond)).into_scalar::<f32>();
+        (value, 0.0, grad_reg)
+    };
+    let surrogate = earlier + (last * upstream).sum();
+    Ok(GeneratorPass {
+        grads: surrogate.backward(),
+        regression,
+        adversarial,
+        weight,
+        fakes,
+    })
+}
+
+/// The discriminator's hinge loss on real images against `fakes` (both re-noised) and its
+/// gradients.
+pub fn discriminator_pass(
+    disc: &Discriminator,
+    ctx: &GanContext,
+    draw: &GanDraw,
+    fakes: Tensor<4>,
+) -> Result<DiscriminatorPass> {
+    let b = draw.idx.len();
+    let (real, real_labels) = ctx.real.batch(&draw.real_idx);
+    let real = real.to_device::<4>(&ctx.device)?;
+    let x = Tensor::cat(
+        vec![
+            renoise(fakes.detach(), &draw.t_fake, &draw.eps_fake, &ctx.alpha_bar)?,
+            renoise(real, &draw.t_real, &draw.eps_real, &ctx.alpha_bar)?,
+        ],
+        0,
+    );
+    let t: Vec<f32> = draw
+        .t_fake
+        .iter()
+        .chain(&draw.t_real)
+        .map(|&v| v as f32)
+        .collect();
+    let mut labels = ctx.labels(&draw.idx);
+    labels.extend(real_labels);
+    let (feats, cond) = ctx
+        .teacher
+        .block_features(x, &t, labels_to_device(&labels, &ctx.device));
+    let half = |f: &Tensor<3>, i: usize| f.clone().narrow(0, i * b, b);
+    let fake_feats: Vec<Tensor<3>> = feats.iter().map(|f| half(f, 0)).collect();
+    let real_feats: Vec<Tensor<3>> = feats.iter().map(|f| half(f, 1)).collect();
+    let fake_logits = disc.forward(&fake_feats, &cond.clone().narrow(0, 0, b));
+    let real_logits = disc.forward(&real_feats, &cond.narrow(0, b, b));
+    let mean = |l: &[Tensor<2>]| {
+        let n = l.len().max(1) as f32;
+        l.iter()
+            .map(|t| t.clone().mean().into_scalar::<f32>())
+            .sum::<f32>()
+            / n
+    };
+    let (real_logit, fake_logit) = (mean(&real_logits), mean(&fake_logits));
+    let loss = hinge_discriminator(&real_logits, &fake_logits);
+    Ok(DiscriminatorPass {
+        loss: loss.clone().into_scalar::<f32>(),
+        grads: loss.backward(),
+        real_logit,
+        fake_logit,
+    })
+}
+
+/// One iteration: the generator's AdamW step (clipped, at the schedule's rate), then the
+/// discriminator's (at `disc_lr`, unclipped), then the EMA. Returns the generator's objective
+/// `L_reg + λ L_adv`.
+pub fn gan_step(t: &mut Trainer<GanPair>, ctx: &GanContext) -> Result<f32> {
+    let mut rng = iteration_rng(t.options.seed, t.iteration);
+    let draw = ctx.draw(&mut rng);
+    let active = t.iteration >= ctx.options.warmup;
+    let gp = generator_pass(&t.model, ctx, &draw, active)?;
+    let mut grads = GradientsParams::from_grads(gp.grads, &t.model);
+    clip_global_norm(&t.model, &mut grads, t.options.grad_clip);
+    let lr = t.options.lr_at(t.iteration);
+    t.model = t.optim.step(lr, t.model.clone(), grads);
+
+    t.model.discriminator = t.model.discriminator.clone().power_iteration();
+    let dp = discriminator_pass(&t.model.discriminator, ctx, &draw, gp.fakes)?;
+    let grads = GradientsParams::from_grads(dp.grads, &t.model);
+    t.model = t.optim.step(ctx.options.disc_lr, t.model.clone(), grads);
+
+    let values = vec![
+        gp.regression,
+        gp.adversarial,
+        dp.loss,
+        gp.weight as f32,
+        dp.real_logit,
+        dp.fake_logit,
+    ];
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(EngineError::Input(format!(
+            "the adversarial stage diverged at iteration {} ({}): lower the learning rates or the weight factor, and resume from the last checkpoint",
+            t.iteration,
+            GAN_METRICS
+                .iter()
+                .zip(&values)
+                .map(|(n, v)| format!("{n} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    t.metrics.push((t.iteration, values));
+    Ok(t.finish_iteration(gp.regression + gp.weight as f32 * gp.adversarial))
+}
+
+/// The options a run was started with (beside its checkpoint).
+const OPTIONS_FILE: &str = "gan-options.json";
+
+fn check_inputs(
+    teacher: &LoadedModel,
+    student: &LoadedModel,
+    set: &TrajectorySet,
+    real: &Dataset,
+    gan: &GanOptions,
+) -> Result<()> {
+    let fail = |m: String| Err(EngineError::Input(m));
+    let Some(s) = &student.meta.student else {
+        return fail("the adversarial stage starts from a distilled student, and this is a teacher (distil it first with `ard distill`)".into());
+    };
+    if !matches!(teacher.model, Model::Teacher(_)) {
+        return fail(
+            "the discriminator's feature extractor must be the teacher, and this is a student"
+                .into(),
+        );
+    }
+    let dit = &teacher.meta.dit;
+    if student.meta.dit != *dit {
+        return fail("the student was not distilled from a teacher of this architecture".into());
+    }
+    if set.manifest.image_shape != dit.image_shape() || set.manifest.num_classes != dit.num_classes
+    {
+        return fail("the trajectory set was not made by a teacher of this shape".into());
+    }
+    if set.manifest.anchors != s.anchors {
+        return fail(format!(
+            "the trajectory set's anchors {:?} differ from the student's {:?}",
+            set.manifest.anchors, s.anchors
+        ));
+    }
+    if real.images.shape[1..] != dit.image_shape() {
+        return fail(format!(
+            "the real images are {:?} and the model makes {:?}{}",
+            &real.images.shape[1..],
+            dit.image_shape(),
+            if dit.in_channels == 4 {
+                " (a latent model needs its real images encoded by the VAE)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(bad) = real
+        .labels
+        .iter()
+        .find(|&&l| l < 0 || l as usize >= dit.num_classes)
+    {
+        return fail(format!(
+            "the real images have label {bad}, and the model has {} classes",
+            dit.num_classes
+        ));
+    }
+    if gan.train.batch_size < 2 {
+        return fail("the adversarial stage needs a batch of at least 2 (a hinge loss on one image collapses)".into());
+    }
+    let [lo, hi] = gan.noise_range;
+    if lo >= hi || hi > TRAIN_TIMESTEPS {
+        return fail(format!(
+            "the re-noising range [{lo}, {hi}) must be non-empty and within the {TRAIN_TIMESTEPS} training timesteps"
+        ));
+    }
+    if !(gan.disc_lr > 0.0 && gan.weight_factor >= 0.0 && gan.max_weight >= 0.0) {
+        return fail(
+            "the discriminator's learning rate must be > 0 and the weight factor and clamp ≥ 0"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Fine-tunes `student` (distilled from `teacher` on `set`) adversarially against `real`
+/// images; writes the EMA generator as `student.safetensors` in the run directory.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune_gan(
+    teacher: &LoadedModel,
+    student: &LoadedModel,
+    set: &TrajectorySet,
+    real: &Dataset,
+    gan: &GanOptions,
+    run: &RunDir,
+    device: &Device,
+    hooks: JobHooks,
+) -> Result<PathBuf> {
+    check_inputs(teacher, student, set, real, gan)?;
+    let mut meta = student.meta.clone();
+    if let Some(s) = meta.student.as_mut() {
+        s.adversarial = true;
+    }
+    let train_device = device.clone().autodiff();
+    let ctx = GanContext::new(teacher, set, real, gan, &train_device)?;
+    let dit = &teacher.meta.dit;
+    let fresh = || -> Result<GanPair> {
+        let Model::Student(generator) = student.copy_to(&train_device)?.model else {
+            unreachable!("checked: a student")
+        };
+        let discriminator = Discriminator::fresh(
+            dit.depth,
+            dit.hidden_size,
+            &gan.disc,
+            gan.train.seed ^ 0xD15C,
+            &train_device,
+        )?;
+        Ok(GanPair {
+            generator,
+            discriminator,
+        })
+    };
+    std::fs::create_dir_all(&run.dir).map_err(|e| EngineError::io(&run.dir, e))?;
+    let options_path = run.dir.join(OPTIONS_FILE);
+    let mut trainer = if run.resume && run.checkpoint().exists() {
+        if checkpoint_meta(&run.checkpoint())? != meta {
+            return Err(EngineError::Input(format!(
+                "{} belongs to another run (another student or teacher); use a new directory",
+                run.checkpoint().display()
+            )));
+        }
+        let stored: GanOptions = std::fs::read_to_string(&options_path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| EngineError::bad_file(&options_path, "missing or damaged"))?;
+        let mut same = gan.clone();
+        same.train.iterations = stored.train.iterations;
+        if same != stored {
+            return Err(EngineError::Input(format!(
+                "{} was started with other settings ({}); resume with the same ones (only --iterations may change), or use a new directory",
+                run.dir.display(),
+                options_path.display()
+            )));
+        }
+        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(gan.train.iterations))?;
+        (hooks.on_event)(JobEvent::Resumed {
+            iteration: t.iteration,
+        });
+        t
+    } else {
+        Trainer::new(fresh()?, gan.train.clone())
+    };
+    let json = serde_json::to_string_pretty(gan).expect("plain data");
+    write_atomically(&options_path, json.as_bytes())?;
+    trainer.workers = 1;
+    drive(
+        &mut trainer,
+        run,
+        &meta,
+        "student.safetensors",
+        hooks,
+        |t| gan_step(t, &ctx),
+        |ema| Model::Student(ema.generator.clone()),
+    )
+}
