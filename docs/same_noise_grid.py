@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Draws docs/same-noise-grid.png: the teacher (25 and 4 DDIM steps), the ARD student and the
-step-distillation baseline from the same starting noise (`ard sample --seed 5`), one class per
-column. Needs Pillow and a release build (`cargo build --release --bin ard`).
+"""Draws docs/same-noise-grid.png: the teacher (25 and 4 DDIM steps), the ARD student, the ARD
+student after the adversarial stage and the step-distillation baseline from the same starting
+noise (`ard sample --seed 5`), one class per column. Needs Pillow and a release build
+(`cargo build --release --bin ard`).
 
-    python3 docs/same_noise_grid.py [TEACHER ARD BASELINE]   # default: the models in assets/
+    python3 docs/same_noise_grid.py [TEACHER ARD BASELINE [ARD_GAN]]   # default: assets/
 """
 
 import subprocess
@@ -33,12 +34,15 @@ def sample(weights: str, out: Path, *extra: str) -> list:
 def main() -> None:
     teacher, ard, base = sys.argv[1:4] if len(sys.argv) >= 4 else [
         str(ROOT / "assets" / f) for f in ("teacher.safetensors", "ard.safetensors", "baseline.safetensors")]
+    gan = sys.argv[4] if len(sys.argv) >= 5 else str(ROOT / "assets" / "ard_gan.safetensors")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         rows = [("teacher, 25-step DDIM", sample(teacher, t / "t25.png")),
-                ("ARD student (N=2), 4 steps", sample(ard, t / "ard.png")),
-                ("step distillation (N=0), 4 steps", sample(base, t / "base.png")),
-                ("teacher, 4-step DDIM", sample(teacher, t / "t4.png", "--steps", "4"))]
+                ("ARD student (N=2), 4 steps", sample(ard, t / "ard.png"))]
+        if Path(gan).exists():
+            rows.append(("ARD + GAN (N=2), 4 steps", sample(gan, t / "gan.png")))
+        rows += [("step distillation (N=0), 4 steps", sample(base, t / "base.png")),
+                 ("teacher, 4-step DDIM", sample(teacher, t / "t4.png", "--steps", "4"))]
     label_w, s = 210, 84
     grid = Image.new("RGB", (label_w + 10 * (s + 2), len(rows) * (s + 2)), (24, 24, 24))
     draw = ImageDraw.Draw(grid)

@@ -96,6 +96,9 @@ fn options(iterations: u64) -> GanOptions {
             lr_schedule: LrSchedule::Constant,
         },
         warmup: 1,
+        // A rate as a GUI drag leaves it, whose shortest decimal has 17 digits: the resume
+        // check must not trip over its JSON round trip.
+        disc_lr: 1e-4 + 4.0 * 1e-5,
         ..GanOptions::default()
     }
 }
@@ -392,4 +395,32 @@ fn bad_inputs_are_refused_with_a_reason() {
     .unwrap_err()
     .to_string();
     assert!(msg.contains("real images are [1, 4, 4]"), "{msg}");
+    let refuse = |real: Dataset| {
+        finetune_gan(
+            &teacher,
+            &student,
+            &set,
+            &real,
+            &options(1),
+            &RunDir::new(&dir),
+            &Device::flex(),
+            JobHooks {
+                stop: &AtomicBool::new(false),
+                on_event: &mut |_| {},
+            },
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let mut empty = toy_data(2);
+    empty.images = HostTensor::new(vec![0, 1, 8, 8], vec![]);
+    empty.labels.clear();
+    assert!(refuse(empty).contains("no real images"));
+    let mut three = toy_data(4);
+    three.class_names.push("third".into());
+    assert!(refuse(three).contains("3 classes and the model 2"));
+    let mut infinite = options(1);
+    infinite.weight_factor = f64::INFINITY;
+    let msg = err(run(&teacher, &student, &set, &dir, &infinite, false));
+    assert!(msg.contains("finite"), "{msg}");
 }

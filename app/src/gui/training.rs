@@ -64,8 +64,9 @@ pub struct TrainingPanel {
     /// The adversarial phase's loss parts per iteration (`GAN_METRICS`).
     pub gan_metrics: Vec<(u64, Vec<f32>)>,
     pub preview: Option<(String, egui::TextureHandle)>,
-    /// The run's evaluation points, and why there are none when the engine could not score.
-    pub eval_points: Vec<EvalPoint>,
+    /// The run's evaluation points per phase, and why there are none when the engine could not
+    /// score.
+    pub eval_points: [Vec<EvalPoint>; 4],
     pub eval_note: Option<String>,
     /// The distilled student once a run finishes.
     pub result: Option<PathBuf>,
@@ -112,11 +113,16 @@ impl TrainingPanel {
         if let Some(note) = &self.eval_note {
             ui.weak(format!("No evaluation: {note}"));
         }
-        let Some(last) = self.eval_points.last() else {
+        // The latest phase that has points speaks in the label; each phase has its curves.
+        let Some((phase, last)) = (0..4)
+            .rev()
+            .find_map(|i| self.eval_points[i].last().map(|p| (i, p)))
+        else {
             return;
         };
         ui.label(format!(
-            "Iteration {}: FID {:.2} (EMA) / {:.2} (raw), class agreement {:.1}% / {:.1}% on {} samples",
+            "{} iteration {}: FID {:.2} (EMA) / {:.2} (raw), class agreement {:.1}% / {:.1}% on {} samples",
+            PHASE_NAMES[phase],
             last.iteration,
             last.ema.fid,
             last.raw.fid,
@@ -124,11 +130,8 @@ impl TrainingPanel {
             100.0 * last.raw.class_agreement,
             last.samples
         ));
-        let series = |f: fn(&EvalPoint) -> f64| -> Vec<[f64; 2]> {
-            self.eval_points
-                .iter()
-                .map(|p| [p.iteration as f64, f(p)])
-                .collect()
+        let series = |points: &[EvalPoint], f: fn(&EvalPoint) -> f64| -> Vec<[f64; 2]> {
+            points.iter().map(|p| [p.iteration as f64, f(p)]).collect()
         };
         Plot::new("eval")
             .height(180.0)
@@ -136,14 +139,20 @@ impl TrainingPanel {
             .x_axis_label("iteration")
             .y_axis_label("FID")
             .show(ui, |plot| {
-                plot.line(Line::new(
-                    "FID (EMA)",
-                    PlotPoints::from(series(|p| p.ema.fid)),
-                ));
-                plot.line(Line::new(
-                    "FID (raw)",
-                    PlotPoints::from(series(|p| p.raw.fid)),
-                ));
+                for (i, points) in self.eval_points.iter().enumerate() {
+                    if points.is_empty() {
+                        continue;
+                    }
+                    let name = PHASE_NAMES[i].to_lowercase();
+                    plot.line(Line::new(
+                        format!("FID (EMA), {name}"),
+                        PlotPoints::from(series(points, |p| p.ema.fid)),
+                    ));
+                    plot.line(Line::new(
+                        format!("FID (raw), {name}"),
+                        PlotPoints::from(series(points, |p| p.raw.fid)),
+                    ));
+                }
             });
     }
 
@@ -289,7 +298,7 @@ impl TrainingPanel {
             losses: Default::default(),
             gan_metrics: Vec::new(),
             preview: None,
-            eval_points: Vec::new(),
+            eval_points: Default::default(),
             eval_note: None,
             result: None,
         }
@@ -396,9 +405,10 @@ impl TrainingPanel {
                     PHASE_NAMES[index(phase)].to_lowercase()
                 );
             }
-            TrainingEvent::Eval { point, .. } => {
-                self.eval_points.retain(|p| p.iteration < point.iteration);
-                self.eval_points.push(point);
+            TrainingEvent::Eval { phase, point } => {
+                let points = &mut self.eval_points[index(phase)];
+                points.retain(|p| p.iteration < point.iteration);
+                points.push(point);
             }
             TrainingEvent::Metrics {
                 iteration, values, ..
@@ -597,9 +607,10 @@ impl TrainingPanel {
             } else if ui.button("Start / resume").clicked() {
                 self.running = true;
                 self.result = None;
-                self.eval_points.clear();
+                self.eval_points = Default::default();
                 self.eval_note = None;
                 self.gan_metrics.clear();
+                self.progress = Default::default();
                 self.status = "starting…".into();
                 request = Some(Request::StartTraining(Box::new(self.request())));
             }

@@ -258,13 +258,16 @@ pub fn generator_pass(
             .grad(&adv.backward())
             .expect("the adversarial loss reaches the final output");
         let o = ctx.options;
-        let weight = adaptive_weight(
+        let (reg_norm, adv_norm) = (
             last_layer_norm(g, &x, &c, grad_reg.clone()),
             last_layer_norm(g, &x, &c, grad_adv.clone()),
-            o.weight_factor,
-            o.max_weight,
-            true,
         );
+        if !(reg_norm.is_finite() && adv_norm.is_finite() && value.is_finite()) {
+            return Err(EngineError::Input(format!(
+                "the adversarial stage diverged (last-layer gradient norms {reg_norm} and {adv_norm}, adversarial loss {value}): lower the learning rates or the weight factor, and resume from the last checkpoint"
+            )));
+        }
+        let weight = adaptive_weight(reg_norm, adv_norm, o.weight_factor, o.max_weight, true);
         (value, weight, grad_reg + grad_adv * weight)
     } else {
         let (feats, cond) = ctx.features(fakes.clone(), &draw.t_fake, &draw.eps_fake, &labels)?;
@@ -402,10 +405,20 @@ fn check_inputs(
     {
         return fail("the trajectory set was not made by a teacher of this shape".into());
     }
-    if set.manifest.anchors != s.anchors {
+    if set.manifest.anchors != s.anchors || set.manifest.ddim_steps != s.teacher_steps {
         return fail(format!(
-            "the trajectory set's anchors {:?} differ from the student's {:?}",
-            set.manifest.anchors, s.anchors
+            "the trajectory set's anchors {:?} of a {}-step DDIM differ from the student's {:?} of {} steps",
+            set.manifest.anchors, set.manifest.ddim_steps, s.anchors, s.teacher_steps
+        ));
+    }
+    if real.is_empty() {
+        return fail("there are no real images for the discriminator".into());
+    }
+    if real.class_names.len() != dit.num_classes {
+        return fail(format!(
+            "the real images have {} classes and the model {}: the discriminator conditions on the class, so they must be the same classes in the same order",
+            real.class_names.len(),
+            dit.num_classes
         ));
     }
     if real.images.shape[1..] != dit.image_shape() {
@@ -439,9 +452,12 @@ fn check_inputs(
             "the re-noising range [{lo}, {hi}) must be non-empty and within the {TRAIN_TIMESTEPS} training timesteps"
         ));
     }
-    if !(gan.disc_lr > 0.0 && gan.weight_factor >= 0.0 && gan.max_weight >= 0.0) {
+    let finite = [gan.disc_lr, gan.weight_factor, gan.max_weight]
+        .iter()
+        .all(|v| v.is_finite());
+    if !(finite && gan.disc_lr > 0.0 && gan.weight_factor >= 0.0 && gan.max_weight >= 0.0) {
         return fail(
-            "the discriminator's learning rate must be > 0 and the weight factor and clamp ≥ 0"
+            "the discriminator's learning rate must be finite and > 0, the weight factor and clamp finite and ≥ 0"
                 .into(),
         );
     }
@@ -494,13 +510,22 @@ pub fn finetune_gan(
                 run.checkpoint().display()
             )));
         }
-        let stored: GanOptions = std::fs::read_to_string(&options_path)
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
+        let text = std::fs::read_to_string(&options_path).ok();
+        let stored: GanOptions = text
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| EngineError::bad_file(&options_path, "missing or damaged"))?;
         let mut same = gan.clone();
         same.train.iterations = stored.train.iterations;
-        if same != stored {
+        // Compared as written (shortest round-trip digits), not as parsed back: serde_json's
+        // default parser may move a float by one bit.
+        if text.as_deref()
+            != Some(
+                serde_json::to_string_pretty(&same)
+                    .expect("plain data")
+                    .as_str(),
+            )
+        {
             return Err(EngineError::Input(format!(
                 "{} was started with other settings ({}); resume with the same ones (only --iterations may change), or use a new directory",
                 run.dir.display(),
