@@ -476,19 +476,20 @@ fn starts_on_the_default_models() {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect::<Vec<_>>(),
-        ["teacher.safetensors", "ard.safetensors"],
-        "assets/ holds the default teacher and student"
+        ["teacher.safetensors", "ard_gan.safetensors"],
+        "assets/ holds the default teacher and the adversarially fine-tuned student"
     );
     let dir = tempfile::tempdir().unwrap();
     let mut harness = app_harness(models, dir.path());
     wait_for(&mut harness, "the default student", 60, |a| {
-        loaded(a, "ard.safetensors") && a.teacher.is_some()
+        loaded(a, "ard_gan.safetensors") && a.teacher.is_some()
     });
     let model = harness.state().generator.clone().unwrap();
     assert_eq!(model.kind, ModelKind::Student);
     assert_eq!(model.class_names.len(), 10);
     assert_eq!(model.class_names[9], "Ankle boot");
-    harness.get_by_label_contains("Generator: ard.safetensors");
+    assert!(model.architecture.contains("GAN"), "{}", model.architecture);
+    harness.get_by_label_contains("Generator: ard_gan.safetensors");
 }
 
 /// Sets the finished run's timings to fixed values: a timing's mask is as wide as its label,

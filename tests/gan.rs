@@ -355,7 +355,7 @@ fn bad_inputs_are_refused_with_a_reason() {
     let (teacher, student, set) = setup(root.path());
     let dir = root.path().join("bad");
     let err = |r: ard_engine::Result<(std::path::PathBuf, Vec<JobEvent>)>| {
-        r.err().expect("refused").to_string()
+        r.expect_err("refused").to_string()
     };
     let msg = err(run(&teacher, &teacher, &set, &dir, &options(1), false));
     assert!(msg.contains("distilled student"), "{msg}");

@@ -78,7 +78,15 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
         } else {
             "not stored (give --history-layers to load)".into()
         };
-        println!("student:     K = {} steps, history layers N = {n}", s.steps);
+        println!(
+            "student:     K = {} steps, history layers N = {n}{}",
+            s.steps,
+            if s.adversarial {
+                "; fine-tuned adversarially (stage 2)"
+            } else {
+                ""
+            }
+        );
         println!("markers:     {:?}", s.time_markers);
         println!("outputs:     {}", s.output_names("infer").join(", "));
     }

@@ -40,13 +40,17 @@ pub struct AppOptions {
 }
 
 /// The default models shipped in `assets/`: the teacher first (so it is also the comparison
-/// teacher), then the ARD student (so it is the generator).
+/// teacher), then the ARD student (so it is the generator), fine-tuned by stage 2 when shipped.
 pub fn default_models() -> Vec<PathBuf> {
     let dir = assets_dir();
-    ["teacher.safetensors", "ard.safetensors"]
+    // The generator: the adversarially fine-tuned student when it is there, else the distilled.
+    let student = ["ard_gan.safetensors", "ard.safetensors"]
         .iter()
         .map(|f| dir.join(f))
+        .find(|p| p.exists());
+    std::iter::once(dir.join("teacher.safetensors"))
         .filter(|p| p.exists())
+        .chain(student)
         .collect()
 }
 

@@ -142,7 +142,7 @@ impl Discriminator {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        if config.kernel % 2 == 0 || config.cmap_dim == 0 || config.virtual_batch == 0 {
+        if config.kernel.is_multiple_of(2) || config.cmap_dim == 0 || config.virtual_batch == 0 {
             return Err(EngineError::Config(format!(
                 "discriminator heads need an odd kernel, a projection width ≥ 1 and norm groups ≥ 1 (got kernel {}, width {}, groups {})",
                 config.kernel, config.cmap_dim, config.virtual_batch

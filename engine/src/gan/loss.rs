@@ -80,7 +80,8 @@ mod tests {
         let d = Device::flex().autodiff();
         let real = logits(&[0.5, -0.5, 0.2, 3.0], &d).require_grad();
         let fake = logits(&[-0.5, 0.5, -2.0, 0.0], &d).require_grad();
-        let grads = hinge_discriminator(&[real.clone()], &[fake.clone()]).backward();
+        let grads = hinge_discriminator(std::slice::from_ref(&real), std::slice::from_ref(&fake))
+            .backward();
         let gr = real
             .grad(&grads)
             .unwrap()

@@ -35,8 +35,14 @@ pub fn model_info(model: &LoadedModel, source: String, fingerprint: String) -> M
             d.num_heads,
             match student {
                 Some(s) => format!(
-                    "; {} steps, N = {} history layers",
-                    s.steps, s.history_layers
+                    "; {} steps, N = {} history layers{}",
+                    s.steps,
+                    s.history_layers,
+                    if s.adversarial {
+                        ", GAN fine-tuned"
+                    } else {
+                        ""
+                    }
                 ),
                 None => String::new(),
             }
