@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trains ARD Studio's default models on Fashion-MNIST on the CPU and installs them in assets/:
-# the teacher, the ARD student, the step-distillation baseline, the feature network, and
+# the teacher, the ARD student (and the same after stage 2, adversarial fine-tuning), the
+# step-distillation baseline, the feature networks, and
 # assets/eval.json + assets/manifest.json. Every stage resumes: rerun the script after an
 # interruption and it continues where it stopped.
 #
@@ -21,7 +22,8 @@ SEED=${SEED:-0}
 # Measured per-stage costs on 2 cores (release, CPU, 2026-12-02): 16000 trajectories with two
 # workers 7.5 min; a distillation step (batch 32, one thread) about 0.3 s with both students
 # running side by side (6000 iterations: about 42 min); a feature-network step (batch 128)
-# 0.4 s on both cores (3000 steps: about 20 min).
+# 0.4 s on both cores (3000 steps: about 20 min); a GAN fine-tuning step (stage 2, batch 32) 0.4 s
+# alone, 0.7 s beside another run (6000 iterations: 40-70 min).
 TEACHER_ITERS=${TEACHER_ITERS:-}
 TRAJECTORIES=${TRAJECTORIES:-}
 DISTILL_ITERS=${DISTILL_ITERS:-}

@@ -379,22 +379,6 @@ fn bad_inputs_are_refused_with_a_reason() {
         labels: vec![0, 1],
         class_names: vec!["a".into(), "b".into()],
     };
-    let msg = finetune_gan(
-        &teacher,
-        &student,
-        &set,
-        &wrong,
-        &options(1),
-        &RunDir::new(&dir),
-        &Device::flex(),
-        JobHooks {
-            stop: &AtomicBool::new(false),
-            on_event: &mut |_| {},
-        },
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(msg.contains("real images are [1, 4, 4]"), "{msg}");
     let refuse = |real: Dataset| {
         finetune_gan(
             &teacher,
@@ -412,6 +396,8 @@ fn bad_inputs_are_refused_with_a_reason() {
         .unwrap_err()
         .to_string()
     };
+    let msg = refuse(wrong);
+    assert!(msg.contains("real images are [1, 4, 4]"), "{msg}");
     let mut empty = toy_data(2);
     empty.images = HostTensor::new(vec![0, 1, 8, 8], vec![]);
     empty.labels.clear();

@@ -291,12 +291,15 @@ mod tests {
     fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
         let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
-        // A floor for references that vanish (one visible key: the softmax gradient is 0).
+        // A floor for references that vanish (one visible key: the softmax gradient is 0, and
+        // f32 rounding of terms of size |dout|·|v| ~ 1 leaves ~1e-7 there): an rms of 0.1,
+        // against entries of rms ~1 where the reference does not vanish. (At 1e-2 a fresh draw
+        // failed once at 1.1e-5.)
         let den: f64 = b
             .iter()
             .map(|y| y * y)
             .sum::<f64>()
-            .max(1e-4 * b.len() as f64);
+            .max(1e-2 * b.len() as f64);
         (num / den).sqrt()
     }
 

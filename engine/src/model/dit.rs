@@ -95,17 +95,8 @@ impl Dit {
 
     /// `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → `[B, C_out, H, W]` (epsilon, then sigma channels)
     pub fn forward(&self, x: Tensor<4>, t: &[f32], y: Tensor<1, Int>) -> Tensor<4> {
-        let [b, _, _, _] = x.dims();
-        let c = self.condition(t, y);
-        let tokens = self.embed(x);
-        let [_, n_tok, h] = tokens.dims();
-        let mut tokens = tokens.reshape([b, 1, n_tok, h]);
-        let c3 = c.clone().reshape([b, 1, h]);
-        for block in &self.blocks {
-            tokens = block.forward(tokens, c3.clone(), Mixing::Full);
-        }
-        let out = self.final_layer.forward(tokens.reshape([b, n_tok, h]), c);
-        self.unpatchify(out)
+        let (tokens, c) = self.blocks_forward(x, t, y, |_| {});
+        self.unpatchify(self.final_layer.forward(tokens, c))
     }
 
     /// The tokens after every block, for the adversarial stage's discriminator (the teacher as
@@ -117,18 +108,31 @@ impl Dit {
         t: &[f32],
         y: Tensor<1, Int>,
     ) -> (Vec<Tensor<3>>, Tensor<2>) {
+        let mut features = Vec::with_capacity(self.blocks.len());
+        let (_, c) = self.blocks_forward(x, t, y, |f| features.push(f.clone()));
+        (features, c)
+    }
+
+    /// Embedding and blocks: `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → the last block's tokens
+    /// `[B, T, H]` and the conditioning `[B, H]`; `each` sees every block's tokens.
+    fn blocks_forward(
+        &self,
+        x: Tensor<4>,
+        t: &[f32],
+        y: Tensor<1, Int>,
+        mut each: impl FnMut(&Tensor<3>),
+    ) -> (Tensor<3>, Tensor<2>) {
         let [b, _, _, _] = x.dims();
         let c = self.condition(t, y);
         let tokens = self.embed(x);
         let [_, n_tok, h] = tokens.dims();
         let mut tokens = tokens.reshape([b, 1, n_tok, h]);
         let c3 = c.clone().reshape([b, 1, h]);
-        let mut features = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             tokens = block.forward(tokens, c3.clone(), Mixing::Full);
-            features.push(tokens.clone().reshape([b, n_tok, h]));
+            each(&tokens.clone().reshape([b, n_tok, h]));
         }
-        (features, c)
+        (tokens.reshape([b, n_tok, h]), c)
     }
 
     /// Classifier-free guidance as the reference `forward_with_cfg`: the batch runs once with
