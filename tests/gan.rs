@@ -14,7 +14,7 @@ use ard_engine::gan::{
     Discriminator, GanContext, GanPair, discriminator_pass, finetune_gan, generator_pass,
     hinge_generator, renoise,
 };
-use ard_engine::io::{TensorFile, labels_to_device, seeded_noise};
+use ard_engine::io::{TensorFile, labels_to_device};
 use ard_engine::model::{
     InitOptions, LoadOptions, LoadedModel, StudentConfig, default_anchors, init_teacher,
     student_from_teacher,
@@ -23,26 +23,7 @@ use ard_engine::train::{
     GanOptions, JobEvent, JobHooks, LrSchedule, RunDir, TrainOptions, iteration_rng,
 };
 use ard_engine::{Device, HostTensor, Model};
-use ard_studio::tiny_dit;
-
-/// Two classes of 8×8 grey images (a bright left or top half), `n` of them.
-fn toy_data(n: usize) -> Dataset {
-    let noise = seeded_noise(vec![n, 1, 8, 8], 5);
-    let mut data = Vec::new();
-    for i in 0..n {
-        for y in 0..8 {
-            for x in 0..8 {
-                let on = if i % 2 == 0 { x < 4 } else { y < 4 };
-                data.push(if on { 0.8 } else { -0.8 } + 0.1 * noise.data[i * 64 + y * 8 + x]);
-            }
-        }
-    }
-    Dataset {
-        images: HostTensor::new(vec![n, 1, 8, 8], data),
-        labels: (0..n as i64).map(|i| i % 2).collect(),
-        class_names: vec!["left".into(), "top".into()],
-    }
-}
+use ard_studio::{tiny_dit, toy_data};
 
 /// A teacher of two blocks (two discriminator heads), a 3-step student with N = 1 made from
 /// it, and 6 trajectories of a 10-step DDIM, in `root`.

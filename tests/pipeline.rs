@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use ard_engine::data::Dataset;
 use ard_engine::diffusion::DdimOptions;
 use ard_engine::diffusion::{SampleRequest, sample};
 use ard_engine::distill::{
@@ -18,29 +17,7 @@ use ard_engine::model::{LoadOptions, LoadedModel};
 use ard_engine::train::{DistillOptions, LrSchedule, TeacherOptions, TrainOptions};
 use ard_engine::train::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::{Device, HostTensor, Model};
-
-/// Two classes of 8×8 grey images: a bright left half, or a bright top half, plus noise.
-fn toy_data() -> Dataset {
-    let n = 32;
-    let noise = seeded_noise(vec![n, 1, 8, 8], 5);
-    let mut data = Vec::new();
-    let mut labels = Vec::new();
-    for i in 0..n {
-        let class = i % 2;
-        for y in 0..8 {
-            for x in 0..8 {
-                let on = if class == 0 { x < 4 } else { y < 4 };
-                data.push(if on { 0.8 } else { -0.8 } + 0.1 * noise.data[i * 64 + y * 8 + x]);
-            }
-        }
-        labels.push(class as i64);
-    }
-    Dataset {
-        images: HostTensor::new(vec![n, 1, 8, 8], data),
-        labels,
-        class_names: vec!["left".into(), "top".into()],
-    }
-}
+use ard_studio::toy_data;
 
 /// A tiny teacher for the 8×8 toy data: patch 4, hidden 16, depth 2, 2 heads.
 fn tiny_teacher(train: TrainOptions) -> TeacherOptions {
@@ -87,7 +64,7 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 fn train(dir: &Path, iterations: u64, resume: bool) -> Vec<JobEvent> {
     let mut events = Vec::new();
     train_teacher(
-        &toy_data(),
+        &toy_data(32),
         &tiny_teacher(options(iterations)),
         &run_dir(dir, resume),
         &Device::flex(),
@@ -273,7 +250,7 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
         };
         FeatureNet::new(config, &device)
     };
-    let real = toy_data().images;
+    let real = toy_data(32).images;
     let eval = std::sync::Arc::new(TrainingEval::new(net(2), &real, 2, 6, &device).unwrap());
     let dir = root.path().join("student");
     let run = |its: u64, resume: bool, eval: std::sync::Arc<TrainingEval>| {
@@ -371,7 +348,7 @@ fn the_ema_is_an_untracked_model() {
         unreachable!()
     };
     let mut trainer = ard_engine::train::Trainer::new(dit, options(3));
-    let data = toy_data();
+    let data = toy_data(32);
     let alpha_bar =
         ard_engine::diffusion::alpha_bar_from_betas(&ard_engine::diffusion::linear_betas(1000));
     for _ in 0..3 {
@@ -402,7 +379,7 @@ fn a_stopped_run_checkpoints_and_resumes() {
     let stop = AtomicBool::new(false);
     let mut n = 0;
     train_teacher(
-        &toy_data(),
+        &toy_data(32),
         &tiny_teacher(options(5)),
         &RunDir {
             checkpoint_every: 100,
@@ -450,7 +427,7 @@ fn a_teacher_learns_the_toy_classes() {
         lr_schedule: LrSchedule::Constant,
     };
     train_teacher(
-        &toy_data(),
+        &toy_data(32),
         &TeacherOptions {
             patch_size: 2,
             hidden_size: 32,
@@ -517,7 +494,7 @@ fn a_step_split_over_workers_equals_the_whole_batch_step() {
     };
     use ard_engine::train::Trainer;
     use rand::Rng;
-    let data = toy_data();
+    let data = toy_data(32);
     let device = Device::flex().autodiff();
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
     let run = |workers: usize| {

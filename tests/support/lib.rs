@@ -84,3 +84,23 @@ pub fn assert_close(name: &str, got: &HostTensor, want: &HostTensor, tol: f64) -
     assert!(err < tol, "{name}: relative error {err:.3e} ≥ {tol:.0e}");
     err
 }
+
+/// `n` 8×8 grey images of two classes ("left", "top"): a bright left half or a bright top half,
+/// plus noise.
+pub fn toy_data(n: usize) -> ard_engine::data::Dataset {
+    let noise = ard_engine::io::seeded_noise(vec![n, 1, 8, 8], 5);
+    let mut data = Vec::new();
+    for i in 0..n {
+        for y in 0..8 {
+            for x in 0..8 {
+                let on = if i % 2 == 0 { x < 4 } else { y < 4 };
+                data.push(if on { 0.8 } else { -0.8 } + 0.1 * noise.data[i * 64 + y * 8 + x]);
+            }
+        }
+    }
+    ard_engine::data::Dataset {
+        images: HostTensor::new(vec![n, 1, 8, 8], data),
+        labels: (0..n as i64).map(|i| i % 2).collect(),
+        class_names: vec!["left".into(), "top".into()],
+    }
+}

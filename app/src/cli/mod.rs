@@ -2,6 +2,7 @@
 //! per command family; every flag default comes from the engine's option structs.
 
 mod eval;
+mod gan;
 mod info;
 mod sample;
 mod train;
@@ -48,7 +49,7 @@ enum Command {
     Distill(train::DistillArgs),
     /// Stage 2: fine-tune a distilled student adversarially (discriminator on the frozen
     /// teacher's features, hinge loss on real images, adaptive weight).
-    FinetuneGan(train::FinetuneGanArgs),
+    FinetuneGan(gan::FinetuneGanArgs),
     /// Train the feature network that the evaluation's metrics use.
     TrainFeatures(train::TrainFeaturesArgs),
     /// Compare a teacher and its students: FID, KID, precision/recall, class agreement, FLOPs,
@@ -80,7 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::TrainTeacher(args) => train::train_teacher_cmd(args),
         Command::Trajectories(args) => trajectories::trajectories_cmd(args),
         Command::Distill(args) => train::distill_cmd(args),
-        Command::FinetuneGan(args) => train::finetune_gan_cmd(args),
+        Command::FinetuneGan(args) => gan::finetune_gan_cmd(args),
         Command::TrainFeatures(args) => train::train_features_cmd(args),
         Command::Eval(args) => eval::eval_cmd(args),
         Command::Decode(args) => vae::decode_cmd(args),
@@ -274,7 +275,14 @@ fn print_event(log_every: u64) -> impl FnMut(JobEvent) {
         JobEvent::Samples { path, .. } => eprintln!("samples: {}", path.display()),
         JobEvent::Finished { path } => eprintln!("done: {}", path.display()),
         JobEvent::Stopped { iteration } => eprintln!("stopped at iteration {iteration}"),
-        JobEvent::Metrics { .. } => {}
+        JobEvent::Metrics { iteration, values } => {
+            if iteration % log_every.max(1) == 0 {
+                eprintln!(
+                    "iter {iteration}  {}",
+                    ard_engine::gan::describe_metrics(&values, "  ")
+                );
+            }
+        }
         JobEvent::Eval(p) => eprintln!(
             "eval at iteration {}: EMA FID {:.2}, class agreement {:.1}%; raw FID {:.2}, {:.1}% ({} samples)",
             p.iteration,

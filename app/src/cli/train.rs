@@ -14,12 +14,11 @@ use ard_engine::distill::TrajectorySet;
 use ard_engine::eval::{
     DEFAULT_LAYERS, LEGACY_LAYERS, TrainingEval, feature_net_training, train_feature_net,
 };
-use ard_engine::gan::finetune_gan;
 use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
-    CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, DiscriminatorConfig, DistillLoss,
-    DistillOptions, EVAL_EVERY, GanOptions, JobHooks, LrSchedule, RunDir, SAMPLE_EVERY,
-    TRAINING_EVAL_SAMPLES, TeacherOptions, TrainOptions, distill, train_teacher,
+    CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions,
+    EVAL_EVERY, GanOptions, JobHooks, LrSchedule, RunDir, SAMPLE_EVERY, TRAINING_EVAL_SAMPLES,
+    TeacherOptions, TrainOptions, distill, train_teacher,
 };
 use clap::Args;
 
@@ -67,17 +66,17 @@ macro_rules! train_args {
             sample_every: u64,
             /// Print progress every this many iterations.
             #[arg(long = "log-every", default_value_t = 10)]
-            log_every: u64,
+            pub(super) log_every: u64,
             /// Continue from the run directory's checkpoint.
             #[arg(long)]
             resume: bool,
             /// cpu or wgpu (default: wgpu when an adapter exists).
             #[arg(long)]
-            device: Option<String>,
+            pub(super) device: Option<String>,
         }
 
         impl $name {
-            fn options(&self) -> TrainOptions {
+            pub(super) fn options(&self) -> TrainOptions {
                 TrainOptions {
                     iterations: self.iterations,
                     batch_size: self.batch,
@@ -89,7 +88,7 @@ macro_rules! train_args {
                 }
             }
 
-            fn run_dir(&self) -> RunDir {
+            pub(super) fn run_dir(&self) -> RunDir {
                 RunDir {
                     checkpoint_every: self.checkpoint_every,
                     sample_every: self.sample_every,
@@ -150,7 +149,7 @@ pub enum LossKind {
 }
 
 impl LossKind {
-    fn of(l: DistillLoss) -> Self {
+    pub(super) fn of(l: DistillLoss) -> Self {
         match l {
             DistillLoss::Mse => Self::Mse,
             DistillLoss::PseudoHuber => Self::PseudoHuber,
@@ -158,7 +157,7 @@ impl LossKind {
         }
     }
 
-    fn loss(self) -> DistillLoss {
+    pub(super) fn loss(self) -> DistillLoss {
         match self {
             Self::Mse => DistillLoss::Mse,
             Self::PseudoHuber => DistillLoss::PseudoHuber,
@@ -170,10 +169,6 @@ impl LossKind {
 train_args!(TeacherTrainArgs, TeacherOptions::default().train);
 train_args!(DistillTrainArgs, DistillOptions::default().train);
 train_args!(GanTrainArgs, GanOptions::default().train);
-
-fn gan_defaults() -> GanOptions {
-    GanOptions::default()
-}
 
 fn teacher_defaults() -> TeacherOptions {
     TeacherOptions::default()
@@ -198,7 +193,11 @@ pub struct EvalDuringArgs {
 
 impl EvalDuringArgs {
     /// The evaluation these flags ask for, of models like those of `meta`.
-    fn load(&self, meta: &ModelMeta, device: &Device) -> Result<Option<Arc<TrainingEval>>> {
+    pub(super) fn load(
+        &self,
+        meta: &ModelMeta,
+        device: &Device,
+    ) -> Result<Option<Arc<TrainingEval>>> {
         let Some(net) = &self.feature_net else {
             return Ok(None);
         };
@@ -296,137 +295,6 @@ impl DistillArgs {
             train: self.train.options(),
         }
     }
-}
-
-#[derive(Args)]
-pub struct FinetuneGanArgs {
-    #[command(flatten)]
-    train: GanTrainArgs,
-    #[command(flatten)]
-    eval: EvalDuringArgs,
-    /// The distilled student to fine-tune (from `ard distill`).
-    #[arg(long)]
-    student: PathBuf,
-    /// Its teacher: the discriminator's frozen feature extractor.
-    #[arg(long)]
-    teacher: PathBuf,
-    /// Attention heads of files without ARD Studio metadata.
-    #[arg(long = "heads")]
-    heads: Option<usize>,
-    /// N of a student file without metadata.
-    #[arg(long = "history-layers")]
-    history_layers: Option<usize>,
-    /// The trajectory set the student was distilled on (the regression term).
-    #[arg(long)]
-    trajectories: PathBuf,
-    /// Real images for the discriminator: `fashion-mnist`, an IDX folder or an ImageFolder tree
-    /// (training split).
-    #[arg(long, default_value = DEFAULT_DATASET)]
-    data: String,
-    /// The discriminator's learning rate (AdamW, constant).
-    #[arg(long = "disc-lr", default_value_t = gan_defaults().disc_lr)]
-    disc_lr: f64,
-    /// Factor on the adaptive weight ‖∇L_reg‖ / ‖∇L_adv‖ (taken at the last head's weight).
-    #[arg(long = "weight-factor", default_value_t = gan_defaults().weight_factor)]
-    weight_factor: f64,
-    /// Clamp of the adaptive weight before the factor.
-    #[arg(long = "max-weight", default_value_t = gan_defaults().max_weight)]
-    max_weight: f64,
-    /// Iterations at the start with adversarial weight 0 (the discriminator learns alone).
-    #[arg(long = "gan-warmup", default_value_t = gan_defaults().warmup)]
-    gan_warmup: u64,
-    /// Lowest re-noising timestep of the samples the teacher sees (of 1000).
-    #[arg(long = "noise-min", default_value_t = gan_defaults().noise_range[0])]
-    noise_min: usize,
-    /// Re-noising timesteps are drawn uniformly below this one.
-    #[arg(long = "noise-max", default_value_t = gan_defaults().noise_range[1])]
-    noise_max: usize,
-    /// The regression term's distance.
-    #[arg(long, value_enum, default_value_t = LossKind::of(gan_defaults().loss))]
-    loss: LossKind,
-    /// Width of the heads' class/time projection.
-    #[arg(long = "cmap-dim", default_value_t = gan_defaults().disc.cmap_dim, value_parser = positive)]
-    cmap_dim: usize,
-    /// Kernel of the heads' 1-D convolution over tokens (odd).
-    #[arg(long = "disc-kernel", default_value_t = gan_defaults().disc.kernel, value_parser = positive)]
-    disc_kernel: usize,
-}
-
-impl FinetuneGanArgs {
-    /// The adversarial stage's settings these flags give.
-    pub fn options(&self) -> GanOptions {
-        GanOptions {
-            train: self.train.options(),
-            loss: self.loss.loss(),
-            disc_lr: self.disc_lr,
-            weight_factor: self.weight_factor,
-            max_weight: self.max_weight,
-            warmup: self.gan_warmup,
-            noise_range: [self.noise_min, self.noise_max],
-            disc: DiscriminatorConfig {
-                cmap_dim: self.cmap_dim,
-                kernel: self.disc_kernel,
-                ..gan_defaults().disc
-            },
-        }
-    }
-}
-
-pub(super) fn finetune_gan_cmd(args: FinetuneGanArgs) -> Result<()> {
-    let (_, device) = choose_device(args.train.device.as_deref())?;
-    let load = |path: &PathBuf| {
-        LoadedModel::load(
-            path,
-            &LoadOptions {
-                num_heads: args.heads,
-                history_layers: args.history_layers,
-            },
-            &device,
-        )
-    };
-    let teacher = load(&args.teacher)?;
-    let student = load(&args.student)?;
-    let set = TrajectorySet::load(&args.trajectories)?;
-    let d = &teacher.meta.dit;
-    let real = load_dataset(&args.data, d.input_size, d.in_channels, Split::Train)?;
-    eprintln!(
-        "{} trajectories, {} real images; discriminator: {} heads on the teacher's blocks",
-        set.labels.len(),
-        real.len(),
-        d.depth
-    );
-    let mut run = args.train.run_dir();
-    run.eval = args.eval.load(&teacher.meta, &device)?;
-    let stop = AtomicBool::new(false);
-    let mut print = print_event(args.train.log_every);
-    let log_every = args.train.log_every.max(1);
-    finetune_gan(
-        &teacher,
-        &student,
-        &set,
-        &real,
-        &args.options(),
-        &run,
-        &device,
-        JobHooks {
-            stop: &stop,
-            on_event: &mut |e| {
-                if let ard_engine::train::JobEvent::Metrics { iteration, values } = &e {
-                    if iteration % log_every == 0 {
-                        let parts: Vec<String> = ard_engine::gan::GAN_METRICS
-                            .iter()
-                            .zip(values)
-                            .map(|(n, v)| format!("{n} {v:.4}"))
-                            .collect();
-                        eprintln!("iter {iteration}  {}", parts.join("  "));
-                    }
-                    return;
-                }
-                print(e)
-            },
-        },
-    )?;
-    Ok(())
 }
 
 #[derive(Args)]

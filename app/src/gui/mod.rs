@@ -7,6 +7,7 @@
 
 mod canvas;
 mod conditioning;
+mod gan;
 mod training;
 
 use std::path::{Path, PathBuf};

@@ -374,6 +374,17 @@ pub struct TrajectorySet {
 }
 
 impl TrajectorySet {
+    /// Fails unless the set's images and classes are those of a teacher of shape `dit`.
+    pub fn check_teacher(&self, dit: &crate::model::config::DitConfig) -> Result<()> {
+        let m = &self.manifest;
+        if m.image_shape != dit.image_shape() || m.num_classes != dit.num_classes {
+            return Err(EngineError::Input(
+                "the trajectory set was not made by a teacher of this shape".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads every shard; fails naming the first missing or damaged one.
     pub fn load(dir: &Path) -> Result<Self> {
         let manifest_path = dir.join("manifest.json");

@@ -54,6 +54,16 @@ pub const GAN_METRICS: [&str; 6] = [
     "D(fake)",
 ];
 
+/// `name value` of each of an iteration's `GAN_METRICS`, joined by `sep`.
+pub fn describe_metrics(values: &[f32], sep: &str) -> String {
+    GAN_METRICS
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// The trained pair: the student (generator) and the discriminator's heads.
 #[derive(Module, Debug)]
 pub struct GanPair {
@@ -365,12 +375,7 @@ pub fn gan_step(t: &mut Trainer<GanPair>, ctx: &GanContext) -> Result<f32> {
         return Err(EngineError::Input(format!(
             "the adversarial stage diverged at iteration {} ({}): lower the learning rates or the weight factor, and resume from the last checkpoint",
             t.iteration,
-            GAN_METRICS
-                .iter()
-                .zip(&values)
-                .map(|(n, v)| format!("{n} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            describe_metrics(&values, ", ")
         )));
     }
     t.metrics.push((t.iteration, values));
@@ -401,10 +406,7 @@ fn check_inputs(
     if student.meta.dit != *dit {
         return fail("the student was not distilled from a teacher of this architecture".into());
     }
-    if set.manifest.image_shape != dit.image_shape() || set.manifest.num_classes != dit.num_classes
-    {
-        return fail("the trajectory set was not made by a teacher of this shape".into());
-    }
+    set.check_teacher(dit)?;
     if set.manifest.anchors != s.anchors || set.manifest.ddim_steps != s.teacher_steps {
         return fail(format!(
             "the trajectory set's anchors {:?} of a {}-step DDIM differ from the student's {:?} of {} steps",
@@ -542,7 +544,6 @@ pub fn finetune_gan(
     };
     let json = serde_json::to_string_pretty(gan).expect("plain data");
     write_atomically(&options_path, json.as_bytes())?;
-    trainer.workers = 1;
     drive(
         &mut trainer,
         run,

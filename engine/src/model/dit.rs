@@ -108,19 +108,23 @@ impl Dit {
         t: &[f32],
         y: Tensor<1, Int>,
     ) -> (Vec<Tensor<3>>, Tensor<2>) {
+        let [b, _, _, _] = x.dims();
+        let (t_tok, h) = (self.config.num_patches(), self.config.hidden_size);
         let mut features = Vec::with_capacity(self.blocks.len());
-        let (_, c) = self.blocks_forward(x, t, y, |f| features.push(f.clone()));
+        let (_, c) =
+            self.blocks_forward(x, t, y, |f| features.push(f.clone().reshape([b, t_tok, h])));
         (features, c)
     }
 
     /// Embedding and blocks: `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → the last block's tokens
-    /// `[B, T, H]` and the conditioning `[B, H]`; `each` sees every block's tokens.
+    /// `[B, T, H]` and the conditioning `[B, H]`; `each` sees every block's tokens
+    /// `[B, 1, T, H]`.
     fn blocks_forward(
         &self,
         x: Tensor<4>,
         t: &[f32],
         y: Tensor<1, Int>,
-        mut each: impl FnMut(&Tensor<3>),
+        mut each: impl FnMut(&Tensor<4>),
     ) -> (Tensor<3>, Tensor<2>) {
         let [b, _, _, _] = x.dims();
         let c = self.condition(t, y);
@@ -130,7 +134,7 @@ impl Dit {
         let c3 = c.clone().reshape([b, 1, h]);
         for block in &self.blocks {
             tokens = block.forward(tokens, c3.clone(), Mixing::Full);
-            each(&tokens.clone().reshape([b, n_tok, h]));
+            each(&tokens);
         }
         (tokens.reshape([b, n_tok, h]), c)
     }

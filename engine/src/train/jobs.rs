@@ -343,12 +343,7 @@ pub fn distill(
     student_cfg.anchors = set.manifest.anchors.clone();
     student_cfg.teacher_steps = set.manifest.ddim_steps;
     let dit = teacher.meta.dit.clone();
-    if set.manifest.image_shape != dit.image_shape() || set.manifest.num_classes != dit.num_classes
-    {
-        return Err(EngineError::Input(
-            "the trajectory set was not made by a teacher of this shape".into(),
-        ));
-    }
+    set.check_teacher(&dit)?;
     let train_device = device.clone().autodiff();
     let fresh = || -> Result<ArdStudent> {
         let t = teacher.copy_to(&train_device)?;
