@@ -50,6 +50,7 @@ fn run_dir(dir: &Path, resume: bool) -> RunDir {
         sample_every: 0,
         resume,
         eval: None,
+        decoder: None,
     }
 }
 

@@ -215,6 +215,13 @@ fn choose_device(name: Option<&str>) -> Result<(DeviceChoice, ard_engine::Device
     Ok((choice, device))
 }
 
+/// `i/n` (a worker's part of a sharded job) → (i, n).
+fn parse_part(s: &str) -> Result<(usize, usize)> {
+    s.split_once('/')
+        .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--shard `{s}`: expected i/n"))
+}
+
 /// `FILE:KEY` → (file, key)
 fn split_tensor_ref(s: &str) -> Result<(PathBuf, String)> {
     let (f, k) = s

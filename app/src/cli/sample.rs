@@ -81,20 +81,14 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
     let vae = match &args.vae {
         Some(path) => {
             let vae = super::vae::load_vae(path, &device)?;
-            if vae.config.latent_channels != d.in_channels {
-                bail!(
-                    "the VAE's latents have {} channels, the model's samples {}",
-                    vae.config.latent_channels,
-                    d.in_channels
-                );
-            }
+            vae.check_fits(&d)?;
             Some(vae)
         }
         None => None,
     };
     let pixels = |t: &HostTensor| -> Result<HostTensor> {
         Ok(match &vae {
-            Some(vae) => HostTensor::from_tensor(vae.decode_scaled(t.to_device::<4>(&device)?)),
+            Some(vae) => vae.decode_host(t, &device)?,
             None => t.clone(),
         })
     };

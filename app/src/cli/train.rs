@@ -284,6 +284,9 @@ pub struct DistillArgs {
     /// (iCT's) or l1.
     #[arg(long, value_enum, default_value_t = LossKind::of(DistillOptions::default().loss))]
     loss: LossKind,
+    /// A latent teacher's VAE (diffusers AutoencoderKL): sample grids are decoded through it.
+    #[arg(long)]
+    vae: Option<PathBuf>,
 }
 
 impl DistillArgs {
@@ -420,6 +423,11 @@ pub(super) fn distill_cmd(args: DistillArgs) -> Result<()> {
     );
     let mut run = args.train.run_dir();
     run.eval = args.eval.load(&teacher.meta, &device)?;
+    if let Some(path) = &args.vae {
+        let vae = super::vae::load_vae(path, &Device::flex())?;
+        vae.check_fits(&teacher.meta.dit)?;
+        run.decoder = Some(Arc::new(vae));
+    }
     let stop = AtomicBool::new(false);
     distill(
         &teacher,

@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use ard_engine::distill::{AnchorKind, TrajectoryOptions, write_trajectory_set};
 use ard_engine::io::file_fingerprint;
 use ard_engine::model::{LoadedModel, Model};
 use clap::Args;
 
-use super::{ArchArgs, DdimArgs, DeviceArgs, fmt_secs};
+use super::{ArchArgs, DdimArgs, DeviceArgs, fmt_secs, parse_part};
 
 fn defaults() -> TrajectoryOptions {
     TrajectoryOptions::default()
@@ -77,11 +77,7 @@ pub(super) fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
             args.teacher.display()
         );
     };
-    let (part, parts) = args
-        .shard
-        .split_once('/')
-        .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
-        .ok_or_else(|| anyhow!("--shard `{}`: expected i/n", args.shard))?;
+    let (part, parts) = parse_part(&args.shard)?;
     let options = args.options()?;
     let manifest = options.manifest(&teacher.meta, file_fingerprint(&args.teacher)?);
     eprintln!(
@@ -91,6 +87,7 @@ pub(super) fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
         manifest.anchors,
         manifest.anchor_kind
     );
+    let mut last_print = 0.0;
     let done = write_trajectory_set(
         dit,
         &manifest,
@@ -99,13 +96,19 @@ pub(super) fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
         options.batch,
         &device,
         |p| {
-            eprintln!(
-                "trajectories {}/{}  elapsed {}  eta {}",
-                p.already + p.done,
-                p.already + p.total,
-                fmt_secs(p.elapsed_s),
-                fmt_secs(p.eta_s())
-            );
+            // Every shard, and every teacher evaluation at most each 5 s in between.
+            if p.shard_written || p.elapsed_s - last_print >= 5.0 {
+                last_print = p.elapsed_s;
+                eprintln!(
+                    "trajectories {}/{} (teacher evaluation {}/{})  elapsed {}  eta {}",
+                    p.already + p.done,
+                    p.already + p.total,
+                    p.evaluations,
+                    p.total_evaluations,
+                    fmt_secs(p.elapsed_s),
+                    fmt_secs(p.eta_s())
+                );
+            }
         },
     )?;
     eprintln!("wrote {done} trajectories to {}", args.out.display());

@@ -4,11 +4,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ard_engine::HostTensor;
-use ard_engine::io::{SafetensorsWriter, Storage, TensorFile, batch_grid, save_png};
+use ard_engine::data::{LatentOptions, encode_image_folder};
+use ard_engine::io::{
+    SafetensorsWriter, Storage, TensorFile, batch_grid, file_fingerprint, save_png,
+};
 use ard_engine::vae::AutoencoderKL;
 use clap::Args;
 
-use super::{DeviceArgs, split_tensor_ref};
+use std::sync::atomic::AtomicBool;
+
+use super::{DeviceArgs, fmt_secs, parse_part, split_tensor_ref};
 
 /// `FILE.safetensors:KEY` — one tensor of a file.
 #[derive(Clone, Debug)]
@@ -84,14 +89,43 @@ pub struct EncodeArgs {
     #[arg(long)]
     vae: PathBuf,
     /// Images in [-1, 1], `[B, 3, H, W]` (H, W multiples of 8), as FILE.safetensors:KEY.
+    #[arg(long, required_unless_present = "folder", conflicts_with = "folder")]
+    image: Option<TensorRef>,
+    /// An ImageFolder tree (ImageNet's train/: one folder per class) to encode into a latent
+    /// folder, the real data of `ard finetune-gan --data` for latent models.
     #[arg(long)]
-    image: TensorRef,
-    /// Write `posterior_mean`, `posterior_logvar` (and `latent`: the mean × the scaling factor,
-    /// what a latent DiT sees) here.
+    folder: Option<PathBuf>,
+    /// With --image: write `posterior_mean`, `posterior_logvar` (and `latent`: the mean × the
+    /// scaling factor, what a latent DiT sees) here. With --folder: the latent folder
+    /// (`latents.json` and `shard-*.safetensors`).
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
+    folder_args: FolderArgs,
+    #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// `ard encode --folder`'s settings.
+#[derive(Args)]
+struct FolderArgs {
+    /// Image side: the short side is resized to it and the centre cropped (256 for DiT-XL/2-256).
+    #[arg(long, default_value_t = LatentOptions::default().size, requires = "folder")]
+    size: usize,
+    /// At most this many images per class (the first by file name).
+    #[arg(long = "per-class", requires = "folder")]
+    per_class: Option<usize>,
+    #[arg(long = "shard-size", default_value_t = LatentOptions::default().shard_size, requires = "folder")]
+    shard_size: usize,
+    /// This worker's part, i/n: shards s with s mod n = i.
+    #[arg(long, default_value = "0/1", requires = "folder")]
+    shard: String,
+    /// Images per VAE batch.
+    #[arg(long, default_value_t = 16, requires = "folder")]
+    batch: usize,
+    /// Seed of the posterior draws.
+    #[arg(long, default_value_t = LatentOptions::default().seed, requires = "folder")]
+    seed: u64,
 }
 
 pub(super) fn load_vae(path: &Path, device: &ard_engine::Device) -> Result<AutoencoderKL> {
@@ -129,7 +163,10 @@ pub(super) fn decode_cmd(args: DecodeArgs) -> Result<()> {
 pub(super) fn encode_cmd(args: EncodeArgs) -> Result<()> {
     let (_, device) = args.device.choose()?;
     let vae = load_vae(&args.vae, &device)?;
-    let image = args.image.read(vae.config.in_channels, "image")?;
+    let Some(image) = &args.image else {
+        return encode_folder(&args, &vae, &device);
+    };
+    let image = image.read(vae.config.in_channels, "image")?;
     let factor = vae.config.downsampling();
     if image.shape[2] % factor != 0 || image.shape[3] % factor != 0 {
         bail!(
@@ -157,5 +194,47 @@ pub(super) fn encode_cmd(args: EncodeArgs) -> Result<()> {
         mean.shape,
         args.out.display()
     );
+    Ok(())
+}
+
+fn encode_folder(
+    args: &EncodeArgs,
+    vae: &AutoencoderKL,
+    device: &ard_engine::Device,
+) -> Result<()> {
+    let f = &args.folder_args;
+    let root = args.folder.as_ref().expect("--image or --folder");
+    let options = LatentOptions {
+        size: f.size,
+        per_class: f.per_class,
+        shard_size: f.shard_size,
+        seed: f.seed,
+    };
+    let part = parse_part(&f.shard)?;
+    let mut last_print = 0.0;
+    let done = encode_image_folder(
+        vae,
+        file_fingerprint(&args.vae)?,
+        root,
+        &args.out,
+        &options,
+        part,
+        f.batch,
+        device,
+        |p| {
+            if p.done == p.total || p.elapsed_s - last_print >= 5.0 {
+                last_print = p.elapsed_s;
+                eprintln!(
+                    "encoded {}/{}  elapsed {}  eta {}",
+                    p.done,
+                    p.total,
+                    fmt_secs(p.elapsed_s),
+                    fmt_secs(p.elapsed_s * (p.total - p.done) as f64 / p.done.max(1) as f64)
+                );
+            }
+        },
+        &AtomicBool::new(false),
+    )?;
+    eprintln!("encoded {done} images into {}", args.out.display());
     Ok(())
 }

@@ -258,8 +258,9 @@ pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset
 }
 
 /// Opens a dataset named the way the CLI and the app name it: `fashion-mnist` (Debian's
-/// package), a folder of Fashion-MNIST-style IDX files, or an ImageFolder tree (one folder per
-/// class) resized to `size` with `channels` channels.
+/// package), a folder of Fashion-MNIST-style IDX files, a latent folder (`ard encode
+/// --folder`; its latents must be `channels`×`size`×`size`), or an ImageFolder tree (one folder
+/// per class) resized to `size` with `channels` channels.
 pub fn load(spec: &str, size: usize, channels: usize, split: Split) -> Result<Dataset> {
     if spec == "fashion-mnist" {
         return fashion_mnist_split(split);
@@ -269,6 +270,18 @@ pub fn load(spec: &str, size: usize, channels: usize, split: Split) -> Result<Da
         return Err(EngineError::Input(format!(
             "dataset `{spec}`: not `fashion-mnist` and not a directory"
         )));
+    }
+    if crate::data::latents::is_latent_folder(path) {
+        let data = crate::data::latents::load_latents(path)?;
+        if (data.channels(), data.image_size()) != (channels, size) {
+            return Err(EngineError::Input(format!(
+                "{spec}: latents of {}×{}×{}, and the model works on {channels}×{size}×{size}",
+                data.channels(),
+                data.image_size(),
+                data.image_size()
+            )));
+        }
+        return Ok(data);
     }
     let has_idx = std::fs::read_dir(path)
         .map_err(|e| EngineError::io(path, e))?

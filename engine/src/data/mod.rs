@@ -2,6 +2,8 @@
 
 pub(crate) mod classes;
 pub(crate) mod datasets;
+pub(crate) mod latents;
 
 pub use classes::*;
 pub use datasets::*;
+pub use latents::*;

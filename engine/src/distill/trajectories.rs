@@ -199,13 +199,15 @@ pub fn shard_path(dir: &Path, s: usize) -> PathBuf {
 }
 
 /// Runs the teacher on trajectories `range` (in batches of `batch`) and returns the shard's
-/// tensors: `x_T`, `anchor_{a}` per anchor, `y`.
+/// tensors: `x_T`, `anchor_{a}` per anchor, `y`. `on_evaluation` is called after every network
+/// evaluation (one guided DDIM step of one batch).
 pub fn make_shard(
     teacher: &Dit,
     manifest: &TrajectoryManifest,
     range: std::ops::Range<usize>,
     batch: usize,
     device: &Device,
+    on_evaluation: &mut dyn FnMut(),
 ) -> Result<SafetensorsWriter> {
     let ddim = DdimOptions {
         steps: manifest.ddim_steps,
@@ -239,6 +241,7 @@ pub fn make_shard(
                 };
                 picked[k] = Some(HostTensor::from_tensor(t.clone()));
             }
+            on_evaluation();
         });
         for n in &noise {
             x_t.extend_from_slice(&n.data);
@@ -264,23 +267,38 @@ pub fn make_shard(
     Ok(w)
 }
 
-/// Progress of a trajectory run: `done` of the `total` trajectories this call makes, beside the
-/// `already` ones an earlier run left on disk.
+/// Progress of a trajectory run: `done` of the `total` trajectories this call makes (in whole
+/// shards), beside the `already` ones an earlier run left on disk; `evaluations` of the
+/// `total_evaluations` teacher network evaluations (guided DDIM steps of a batch) this call
+/// makes. Reported after every evaluation: at ImageNet scale one takes seconds.
 #[derive(Clone, Debug)]
 pub struct Progress {
     pub done: usize,
     pub total: usize,
     pub already: usize,
+    pub evaluations: usize,
+    pub total_evaluations: usize,
+    /// Whether a shard was just written (`done` moved).
+    pub shard_written: bool,
     pub elapsed_s: f64,
 }
 
 impl Progress {
+    /// Trajectories done, counting the shard in progress by its evaluations.
+    pub fn done_fraction(&self) -> f64 {
+        if self.total_evaluations == 0 {
+            return 1.0;
+        }
+        self.evaluations as f64 / self.total_evaluations as f64
+    }
+
     /// Seconds left at the rate so far.
     pub fn eta_s(&self) -> f64 {
-        if self.done == 0 {
+        if self.evaluations == 0 {
             f64::NAN
         } else {
-            self.elapsed_s * (self.total - self.done) as f64 / self.done as f64
+            let left = self.total_evaluations - self.evaluations;
+            self.elapsed_s * left as f64 / self.evaluations as f64
         }
     }
 }
@@ -344,24 +362,41 @@ pub fn write_trajectory_set_until(
     let already = manifest.trajectories_in(&status.done);
     let todo = status.todo;
     let total = manifest.trajectories_in(&todo);
+    let batch = batch.max(1);
+    let total_evaluations = todo
+        .iter()
+        .map(|&s| manifest.shard_range(s).len().div_ceil(batch) * manifest.ddim_steps)
+        .sum();
     let start = Instant::now();
-    let mut done = 0;
+    let mut p = Progress {
+        done: 0,
+        total,
+        already,
+        evaluations: 0,
+        total_evaluations,
+        shard_written: false,
+        elapsed_s: 0.0,
+    };
     for s in todo {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let range = manifest.shard_range(s);
         let len = range.len();
-        make_shard(teacher, manifest, range, batch, device)?.write(shard_path(dir, s))?;
-        done += len;
-        progress(&Progress {
-            done,
-            total,
-            already,
-            elapsed_s: start.elapsed().as_secs_f64(),
-        });
+        let mut on_evaluation = || {
+            p.evaluations += 1;
+            p.shard_written = false;
+            p.elapsed_s = start.elapsed().as_secs_f64();
+            progress(&p);
+        };
+        let shard = make_shard(teacher, manifest, range, batch, device, &mut on_evaluation)?;
+        shard.write(shard_path(dir, s))?;
+        p.done += len;
+        p.shard_written = true;
+        p.elapsed_s = start.elapsed().as_secs_f64();
+        progress(&p);
     }
-    Ok(done)
+    Ok(p.done)
 }
 
 /// A complete trajectory set in memory.

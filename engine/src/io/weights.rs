@@ -1,12 +1,18 @@
 //! Weight and tensor files: safetensors (ours carry a [`ModelMeta`] in the header) and PyTorch
 //! `torch.save` checkpoints (read through burn-store's PyTorch reader).
+//!
+//! Opening a file reads its header only; each tensor's bytes are read when a model asks for
+//! them, so loading a model never holds a second copy of the whole file (DiT-XL/2's 2.7 GB
+//! load in about the model's own size; docs/benchmarks.md).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use burn::store::pytorch_reader::{DType as PtDtype, PytorchReader};
+use burn::store::pytorch_reader::{self, DType as PtDtype, PytorchReader};
 use safetensors::{Dtype, SafeTensors, View};
 
 use crate::error::{EngineError, Result};
@@ -23,69 +29,117 @@ pub enum FileFormat {
     PyTorch,
 }
 
-/// One stored tensor: its element type, shape and little-endian bytes.
-#[derive(Clone, Debug)]
+/// Where a tensor's bytes are.
+#[derive(Clone)]
+enum Bytes {
+    /// Held in memory.
+    Owned(Arc<Vec<u8>>),
+    /// In an open safetensors file, `len` bytes from `offset`, read when asked.
+    InFile {
+        file: Arc<Mutex<File>>,
+        offset: u64,
+        len: usize,
+    },
+    /// In a PyTorch checkpoint, read through its reader when asked.
+    Pickled(pytorch_reader::Tensor),
+}
+
+/// One stored tensor: its element type, shape and little-endian bytes (read on demand).
+#[derive(Clone)]
 pub struct RawTensor {
     pub dtype: Dtype,
     pub shape: Vec<usize>,
-    bytes: Vec<u8>,
+    bytes: Bytes,
+}
+
+impl std::fmt::Debug for RawTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawTensor")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Little-endian bytes of `dtype` as f32 (f16, bf16 and f64 are converted); `None` for
+/// non-float types.
+fn floats(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        _ => return None,
+    })
 }
 
 impl RawTensor {
-    /// The values as f32 (f16, bf16 and f64 are converted).
-    pub fn to_f32(&self) -> Option<Vec<f32>> {
-        let b = &self.bytes;
-        Some(match self.dtype {
-            Dtype::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => b
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            _ => return None,
-        })
+    /// A tensor held in memory.
+    pub fn in_memory(dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) -> Self {
+        Self {
+            dtype,
+            shape,
+            bytes: Bytes::Owned(Arc::new(bytes)),
+        }
     }
 
-    /// The stored bytes as they are.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The stored bytes as they are (read from the file now if they are still there).
+    pub fn bytes(&self) -> std::io::Result<Cow<'_, [u8]>> {
+        match &self.bytes {
+            Bytes::Owned(b) => Ok(Cow::Borrowed(b.as_slice())),
+            Bytes::InFile { file, offset, len } => {
+                let mut buf = vec![0u8; *len];
+                let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+                f.seek(SeekFrom::Start(*offset))?;
+                f.read_exact(&mut buf)?;
+                Ok(Cow::Owned(buf))
+            }
+            Bytes::Pickled(t) => t.read().map(Cow::Owned),
+        }
+    }
+
+    /// The values as f32 (f16, bf16 and f64 are converted); `None` for non-float types.
+    pub fn to_f32(&self) -> std::io::Result<Option<Vec<f32>>> {
+        Ok(floats(self.dtype, &self.bytes()?))
     }
 
     /// The values as i64 (any integer type, or floats holding whole numbers).
-    pub fn to_i64(&self) -> Option<Vec<i64>> {
-        let b = &self.bytes;
-        Some(match self.dtype {
-            Dtype::I64 => b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::I32 => b
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
-            Dtype::U8 => b.iter().map(|&v| v as i64).collect(),
-            _ => {
-                let f = self.to_f32()?;
-                if f.iter().any(|v| v.fract() != 0.0) {
-                    return None;
-                }
-                f.into_iter().map(|v| v as i64).collect()
-            }
+    pub fn to_i64(&self) -> std::io::Result<Option<Vec<i64>>> {
+        let b = self.bytes()?;
+        Ok(match self.dtype {
+            Dtype::I64 => Some(
+                b.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            Dtype::I32 => Some(
+                b.chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                    .collect(),
+            ),
+            Dtype::U8 => Some(b.iter().map(|&v| v as i64).collect()),
+            dtype => floats(dtype, &b).and_then(|f| {
+                (!f.iter().any(|v| v.fract() != 0.0))
+                    .then(|| f.into_iter().map(|v| v as i64).collect())
+            }),
         })
     }
 }
 
-/// Every tensor of a file, by name, with the header metadata.
+/// Every tensor of a file, by name, with the header metadata. The tensors' bytes stay in the
+/// file until they are asked for.
 #[derive(Clone, Debug)]
 pub struct TensorFile {
     pub path: PathBuf,
@@ -95,55 +149,76 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Reads a safetensors or PyTorch file, recognised by its first bytes.
+    /// Opens a safetensors or PyTorch file, recognised by its first bytes, and reads its header.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+        let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+        let mut head = Vec::with_capacity(9);
+        (&mut file)
+            .take(9)
+            .read_to_end(&mut head)
+            .map_err(|e| EngineError::io(path, e))?;
         // safetensors: an 8-byte header length, then the JSON header's `{`.
-        let safetensors = bytes.get(8) == Some(&b'{');
-        let pytorch = bytes.starts_with(b"PK\x03\x04")
-            || (bytes.first() == Some(&0x80) && matches!(bytes.get(1), Some(2..=5)));
+        let safetensors = head.get(8) == Some(&b'{');
+        let pytorch = head.starts_with(b"PK\x03\x04")
+            || (head.first() == Some(&0x80) && matches!(head.get(1), Some(2..=5)));
         if pytorch && !safetensors {
             Self::read_pytorch(path)
         } else {
-            Self::read_safetensors(path, &bytes)
+            Self::open_safetensors(path, file)
         }
     }
 
     /// Parses safetensors bytes held in memory; `name` stands for the path in messages.
     pub fn from_safetensors_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
-        Self::read_safetensors(Path::new(name), bytes)
-    }
-
-    fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < 8 {
-            return Err(EngineError::bad_file(
-                path,
-                format!(
-                    "not a safetensors or PyTorch file ({} bytes, too short for a header)",
-                    bytes.len()
-                ),
-            ));
-        }
-        let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            EngineError::bad_file(
-                path,
-                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
-            )
-        })?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| EngineError::bad_file(path, format!("bad safetensors header: {e}")))?;
+        let path = Path::new(name);
+        check_length(path, bytes.len() as u64)?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| not_safetensors(path, e))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad_header(path, e))?;
         let tensors = st
             .iter()
             .map(|(name, view)| {
-                (
-                    name.to_string(),
-                    RawTensor {
-                        dtype: view.dtype(),
-                        shape: view.shape().to_vec(),
-                        bytes: view.data().to_vec(),
-                    },
-                )
+                let raw =
+                    RawTensor::in_memory(view.dtype(), view.shape().to_vec(), view.data().to_vec());
+                (name.to_string(), raw)
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            format: FileFormat::Safetensors,
+            tensors,
+            metadata: header.metadata().clone().unwrap_or_default(),
+        })
+    }
+
+    /// Validates the header against the file's length (through a read-only map, of which only
+    /// the header's pages are touched) and notes where each tensor lies.
+    fn open_safetensors(path: &Path, file: File) -> Result<Self> {
+        let len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+        check_length(path, len)?;
+        // SAFETY: the map is read-only and dropped before this function returns; only the
+        // header is read through it.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
+        let (n, header) = SafeTensors::read_metadata(&map).map_err(|e| not_safetensors(path, e))?;
+        drop(map);
+        let data_start = 8 + n as u64;
+        let file = Arc::new(Mutex::new(file));
+        let tensors = header
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, end) = info.data_offsets;
+                let bytes = Bytes::InFile {
+                    file: file.clone(),
+                    offset: data_start + start as u64,
+                    len: end - start,
+                };
+                let raw = RawTensor {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    bytes,
+                };
+                (name, raw)
             })
             .collect();
         Ok(Self {
@@ -155,7 +230,7 @@ impl TensorFile {
     }
 
     /// Reads the file again by path: the reader's in-memory entry point takes plain pickles
-    /// only, not the ZIP container `torch.save` writes.
+    /// only, not the ZIP container `torch.save` writes. Tensors stay in the file until read.
     fn read_pytorch(path: &Path) -> Result<Self> {
         let reader = PytorchReader::new(path).map_err(|e| {
             EngineError::bad_file(path, format!("not a readable PyTorch checkpoint: {e}"))
@@ -173,17 +248,12 @@ impl TensorFile {
                 // Other integer tensors never hold weights; keep them out of the way.
                 _ => continue,
             };
-            let bytes = t.read().map_err(|e| {
-                EngineError::bad_file(path, format!("tensor `{name}` could not be read: {e}"))
-            })?;
-            tensors.insert(
-                name,
-                RawTensor {
-                    dtype,
-                    shape: t.shape().to_vec(),
-                    bytes,
-                },
-            );
+            let raw = RawTensor {
+                dtype,
+                shape: t.shape().to_vec(),
+                bytes: Bytes::Pickled(t),
+            };
+            tensors.insert(name, raw);
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -199,14 +269,7 @@ impl TensorFile {
             .into_iter()
             .map(|(k, t)| {
                 let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (
-                    k,
-                    RawTensor {
-                        dtype: Dtype::F32,
-                        shape: t.shape,
-                        bytes,
-                    },
-                )
+                (k, RawTensor::in_memory(Dtype::F32, t.shape, bytes))
             })
             .collect();
         Self {
@@ -232,10 +295,23 @@ impl TensorFile {
         }
     }
 
+    /// The bytes of tensor `key`, as stored.
+    pub fn bytes(&self, key: &str) -> Result<Cow<'_, [u8]>> {
+        self.raw(key)?.bytes().map_err(|e| self.unreadable(key, e))
+    }
+
+    fn unreadable(&self, key: &str, e: std::io::Error) -> EngineError {
+        EngineError::bad_file(
+            &self.path,
+            format!("tensor `{key}` could not be read (truncated or changed since opened?): {e}"),
+        )
+    }
+
     /// A float tensor by name.
     pub fn f32(&self, key: &str) -> Result<HostTensor> {
         let raw = self.raw(key)?;
-        let data = raw.to_f32().ok_or_else(|| {
+        let data = raw.to_f32().map_err(|e| self.unreadable(key, e))?;
+        let data = data.ok_or_else(|| {
             EngineError::bad_file(
                 &self.path,
                 format!(
@@ -256,7 +332,8 @@ impl TensorFile {
                 format!("labels `{key}` must be 1-D, found shape {:?}", raw.shape),
             ));
         }
-        raw.to_i64().ok_or_else(|| {
+        let values = raw.to_i64().map_err(|e| self.unreadable(key, e))?;
+        values.ok_or_else(|| {
             EngineError::bad_file(
                 &self.path,
                 format!(
@@ -267,6 +344,7 @@ impl TensorFile {
         })
     }
 
+    /// The tensor named `key` (its bytes not yet read).
     pub fn raw(&self, key: &str) -> Result<&RawTensor> {
         self.tensors.get(key).ok_or_else(|| {
             let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
@@ -300,6 +378,27 @@ impl TensorFile {
                 .collect();
         }
     }
+}
+
+fn check_length(path: &Path, len: u64) -> Result<()> {
+    if len < 8 {
+        return Err(EngineError::bad_file(
+            path,
+            format!("not a safetensors or PyTorch file ({len} bytes, too short for a header)"),
+        ));
+    }
+    Ok(())
+}
+
+fn not_safetensors(path: &Path, e: safetensors::SafeTensorError) -> EngineError {
+    EngineError::bad_file(
+        path,
+        format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+    )
+}
+
+fn bad_header(path: &Path, e: safetensors::SafeTensorError) -> EngineError {
+    EngineError::bad_file(path, format!("bad safetensors header: {e}"))
 }
 
 /// How floats are stored in a written file.
@@ -468,10 +567,17 @@ impl Fingerprint {
 
 /// Fingerprint of a file's bytes.
 pub fn file_fingerprint(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
     let mut f = Fingerprint::default();
-    f.feed(&bytes);
-    Ok(f.hex())
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(f.hex()),
+            Ok(n) => f.feed(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(EngineError::io(path, e)),
+        }
+    }
 }
 
 #[cfg(test)]

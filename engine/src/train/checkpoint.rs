@@ -27,10 +27,6 @@ struct CheckpointHeader {
 
 const CHECKPOINT_KEY: &str = "ard_studio_checkpoint";
 
-fn blob<'a>(file: &'a TensorFile, key: &str) -> Result<&'a [u8]> {
-    Ok(file.raw(key)?.bytes())
-}
-
 impl<M: Module> Trainer<M> {
     /// Writes live weights, EMA weights, optimizer state and history to `path` atomically,
     /// with the model's description (so a resume can rebuild its structure).
@@ -67,7 +63,7 @@ impl<M: Module> Trainer<M> {
             .header_json(CHECKPOINT_KEY)?
             .ok_or_else(|| EngineError::bad_file(path, "not an ARD Studio training checkpoint"))?;
         let record = |key: &str| -> Result<ModuleRecord> {
-            let bytes = blob(&file, key)?.to_vec();
+            let bytes = file.bytes(key)?.into_owned();
             ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
                 .map_err(|e| EngineError::bad_file(path, format!("damaged `{key}` record: {e:?}")))
         };
@@ -78,7 +74,7 @@ impl<M: Module> Trainer<M> {
         let ema = ema_template.try_load_record(record("ema")?).map_err(|e| {
             EngineError::bad_file(path, format!("checkpoint does not fit the model: {e:?}"))
         })?;
-        let optim_bytes = blob(&file, "optimizer")?.to_vec();
+        let optim_bytes = file.bytes("optimizer")?.into_owned();
         let optim = optimizer()
             .from_bytes(Bytes::from_bytes_vec(optim_bytes))
             .map_err(|e| EngineError::bad_file(path, format!("damaged optimizer state: {e:?}")))?;

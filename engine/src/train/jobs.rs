@@ -30,6 +30,7 @@ use crate::model::student::ArdStudent;
 use crate::train::checkpoint::checkpoint_meta;
 use crate::train::options::{CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions};
 use crate::train::trainer::Trainer;
+use crate::vae::AutoencoderKL;
 
 /// Where and how often a run writes.
 #[derive(Clone, Debug)]
@@ -42,6 +43,9 @@ pub struct RunDir {
     pub resume: bool,
     /// Score the EMA and raw weights along the way (`eval.jsonl`), when given.
     pub eval: Option<Arc<TrainingEval>>,
+    /// A latent model's sample grids are decoded through this VAE (loaded on the CPU), when
+    /// given; otherwise latents are previewed with a fixed latent→RGB map.
+    pub decoder: Option<Arc<AutoencoderKL>>,
 }
 
 impl RunDir {
@@ -53,6 +57,7 @@ impl RunDir {
             sample_every: SAMPLE_EVERY,
             resume: true,
             eval: None,
+            decoder: None,
         }
     }
 
@@ -214,6 +219,7 @@ pub(crate) fn drive<M: burn::module::Module>(
                     model: ema_model(&trainer.ema),
                     meta: meta.clone(),
                 },
+                run.decoder.as_deref(),
                 &path,
             )?;
             on_event(JobEvent::Samples { iteration: i, path });
@@ -230,8 +236,13 @@ pub(crate) fn drive<M: burn::module::Module>(
     Ok(out_path)
 }
 
-/// One image per class (at most 10), every step of the model shown left to right.
-pub fn sample_grid(model: &LoadedModel, path: &Path) -> Result<()> {
+/// One image per class (at most 10), every step of the model shown left to right; latents are
+/// decoded through `decoder` when given (on the CPU, where the grid is sampled).
+pub fn sample_grid(
+    model: &LoadedModel,
+    decoder: Option<&AutoencoderKL>,
+    path: &Path,
+) -> Result<()> {
     let d = &model.meta.dit;
     let n = d.num_classes.min(10);
     let device = Device::flex();
@@ -251,6 +262,16 @@ pub fn sample_grid(model: &LoadedModel, path: &Path) -> Result<()> {
             .cloned()
             .collect(),
         Model::Student(_) => out.steps.clone(),
+    };
+    let steps = match decoder {
+        Some(vae) => {
+            vae.check_fits(&model.meta.dit)?;
+            steps
+                .iter()
+                .map(|s| vae.decode_host(s, &device))
+                .collect::<Result<_>>()?
+        }
+        None => steps,
     };
     save_png(&step_strip(&steps), path)
 }

@@ -285,7 +285,7 @@ pub fn run_pipeline(
         |p| {
             send(TrainingEvent::Progress {
                 phase: Phase::Trajectories,
-                done: (p.already + p.done) as u64,
+                done: (p.already as f64 + p.total as f64 * p.done_fraction()) as u64,
                 total: (p.already + p.total) as u64,
                 elapsed_s: p.elapsed_s,
                 eta_s: p.eta_s(),

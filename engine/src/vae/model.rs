@@ -183,6 +183,14 @@ pub struct AutoencoderKL {
     decoder: Decoder,
 }
 
+impl std::fmt::Debug for AutoencoderKL {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoencoderKL")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AutoencoderKL {
     /// Builds the model from `r` (a file or fresh weights).
     pub fn load(r: &mut ParamSource, config: VaeConfig) -> Result<Self> {
@@ -216,6 +224,29 @@ impl AutoencoderKL {
         let vae = Self::load(&mut r, config)?;
         r.finish()?;
         Ok(vae)
+    }
+
+    /// Refuses a diffusion model whose samples are not this VAE's latents.
+    pub fn check_fits(&self, dit: &crate::model::config::DitConfig) -> Result<()> {
+        if self.config.latent_channels != dit.in_channels {
+            return Err(EngineError::Input(format!(
+                "the VAE's latents have {} channels, the model's samples {}",
+                self.config.latent_channels, dit.in_channels
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes a diffusion model's latents `[B, C, h, w]` held on the host.
+    pub fn decode_host(
+        &self,
+        latent: &crate::io::host::HostTensor,
+        device: &Device,
+    ) -> Result<crate::io::host::HostTensor> {
+        let x = latent.to_device::<4>(device)?;
+        Ok(crate::io::host::HostTensor::from_tensor(
+            self.decode_scaled(x),
+        ))
     }
 
     /// Image in [-1, 1], `[B, 3, H, W]` (H, W multiples of 8) → the posterior.

@@ -15,9 +15,12 @@
 //!   (each student timing paired with a matmul-rate measurement taken just before it);
 //! - with `--train`: a teacher training step and a teacher-forced distillation step
 //!   (`training.rs`);
+//! - with `--imagenet DIR`: DiT-XL/2 at 256 px, load time and peak memory of its 2.7 GB of
+//!   weights, seconds per teacher and student step (`scale.rs`);
 //! - with `--torch FILE`: the authors' PyTorch code (`../shared/anchors/torch_speed.py`) on the
 //!   same shapes, in the same run, beside each training and DiT-S/2 inference row.
 
+mod scale;
 mod training;
 
 use std::time::{Duration, Instant};
@@ -62,6 +65,13 @@ struct Args {
     /// Worker threads of a training step (default: one per core on the CPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// DiT-XL/2 at 256 px: load, memory and step times, with random weights kept in this
+    /// folder (written once, 2.7 GB).
+    #[arg(long)]
+    imagenet: Option<std::path::PathBuf>,
+    /// (internal) Measure one device for `--imagenet` in this process.
+    #[arg(long, hide = true)]
+    probe_scale: Option<std::path::PathBuf>,
     /// The authors' speed anchor (`torch_speed.py`), run on the same shapes for comparison.
     #[arg(long)]
     torch: Option<std::path::PathBuf>,
@@ -374,6 +384,11 @@ fn end_to_end(
 
 fn main() {
     let args = Args::parse();
+    if let Some(path) = &args.probe_scale {
+        let choice = args.device.parse().expect("one device");
+        scale::probe(path, choice);
+        return;
+    }
     let which: Vec<DeviceChoice> = match args.device.as_str() {
         "all" => vec![DeviceChoice::Cpu, DeviceChoice::Wgpu],
         other => vec![other.parse().unwrap_or_else(|e| {
@@ -386,6 +401,10 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         wgpu_adapter_name().unwrap_or_else(|| "none".into())
     );
+    if let Some(dir) = &args.imagenet {
+        scale::scale_table(dir, &which);
+        return;
+    }
     for choice in which {
         let device = match choice.device() {
             Ok(d) => d,
