@@ -12,7 +12,7 @@ use ard_engine::io::{
     SafetensorsWriter, Storage, TensorFile, batch_grid, file_fingerprint, save_png, seeded_noise,
     step_strip,
 };
-use ard_engine::model::{LoadedModel, Model};
+use ard_engine::model::{LoadedModel, Model, Precision};
 use clap::Args;
 
 use super::{ArchArgs, DdimArgs, DeviceArgs, positive, split_tensor_ref};
@@ -59,6 +59,10 @@ pub struct SampleArgs {
     /// `--png` (the latents ÷ its scaling factor); `--save-steps` keeps the latents.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// The model's precision: f32, or f16 / bf16 (weights and activations; the sampler and the
+    /// outputs stay f32) where the device computes in them.
+    #[arg(long, default_value_t = Precision::F32)]
+    precision: Precision,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -76,7 +80,8 @@ fn parse_labels(
 
 pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
     let (_, device) = args.device.choose()?;
-    let model = LoadedModel::load(&args.weights, &args.arch.options(), &device)?;
+    let model =
+        LoadedModel::load_in(&args.weights, &args.arch.options(), args.precision, &device)?;
     let d = model.meta.dit.clone();
     let vae = match &args.vae {
         Some(path) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use ard_engine::distill::{AnchorKind, TrajectoryOptions, write_trajectory_set};
 use ard_engine::io::file_fingerprint;
-use ard_engine::model::{LoadedModel, Model};
+use ard_engine::model::{LoadedModel, Model, Precision};
 use clap::Args;
 
 use super::{ArchArgs, DdimArgs, DeviceArgs, fmt_secs, parse_part};
@@ -48,6 +48,9 @@ pub struct TrajectoriesArgs {
     batch: usize,
     #[arg(long, default_value_t = defaults().seed)]
     seed: u64,
+    /// The teacher's precision: f32, or f16 / bf16 where the device computes in them.
+    #[arg(long, default_value_t = defaults().precision)]
+    precision: Precision,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -64,13 +67,15 @@ impl TrajectoriesArgs {
             anchor_kind: self.anchor_kind.parse::<AnchorKind>()?,
             batch: self.batch,
             seed: self.seed,
+            precision: self.precision,
         })
     }
 }
 
 pub(super) fn trajectories_cmd(args: TrajectoriesArgs) -> Result<()> {
     let (_, device) = args.device.choose()?;
-    let teacher = LoadedModel::load(&args.teacher, &args.arch.options(), &device)?;
+    let teacher =
+        LoadedModel::load_in(&args.teacher, &args.arch.options(), args.precision, &device)?;
     let Model::Teacher(dit) = &teacher.model else {
         bail!(
             "{}: trajectories come from a teacher, and this is a student",

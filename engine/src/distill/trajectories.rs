@@ -14,6 +14,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::model::precision::Precision;
 use crate::diffusion::ddim::{DdimOptions, ddim_sample};
 use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, seeded_noise};
@@ -61,6 +62,8 @@ pub struct TrajectoryOptions {
     /// Images per teacher batch.
     pub batch: usize,
     pub seed: u64,
+    /// The teacher's precision while it makes the set (f16 / bf16 on GPUs at ImageNet scale).
+    pub precision: Precision,
 }
 
 /// Trajectories in a default set: 1600 per Fashion-MNIST class, so that a 6000-iteration
@@ -78,6 +81,7 @@ impl Default for TrajectoryOptions {
             anchor_kind: AnchorKind::X0,
             batch: 50,
             seed: 0,
+            precision: Precision::F32,
         }
     }
 }
@@ -103,6 +107,7 @@ impl TrajectoryOptions {
             image_shape: d.image_shape().to_vec(),
             teacher: teacher_fingerprint,
             clip_denoised: teacher.clip_denoised || self.ddim.clip_denoised,
+            precision: self.precision,
         }
     }
 }
@@ -127,6 +132,9 @@ pub struct TrajectoryManifest {
     /// x0 predictions clamped to [−1, 1] (pixel-space teachers).
     #[serde(default)]
     pub clip_denoised: bool,
+    /// The teacher's precision (absent: f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl TrajectoryManifest {

@@ -62,6 +62,11 @@ impl KvCache {
     }
 }
 
+/// Whether our WGSL kernel takes this attention (it reads f32 tensors).
+fn ours_on_wgpu(q: &Tensor<4>) -> bool {
+    q.dtype() == burn::tensor::DType::F32 && use_fused_attention(&q.device(), q.dims()[3])
+}
+
 /// softmax(q kᵀ / √d) v — `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]`.
 /// With `ARD_WGSL=1` on a wgpu device outside training this is our WGSL kernel
 /// (`shaders/attention.wgsl`); otherwise burn's attention.
@@ -69,7 +74,7 @@ pub fn scaled_dot_product(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4>
     if use_cpu_kernels(&q.device(), q.dtype()) {
         return cpu_attention(q, k, v, AttentionMask::None);
     }
-    if use_fused_attention(&q.device(), q.dims()[3]) {
+    if ours_on_wgpu(&q) {
         return fused_attention(q, k, v, AttentionMask::None);
     }
     attention(q, k, v, None, None, AttentionModuleOptions::default())
@@ -87,7 +92,7 @@ fn block_causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, steps: usize) -> Tenso
     if use_cpu_kernels(&q.device(), q.dtype()) {
         return cpu_attention(q, k, v, mask);
     }
-    if use_fused_attention(&q.device(), q.dims()[3]) {
+    if ours_on_wgpu(&q) {
         return fused_attention(q, k, v, mask);
     }
     let outs = (0..steps)

@@ -10,13 +10,16 @@ use crate::error::Result;
 use crate::model::attention::{Mixing, SelfAttention};
 use crate::model::config::DitConfig;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
+use crate::model::precision::{cast_like, to_f32};
 
 /// LayerNorm over the last axis without affine parameters (eps 1e-6), as burn's fused
-/// `layer_norm` op (one SIMD pass per row on the CPU) with a unit scale.
+/// `layer_norm` op (one SIMD pass per row on the CPU) with a unit scale. Half-precision
+/// activations are normalised in f32 and handed back in their own type.
 pub fn layer_norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let width = x.dims()[D - 1];
     let gamma = Tensor::<1>::ones([width], &x.device());
-    burn::tensor::module::layer_norm(x, gamma, None, 1e-6)
+    let y = burn::tensor::module::layer_norm(to_f32(x.clone()), gamma, None, 1e-6);
+    cast_like(y, &x)
 }
 
 /// `x · (1 + scale) + shift`

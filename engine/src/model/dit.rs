@@ -7,6 +7,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::io::host::labels_to_device;
+use crate::model::precision::{cast_like, to_f32};
 use crate::model::attention::Mixing;
 use crate::model::block::DitBlock;
 use crate::model::config::DitConfig;
@@ -79,7 +80,8 @@ impl Dit {
 
     /// Patch embedding plus positions: `[N, C, H, W]` → `[N, T, hidden]`
     pub fn embed(&self, x: Tensor<4>) -> Tensor<3> {
-        self.x_embedder.forward(x) + self.pos_embed.val()
+        let pos = self.pos_embed.val();
+        self.x_embedder.forward(cast_like(x, &pos)) + pos
     }
 
     /// `c = t_embed(t) + y_embed(y)`: `t: [B]`, `y: [B]` → `[B, hidden]`
@@ -93,10 +95,11 @@ impl Dit {
         unpatchify(x, cfg.patch_size, cfg.out_channels())
     }
 
-    /// `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → `[B, C_out, H, W]` (epsilon, then sigma channels)
+    /// `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → `[B, C_out, H, W]` (epsilon, then sigma
+    /// channels), in f32 whatever the model's precision.
     pub fn forward(&self, x: Tensor<4>, t: &[f32], y: Tensor<1, Int>) -> Tensor<4> {
         let (tokens, c) = self.blocks_forward(x, t, y, |_| {});
-        self.unpatchify(self.final_layer.forward(tokens, c))
+        to_f32(self.unpatchify(self.final_layer.forward(tokens, c)))
     }
 
     /// The tokens after every block, for the adversarial stage's discriminator (the teacher as

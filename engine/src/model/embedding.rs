@@ -10,6 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::error::Result;
 use crate::model::config::DitConfig;
 use crate::model::params::{Init, LinearInit, ParamSource, ParamWriter};
+use crate::model::precision::cast_like;
 
 /// `[N, C, H, W]` → `[N, T, C·p·p]`, patches in row-major order, values in (c, y, x) order
 /// (the layout of a stride-p convolution's weight).
@@ -128,7 +129,7 @@ impl TimestepEmbedder {
             timestep_features(t, self.frequency_size),
             [t.len(), self.frequency_size],
         );
-        let x = Tensor::<2>::from_data(feats, device);
+        let x = cast_like(Tensor::<2>::from_data(feats, device), &self.fc1.weight.val());
         self.fc2.forward(silu(self.fc1.forward(x)))
     }
 }

@@ -11,6 +11,7 @@ use crate::io::weights::{SafetensorsWriter, Storage, TensorFile};
 use crate::model::config::{DitConfig, ModelKind, ModelMeta, StudentConfig};
 use crate::model::dit::Dit;
 use crate::model::params::{ParamSource, ParamWriter};
+use crate::model::precision::{Precision, cast_params};
 use crate::model::student::ArdStudent;
 
 /// What the shapes of a reference file cannot tell, given by the user.
@@ -38,20 +39,57 @@ impl LoadedModel {
         Self::from_file(TensorFile::read(path)?, options, device)
     }
 
+    /// [`Self::load`] in `precision` (each weight is cast as it is read, so the model never
+    /// exists in f32 as a whole).
+    pub fn load_in(
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+        precision: Precision,
+        device: &Device,
+    ) -> Result<Self> {
+        precision.check(device)?;
+        Self::from_file_in(TensorFile::read(path)?, options, precision, device)
+    }
+
     /// Builds the model from tensors already read.
-    pub fn from_file(mut file: TensorFile, options: &LoadOptions, device: &Device) -> Result<Self> {
+    pub fn from_file(file: TensorFile, options: &LoadOptions, device: &Device) -> Result<Self> {
+        Self::from_file_in(file, options, Precision::F32, device)
+    }
+
+    fn from_file_in(
+        mut file: TensorFile,
+        options: &LoadOptions,
+        precision: Precision,
+        device: &Device,
+    ) -> Result<Self> {
         file.strip_prefix_to("x_embedder.proj.weight");
         let meta = resolve_meta(&file, options)?;
-        let mut r = ParamSource::file(&file, device);
+        let mut r = ParamSource::file(&file, device).with_precision(precision);
         let model = match meta.kind {
-            ModelKind::Teacher => Model::Teacher(Dit::load(&mut r, &meta.dit)?),
+            ModelKind::Teacher => Model::Teacher(cast_params(Dit::load(&mut r, &meta.dit)?, precision)),
             ModelKind::Student => {
                 let student = meta.student.as_ref().expect("student meta");
-                Model::Student(ArdStudent::load(&mut r, &meta.dit, student)?)
+                let s = ArdStudent::load(&mut r, &meta.dit, student)?;
+                Model::Student(cast_params(s, precision))
             }
         };
         r.finish()?;
         Ok(Self { model, meta })
+    }
+
+    /// The model in `precision` (inference only: training keeps f32).
+    pub fn in_precision(self, precision: Precision) -> Result<Self> {
+        let model = match self.model {
+            Model::Teacher(d) => {
+                precision.check(&d.device())?;
+                Model::Teacher(cast_params(d, precision))
+            }
+            Model::Student(s) => {
+                precision.check(&s.dit.device())?;
+                Model::Student(cast_params(s, precision))
+            }
+        };
+        Ok(Self { model, ..self })
     }
 
     /// Writes the weights under reference key names with our metadata in the header.

@@ -11,6 +11,7 @@ pub(crate) mod final_layer;
 pub(crate) mod init;
 pub(crate) mod loaded;
 pub(crate) mod params;
+pub(crate) mod precision;
 pub(crate) mod student;
 
 pub use attention::*;
@@ -22,4 +23,5 @@ pub use final_layer::*;
 pub use init::*;
 pub use loaded::*;
 pub use params::*;
+pub use precision::*;
 pub use student::*;

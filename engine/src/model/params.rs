@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
 use crate::io::weights::{SafetensorsWriter, Storage, TensorFile};
+use crate::model::precision::Precision;
 
 /// How a fresh parameter is drawn (DiT's initialisation). Ignored when reading a file.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,6 +63,7 @@ pub struct ParamSource<'a> {
     source: Source<'a>,
     device: Device,
     used: BTreeSet<String>,
+    precision: Precision,
 }
 
 impl<'a> ParamSource<'a> {
@@ -71,6 +73,7 @@ impl<'a> ParamSource<'a> {
             source: Source::File(file),
             device: device.clone(),
             used: BTreeSet::new(),
+            precision: Precision::F32,
         }
     }
 
@@ -83,11 +86,24 @@ impl<'a> ParamSource<'a> {
             },
             device: device.clone(),
             used: BTreeSet::new(),
+            precision: Precision::F32,
         }
+    }
+
+    /// Parameters are cast to `precision` as they are made, so a half-precision model never
+    /// holds all of its weights in f32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    fn on_device<const D: usize>(&self, t: &HostTensor) -> Result<Tensor<D>> {
+        Ok(t.to_device::<D>(&self.device)?
+            .cast(self.precision.float_dtype()))
     }
 
     /// Whether the file holds `key` (never, for fresh weights).
@@ -146,7 +162,7 @@ impl<'a> ParamSource<'a> {
         init: Init,
     ) -> Result<Param<Tensor<D>>> {
         let t = self.host(key, &expected, init)?;
-        Ok(Param::from_tensor(t.to_device(&self.device)?))
+        Ok(Param::from_tensor(self.on_device(&t)?))
     }
 
     /// `prefix.weight` (d_out, d_in) and `prefix.bias` (d_out) as a burn `Linear`.
@@ -201,8 +217,8 @@ impl<'a> ParamSource<'a> {
 
     fn linear_from(&self, w: HostTensor, b: HostTensor) -> Result<Linear> {
         Ok(Linear {
-            weight: Param::from_tensor(transpose(&w).to_device(&self.device)?),
-            bias: Some(Param::from_tensor(b.to_device(&self.device)?)),
+            weight: Param::from_tensor(self.on_device(&transpose(&w))?),
+            bias: Some(Param::from_tensor(self.on_device(&b)?)),
         })
     }
 

@@ -19,6 +19,7 @@ use crate::model::config::{DitConfig, StudentConfig};
 use crate::model::dit::Dit;
 use crate::model::final_layer::FinalLayer;
 use crate::model::params::{ParamSource, ParamWriter};
+use crate::model::precision::to_f32;
 
 #[derive(Module, Debug)]
 pub struct ArdStudent {
@@ -219,7 +220,7 @@ impl ArdStudent {
             let out = self
                 .head(k)
                 .forward(tokens.reshape([b, t, h]), ck.reshape([b, h]));
-            let prediction = self.dit.unpatchify(out).narrow(1, 0, channels);
+            let prediction = to_f32(self.dit.unpatchify(out).narrow(1, 0, channels));
             let flow = on_step(k, &prediction);
             x = prediction.clone();
             predictions.push(prediction);

@@ -33,6 +33,7 @@ use ard_engine::diffusion::{SampleRequest, sample};
 use ard_engine::eval::student_flops;
 use ard_engine::io::seeded_noise;
 use ard_engine::model::LoadedModel;
+use ard_engine::model::Precision as ModelPrecision;
 use ard_engine::model::{DitConfig, StudentConfig};
 use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
 use ard_engine::wgsl::{AttentionKernel, AttentionMask, AttentionShape, Precision};
@@ -72,6 +73,9 @@ struct Args {
     /// (internal) Measure one device for `--imagenet` in this process.
     #[arg(long, hide = true)]
     probe_scale: Option<std::path::PathBuf>,
+    /// Precisions of the --imagenet rows (comma-separated: f32, f16, bf16).
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16")]
+    precision: Vec<ModelPrecision>,
     /// The authors' speed anchor (`torch_speed.py`), run on the same shapes for comparison.
     #[arg(long)]
     torch: Option<std::path::PathBuf>,
@@ -386,7 +390,7 @@ fn main() {
     let args = Args::parse();
     if let Some(path) = &args.probe_scale {
         let choice = args.device.parse().expect("one device");
-        scale::probe(path, choice);
+        scale::probe(path, choice, args.precision[0]);
         return;
     }
     let which: Vec<DeviceChoice> = match args.device.as_str() {
@@ -402,7 +406,7 @@ fn main() {
         wgpu_adapter_name().unwrap_or_else(|| "none".into())
     );
     if let Some(dir) = &args.imagenet {
-        scale::scale_table(dir, &which);
+        scale::scale_table(dir, &which, &args.precision);
         return;
     }
     for choice in which {

@@ -14,7 +14,7 @@ use ard_engine::device::DeviceChoice;
 use ard_engine::diffusion::{DdimOptions, SampleRequest, sample};
 use ard_engine::io::{Storage, seeded_noise};
 use ard_engine::model::{
-    DitConfig, InitOptions, LoadOptions, LoadedModel, StudentConfig, init_teacher,
+    DitConfig, InitOptions, LoadOptions, LoadedModel, Precision, StudentConfig, init_teacher,
     student_from_teacher,
 };
 
@@ -40,29 +40,34 @@ fn weights(dir: &Path) -> PathBuf {
     path
 }
 
-/// The table, one row per device, each measured by a child process (`--probe-scale`).
-pub fn scale_table(dir: &Path, devices: &[DeviceChoice]) {
+/// The table, one row per device and precision, each measured by a child process
+/// (`--probe-scale`).
+pub fn scale_table(dir: &Path, devices: &[DeviceChoice], precisions: &[Precision]) {
     let path = weights(dir);
     let size_mib = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1048576.0);
     println!("## DiT-XL/2 at 256 px (32×32×4 latents), random weights\n");
     println!("weights file: {size_mib:.0} MiB (f32 safetensors)\n");
     println!(
-        "| device | load s | memory after load MiB | peak during load MiB | peak / file | teacher guided step s | ARD step s (1, 2, 3, 4) | ARD 4 steps s | peak while sampling MiB |"
+        "| device | precision | load s | memory after load MiB | peak during load MiB | peak / file | teacher guided step s | ARD step s (1, 2, 3, 4) | ARD 4 steps s | peak while sampling MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("own path");
-    for choice in devices {
+    for (choice, precision) in devices
+        .iter()
+        .flat_map(|c| precisions.iter().map(move |p| (c, p)))
+    {
         let out = Command::new(&exe)
             .arg("--probe-scale")
             .arg(&path)
             .args(["--device", &choice.to_string()])
+            .args(["--precision", &precision.to_string()])
             .output()
             .expect("run the probe");
         let line = String::from_utf8_lossy(&out.stdout);
         match line.lines().find(|l| l.starts_with('|')) {
             Some(row) => println!("{row}"),
             None => println!(
-                "| {choice} | failed: {} |",
+                "| {choice} | {precision} | failed: {} |",
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .last()
@@ -84,14 +89,19 @@ fn laps() -> impl FnMut() -> f64 {
     }
 }
 
-/// The child's side: loads `path` on `choice` and prints one Markdown row.
-pub fn probe(path: &Path, choice: DeviceChoice) {
+/// The child's side: loads `path` on `choice` in `precision` and prints one Markdown row.
+pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision) {
     let device = choice.device().expect("device");
+    if let Err(e) = precision.check(&device) {
+        println!("| {} | {precision} | {e} |", choice.describe());
+        return;
+    }
     // Memory before the load: the program, and the device's own set-up.
     let base = peak_memory_mib().unwrap_or(0.0);
     reset_peak_memory();
     let start = Instant::now();
-    let teacher = LoadedModel::load(path, &LoadOptions::default(), &device).expect("load");
+    let teacher =
+        LoadedModel::load_in(path, &LoadOptions::default(), precision, &device).expect("load");
     device.sync().expect("sync");
     let load_s = start.elapsed().as_secs_f64();
     let peak_load = peak_memory_mib().unwrap_or(0.0);
@@ -125,7 +135,7 @@ pub fn probe(path: &Path, choice: DeviceChoice) {
     let peak_sampling = peak_memory_mib().unwrap_or(0.0);
     let steps: Vec<String> = student_steps.iter().map(|s| format!("{s:.2}")).collect();
     println!(
-        "| {} | {load_s:.1} | {after_load:.0} | {peak_load:.0} | {:.2} (above the {base:.0} before: {:.2}) | {teacher_s:.2} | {} | {:.2} | {peak_sampling:.0} |",
+        "| {} | {precision} | {load_s:.1} | {after_load:.0} | {peak_load:.0} | {:.2} (above the {base:.0} before: {:.2}) | {teacher_s:.2} | {} | {:.2} | {peak_sampling:.0} |",
         choice.describe(),
         peak_load / file_mib,
         (peak_load - base) / file_mib,
