@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ard_app::gui::{AppOptions, StudioApp, Tab, default_models};
 use ard_engine::io::Storage;
-use ard_engine::model::{DitConfig, StudentConfig};
+use ard_engine::model::{DitConfig, Precision, StudentConfig};
 use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
 use ard_engine::studio::{
     Event, GenerateRequest, Request, Role, Studio, StudioOptions, TeacherSource,
@@ -277,7 +277,7 @@ fn a_reference_pt_file_loads_once_its_head_count_is_given() {
     let notice = format!("{:?}", harness.state().notice);
     assert!(notice.contains("Files without metadata"), "{notice}");
     assert!(loaded(harness.state(), "student.safetensors"));
-    harness.state_mut().reference_heads = Some(4);
+    harness.state_mut().loading.heads = Some(4);
     harness.state_mut().open_file(&reference, None);
     wait_for(&mut harness, "the reference teacher", 60, |a| {
         loaded(a, "dit_teacher.pt")
@@ -289,6 +289,15 @@ fn a_reference_pt_file_loads_once_its_head_count_is_given() {
         harness.state().teacher.as_ref().map(|t| t.source.as_str()),
         Some("dit_teacher.pt")
     );
+    assert_eq!(model.precision, Precision::F32);
+    // The same file again in f16: the panel says so.
+    harness.state_mut().loading.precision = Precision::F16;
+    harness.state_mut().open_file(&reference, None);
+    wait_for(&mut harness, "the f16 teacher", 60, |a| {
+        a.generator
+            .as_ref()
+            .is_some_and(|g| g.precision == Precision::F16)
+    });
 }
 
 #[test]

@@ -52,6 +52,7 @@ fn setup(root: &Path) -> (LoadedModel, LoadedModel, TrajectorySet) {
         image_shape: vec![1, 8, 8],
         teacher: "toy".into(),
         clip_denoised: true,
+        precision: Default::default(),
     };
     let Model::Teacher(dit) = &teacher.model else {
         unreachable!()
@@ -268,6 +269,7 @@ fn run(
             sample_every: 0,
             resume,
             eval: None,
+            decoder: None,
         },
         &Device::flex(),
         JobHooks {

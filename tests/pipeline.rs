@@ -129,6 +129,7 @@ fn manifest(count: usize) -> TrajectoryManifest {
         image_shape: vec![1, 8, 8],
         teacher: "toy".into(),
         clip_denoised: true,
+        precision: Default::default(),
     }
 }
 

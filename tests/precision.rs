@@ -12,7 +12,9 @@ use std::ops::ControlFlow;
 use ard_engine::diffusion::{DdimOptions, SampleRequest, sample, sample_until};
 use ard_engine::model::{Model, Precision};
 use ard_engine::{Device, HostTensor};
-use ard_studio::{assert_close, reference, reference_file, reference_options, reference_student_request};
+use ard_studio::{
+    assert_close, reference, reference_file, reference_options, reference_student_request,
+};
 
 /// Relative error allowed against the f32 reference (measured: see docs/benchmarks.md).
 fn tolerance(p: Precision) -> f64 {
@@ -101,7 +103,9 @@ fn half_precision_matches_the_reference_on_wgpu() {
 #[test]
 fn f32_weights_stay_f32() {
     let m = ard_studio::load_reference("dit_teacher.safetensors", &Device::flex());
-    let Model::Teacher(d) = &m.model else { panic!() };
+    let Model::Teacher(d) = &m.model else {
+        panic!()
+    };
     assert_eq!(d.pos_embed.val().dtype(), DType::F32);
     assert!("f8".parse::<Precision>().is_err());
     assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::BF16);

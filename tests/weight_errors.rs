@@ -217,3 +217,41 @@ fn non_finite_values_are_refused_naming_the_tensor() {
         );
     }
 }
+
+#[test]
+fn tensors_are_read_when_asked_and_a_file_cut_meanwhile_is_reported() {
+    // Opening reads the header only: a tensor's bytes come from the file when asked for, so a
+    // file truncated after it was opened fails then, naming the tensor, instead of loading.
+    for name in ["dit_teacher.safetensors", "dit_teacher.pt"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::copy(reference(name), &path).unwrap();
+        let file = TensorFile::read(&path).unwrap();
+        let key = "final_layer.linear.weight";
+        let want = file.f32(key).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        let errors: Vec<String> = file
+            .tensors
+            .keys()
+            .filter_map(|k| file.f32(k).err().map(|e| e.to_string()))
+            .collect();
+        assert!(
+            !errors.is_empty(),
+            "{name}: every tensor still read after the cut"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.contains(name) && e.contains("could not be read")),
+            "{name}: {errors:?}"
+        );
+        // What was read before the cut is intact.
+        assert_eq!(want.shape, vec![8 * 4, 64]);
+    }
+}

@@ -80,8 +80,7 @@ fn parse_labels(
 
 pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
     let (_, device) = args.device.choose()?;
-    let model =
-        LoadedModel::load_in(&args.weights, &args.arch.options(), args.precision, &device)?;
+    let model = LoadedModel::load_in(&args.weights, &args.arch.options(), args.precision, &device)?;
     let d = model.meta.dit.clone();
     let vae = match &args.vae {
         Some(path) => {

@@ -8,16 +8,19 @@
 mod canvas;
 mod conditioning;
 mod gan;
+mod model_panel;
 mod training;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ard_engine::io::png_settings::{GenerationSettings, read_settings, save_png};
-use ard_engine::model::LoadOptions;
 use ard_engine::studio::{Event, ModelInfo, Request, Role, Studio, StudioOptions};
 use ard_engine::{Device, ModelKind};
 use eframe::egui;
+
+pub use model_panel::LoadingOptions;
+use model_panel::model_panel;
 
 pub use canvas::RunView;
 pub use conditioning::Conditioning;
@@ -91,10 +94,8 @@ pub struct StudioApp {
     next_id: u64,
     /// Settings from a dropped PNG, waiting for the matching model before they apply.
     restored: Option<GenerationSettings>,
-    /// Attention heads of files without ARD Studio metadata (their shapes cannot tell).
-    pub reference_heads: Option<usize>,
-    /// History layers N of students without ARD Studio metadata.
-    pub reference_history: Option<usize>,
+    /// How the next file is loaded.
+    pub loading: LoadingOptions,
 }
 
 impl StudioApp {
@@ -119,8 +120,7 @@ impl StudioApp {
             notice: None,
             next_id: 1,
             restored: None,
-            reference_heads: None,
-            reference_history: None,
+            loading: LoadingOptions::default(),
         }
     }
 
@@ -200,7 +200,7 @@ impl StudioApp {
             }
             Event::LoadFailed { path, message } => {
                 let hint = if message.contains("--heads") || message.contains("--history-layers") {
-                    " (set them under “Files without metadata” and open the file again)"
+                    " (set them under Loading > “Files without metadata” and open the file again)"
                 } else {
                     ""
                 };
@@ -255,10 +255,8 @@ impl StudioApp {
                 self.notice = Some(Notice::Note(format!("loading {}…", path.display())));
                 self.send(Request::LoadWeights {
                     path: path.to_path_buf(),
-                    options: LoadOptions {
-                        num_heads: self.reference_heads,
-                        history_layers: self.reference_history,
-                    },
+                    options: self.loading.options(),
+                    precision: self.loading.precision,
                 });
             }
             "png" => {
@@ -498,15 +496,7 @@ impl StudioApp {
             ui.label(egui::RichText::new(format!("Decoder: {source}")).strong());
             ui.small(description);
         }
-        egui::CollapsingHeader::new("Files without metadata")
-            .id_salt("reference options")
-            .show(ui, |ui| {
-                ui.small(
-                    "Reference checkpoints carry only tensors: give what their shapes cannot tell.",
-                );
-                optional_count(ui, "Attention heads", &mut self.reference_heads, 16);
-                optional_count(ui, "History layers N", &mut self.reference_history, 6);
-            });
+        self.loading.show(ui);
         ui.separator();
         let Some(model) = self.generator.clone() else {
             ui.label("Open a weight file (File > Open weights…) or drop one on the window.");
@@ -541,49 +531,6 @@ pub(crate) fn grid_row(
     let response = ui.add(widget).labelled_by(name.id);
     ui.end_row();
     response
-}
-
-/// A number the user may leave unset ("from the file").
-fn optional_count(ui: &mut egui::Ui, label: &str, value: &mut Option<usize>, default: usize) {
-    ui.horizontal(|ui| {
-        let mut set = value.is_some();
-        if ui.checkbox(&mut set, label).changed() {
-            *value = set.then_some(default);
-        }
-        if let Some(v) = value {
-            ui.add(egui::DragValue::new(v).range(0..=64))
-                .on_hover_text(label);
-        }
-    });
-}
-
-/// Kind, architecture, parameters and classes of a loaded model.
-fn model_panel(ui: &mut egui::Ui, info: Option<&ModelInfo>, title: &str) {
-    let Some(m) = info else {
-        ui.label(format!("{title}: none"));
-        return;
-    };
-    ui.label(egui::RichText::new(format!("{title}: {}", m.source)).strong());
-    let kind = match m.kind {
-        ModelKind::Teacher => "teacher (DDIM + guidance)".to_string(),
-        ModelKind::Student => format!(
-            "ARD student, {} steps{}",
-            m.steps,
-            match m.history_layers {
-                Some(0) => " (step-distillation baseline)".to_string(),
-                Some(n) => format!(", history in {n} blocks"),
-                None => String::new(),
-            }
-        ),
-    };
-    ui.label(kind);
-    ui.small(&m.architecture);
-    ui.small(format!(
-        "{:.2} M parameters · {} classes · fingerprint {}",
-        m.params as f64 / 1e6,
-        m.class_names.len(),
-        m.fingerprint
-    ));
 }
 
 impl eframe::App for StudioApp {

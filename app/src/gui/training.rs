@@ -502,6 +502,7 @@ impl TrainingPanel {
                 request = Some(Request::LoadWeights {
                     path: result.clone(),
                     options: LoadOptions::default(),
+                    precision: Default::default(),
                 });
             }
         });

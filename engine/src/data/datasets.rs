@@ -190,14 +190,11 @@ pub fn fashion_mnist_split(split: Split) -> Result<Dataset> {
     fashion_mnist_from(Path::new(FASHION_MNIST_DIR), split)
 }
 
-/// An ImageFolder tree: each sub-folder (sorted by name) is a class; its PNG/JPEG files are
-/// centre-cropped to a square and resized to `size`, as grey (`channels` = 1) or RGB (3).
-pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset> {
-    if channels != 1 && channels != 3 {
-        return Err(EngineError::Input(format!(
-            "images can have 1 or 3 channels, not {channels}"
-        )));
-    }
+/// The images of an ImageFolder tree with their labels, in label then file-name order.
+pub fn list_image_folder(
+    root: &Path,
+    per_class: Option<usize>,
+) -> Result<(Vec<String>, Vec<(PathBuf, i64)>)> {
     let read_dir = |p: &Path| std::fs::read_dir(p).map_err(|e| EngineError::io(p, e));
     let mut classes: Vec<PathBuf> = read_dir(root)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -205,16 +202,15 @@ pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset
         .collect();
     classes.sort();
     if classes.is_empty() {
-        return Err(bad(
+        return Err(EngineError::bad_file(
             root,
-            "no class folders (expected ROOT/CLASS/IMAGE.png)",
+            "no class folders (expected ROOT/CLASS/IMAGE.jpg, as ImageNet's train/)",
         ));
     }
-    let mut data = Vec::new();
-    let mut labels = Vec::new();
-    let mut class_names = Vec::new();
+    let mut names = Vec::new();
+    let mut items = Vec::new();
     for (label, dir) in classes.iter().enumerate() {
-        class_names.push(dir.file_name().unwrap().to_string_lossy().into_owned());
+        names.push(dir.file_name().unwrap().to_string_lossy().into_owned());
         let mut files: Vec<PathBuf> = read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -228,26 +224,45 @@ pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(bad(dir, "class folder holds no PNG or JPEG images"));
+            return Err(EngineError::bad_file(
+                dir,
+                "class folder holds no PNG or JPEG images",
+            ));
         }
-        for f in files {
-            let img = image::open(&f).map_err(|e| bad(&f, format!("unreadable image: {e}")))?;
-            let (w, h) = (img.width(), img.height());
-            let side = w.min(h);
-            let img = img
-                .crop_imm((w - side) / 2, (h - side) / 2, side, side)
-                .resize_exact(size as u32, size as u32, FilterType::Triangle);
-            if channels == 1 {
-                let g = img.to_luma8();
-                data.extend(g.pixels().map(|p| p.0[0] as f32 / 127.5 - 1.0));
-            } else {
-                let rgb = img.to_rgb8();
-                for c in 0..3 {
-                    data.extend(rgb.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
-                }
+        files.truncate(per_class.unwrap_or(usize::MAX));
+        items.extend(files.into_iter().map(|f| (f, label as i64)));
+    }
+    Ok((names, items))
+}
+
+/// An ImageFolder tree: each sub-folder (sorted by name) is a class; its PNG/JPEG files are
+/// centre-cropped to a square and resized to `size`, as grey (`channels` = 1) or RGB (3).
+pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset> {
+    if channels != 1 && channels != 3 {
+        return Err(EngineError::Input(format!(
+            "images can have 1 or 3 channels, not {channels}"
+        )));
+    }
+    let (class_names, items) = list_image_folder(root, None)?;
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
+    for (f, label) in items {
+        let img = image::open(&f).map_err(|e| bad(&f, format!("unreadable image: {e}")))?;
+        let (w, h) = (img.width(), img.height());
+        let side = w.min(h);
+        let img = img
+            .crop_imm((w - side) / 2, (h - side) / 2, side, side)
+            .resize_exact(size as u32, size as u32, FilterType::Triangle);
+        if channels == 1 {
+            let g = img.to_luma8();
+            data.extend(g.pixels().map(|p| p.0[0] as f32 / 127.5 - 1.0));
+        } else {
+            let rgb = img.to_rgb8();
+            for c in 0..3 {
+                data.extend(rgb.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
             }
-            labels.push(label as i64);
         }
+        labels.push(label);
     }
     let n = labels.len();
     Ok(Dataset {

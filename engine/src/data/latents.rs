@@ -17,10 +17,10 @@ use burn::tensor::{Device, Tensor};
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-use crate::data::datasets::Dataset;
+use crate::data::datasets::{Dataset, list_image_folder};
 use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, seeded_noise};
-use crate::io::weights::{SafetensorsWriter, Storage, TensorFile, write_atomically};
+use crate::io::weights::{SafetensorsWriter, Storage, TensorFile, check_or_write_manifest};
 use crate::vae::AutoencoderKL;
 
 /// The manifest's file name; a folder holding it is a latent dataset.
@@ -73,51 +73,6 @@ impl LatentManifest {
     pub fn num_shards(&self) -> usize {
         self.count.div_ceil(self.options.shard_size)
     }
-}
-
-/// The images of an ImageFolder tree with their labels, in label then file-name order.
-pub fn list_image_folder(
-    root: &Path,
-    per_class: Option<usize>,
-) -> Result<(Vec<String>, Vec<(PathBuf, i64)>)> {
-    let read_dir = |p: &Path| std::fs::read_dir(p).map_err(|e| EngineError::io(p, e));
-    let mut classes: Vec<PathBuf> = read_dir(root)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
-    if classes.is_empty() {
-        return Err(EngineError::bad_file(
-            root,
-            "no class folders (expected ROOT/CLASS/IMAGE.jpg, as ImageNet's train/)",
-        ));
-    }
-    let mut names = Vec::new();
-    let mut items = Vec::new();
-    for (label, dir) in classes.iter().enumerate() {
-        names.push(dir.file_name().unwrap().to_string_lossy().into_owned());
-        let mut files: Vec<PathBuf> = read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| {
-                    matches!(
-                        x.to_ascii_lowercase().to_str(),
-                        Some("png" | "jpg" | "jpeg")
-                    )
-                })
-            })
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(EngineError::bad_file(
-                dir,
-                "class folder holds no PNG or JPEG images",
-            ));
-        }
-        files.truncate(per_class.unwrap_or(usize::MAX));
-        items.extend(files.into_iter().map(|f| (f, label as i64)));
-    }
-    Ok((names, items))
 }
 
 /// One image as `[3, size, size]` in [−1, 1]: the short side resized to `size` (bicubic; the
@@ -204,24 +159,11 @@ pub fn encode_image_folder(
         vae_fingerprint,
     };
     std::fs::create_dir_all(out).map_err(|e| EngineError::io(out, e))?;
-    let manifest_path = out.join(LATENTS_MANIFEST);
-    match std::fs::read_to_string(&manifest_path) {
-        Ok(text) => {
-            let existing: LatentManifest = serde_json::from_str(&text)
-                .map_err(|e| EngineError::bad_file(&manifest_path, e.to_string()))?;
-            if existing != manifest {
-                return Err(EngineError::bad_file(
-                    &manifest_path,
-                    "this folder holds another encoding (other images, VAE or settings); \
-                     use a new folder",
-                ));
-            }
-        }
-        Err(_) => write_atomically(
-            &manifest_path,
-            serde_json::to_string_pretty(&manifest).unwrap().as_bytes(),
-        )?,
-    }
+    check_or_write_manifest(
+        &out.join(LATENTS_MANIFEST),
+        &manifest,
+        "this folder holds another encoding (other images, VAE or settings); use a new folder",
+    )?;
     let todo: Vec<usize> = (0..manifest.num_shards())
         .filter(|s| s % parts == part)
         .filter(|&s| TensorFile::read(latent_shard_path(out, s)).is_err())

@@ -14,13 +14,13 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::precision::Precision;
 use crate::diffusion::ddim::{DdimOptions, ddim_sample};
 use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, seeded_noise};
-use crate::io::weights::{SafetensorsWriter, Storage, TensorFile, write_atomically};
+use crate::io::weights::{SafetensorsWriter, Storage, TensorFile, check_or_write_manifest};
 use crate::model::config::{ModelMeta, default_anchors};
 use crate::model::dit::Dit;
+use crate::model::precision::Precision;
 
 /// What an anchor point is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,24 +348,12 @@ pub fn write_trajectory_set_until(
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-    let manifest_path = dir.join("manifest.json");
-    match std::fs::read_to_string(&manifest_path) {
-        Ok(text) => {
-            let existing: TrajectoryManifest = serde_json::from_str(&text)
-                .map_err(|e| EngineError::bad_file(&manifest_path, e.to_string()))?;
-            if &existing != manifest {
-                return Err(EngineError::bad_file(
-                    &manifest_path,
-                    "this directory holds a different trajectory set (other teacher or settings); \
-                     use a new directory",
-                ));
-            }
-        }
-        Err(_) => write_atomically(
-            &manifest_path,
-            serde_json::to_string_pretty(manifest).unwrap().as_bytes(),
-        )?,
-    }
+    check_or_write_manifest(
+        &dir.join("manifest.json"),
+        manifest,
+        "this directory holds a different trajectory set (other teacher or settings); use a new \
+         directory",
+    )?;
     let status = manifest.shard_status(dir, (part, parts));
     let already = manifest.trajectories_in(&status.done);
     let todo = status.todo;

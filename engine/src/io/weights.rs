@@ -183,12 +183,20 @@ impl TensorFile {
                 (name.to_string(), raw)
             })
             .collect();
-        Ok(Self {
+        Ok(Self::safetensors(path, tensors, &header))
+    }
+
+    fn safetensors(
+        path: &Path,
+        tensors: BTreeMap<String, RawTensor>,
+        header: &safetensors::tensor::Metadata,
+    ) -> Self {
+        Self {
             path: path.to_path_buf(),
             format: FileFormat::Safetensors,
             tensors,
             metadata: header.metadata().clone().unwrap_or_default(),
-        })
+        }
     }
 
     /// Validates the header against the file's length (through a read-only map, of which only
@@ -221,12 +229,7 @@ impl TensorFile {
                 (name, raw)
             })
             .collect();
-        Ok(Self {
-            path: path.to_path_buf(),
-            format: FileFormat::Safetensors,
-            tensors,
-            metadata: header.metadata().clone().unwrap_or_default(),
-        })
+        Ok(Self::safetensors(path, tensors, &header))
     }
 
     /// Reads the file again by path: the reader's in-memory entry point takes plain pickles
@@ -512,6 +515,29 @@ impl SafetensorsWriter {
     /// crash or a full disk never leaves a half-written file under `path`.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         write_atomically(path.as_ref(), &self.to_bytes()?)
+    }
+}
+
+/// Writes `manifest` to `path` as JSON, or, when the file is there, checks that it holds the
+/// same one, so that a folder of shards never mixes two sets; `other` tells the user what a
+/// different one means.
+pub fn check_or_write_manifest<T>(path: &Path, manifest: &T, other: &str) -> Result<()>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let existing: T = serde_json::from_str(&text)
+                .map_err(|e| EngineError::bad_file(path, e.to_string()))?;
+            if &existing != manifest {
+                return Err(EngineError::bad_file(path, other));
+            }
+            Ok(())
+        }
+        Err(_) => write_atomically(
+            path,
+            serde_json::to_string_pretty(manifest).unwrap().as_bytes(),
+        ),
     }
 }
 

@@ -7,7 +7,6 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::io::host::labels_to_device;
-use crate::model::precision::{cast_like, to_f32};
 use crate::model::attention::Mixing;
 use crate::model::block::DitBlock;
 use crate::model::config::DitConfig;
@@ -16,6 +15,7 @@ use crate::model::embedding::{
 };
 use crate::model::final_layer::FinalLayer;
 use crate::model::params::{Init, ParamSource, ParamWriter};
+use crate::model::precision::{cast_like, to_f32};
 
 #[derive(Module, Debug)]
 pub struct Dit {

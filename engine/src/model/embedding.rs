@@ -129,7 +129,10 @@ impl TimestepEmbedder {
             timestep_features(t, self.frequency_size),
             [t.len(), self.frequency_size],
         );
-        let x = cast_like(Tensor::<2>::from_data(feats, device), &self.fc1.weight.val());
+        let x = cast_like(
+            Tensor::<2>::from_data(feats, device),
+            &self.fc1.weight.val(),
+        );
         self.fc2.forward(silu(self.fc1.forward(x)))
     }
 }

@@ -56,7 +56,8 @@ impl LoadedModel {
         Self::from_file_in(file, options, Precision::F32, device)
     }
 
-    fn from_file_in(
+    /// [`Self::from_file`] in `precision`.
+    pub fn from_file_in(
         mut file: TensorFile,
         options: &LoadOptions,
         precision: Precision,
@@ -66,7 +67,9 @@ impl LoadedModel {
         let meta = resolve_meta(&file, options)?;
         let mut r = ParamSource::file(&file, device).with_precision(precision);
         let model = match meta.kind {
-            ModelKind::Teacher => Model::Teacher(cast_params(Dit::load(&mut r, &meta.dit)?, precision)),
+            ModelKind::Teacher => {
+                Model::Teacher(cast_params(Dit::load(&mut r, &meta.dit)?, precision))
+            }
             ModelKind::Student => {
                 let student = meta.student.as_ref().expect("student meta");
                 let s = ArdStudent::load(&mut r, &meta.dit, student)?;
@@ -113,6 +116,18 @@ impl LoadedModel {
         let bytes = self.writer(Storage::F32).to_bytes()?;
         let file = TensorFile::from_safetensors_bytes("<in-memory copy>", &bytes)?;
         Self::from_file(file, &LoadOptions::default(), device)
+    }
+
+    /// What the weights are held in.
+    pub fn precision(&self) -> Precision {
+        let dtype = match &self.model {
+            Model::Teacher(d) => d.pos_embed.val().dtype(),
+            Model::Student(s) => s.dit.pos_embed.val().dtype(),
+        };
+        [Precision::F16, Precision::BF16]
+            .into_iter()
+            .find(|p| p.dtype() == dtype)
+            .unwrap_or(Precision::F32)
     }
 
     pub fn num_params(&self) -> usize {

@@ -3,6 +3,7 @@
 //! N(0, 0.02) label table and timestep MLP, zeroed adaLN modulations and output layer:
 //! "adaLN-Zero", Peebles & Xie 2023).
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use burn::module::Param;
@@ -64,7 +65,12 @@ pub struct ParamSource<'a> {
     device: Device,
     used: BTreeSet<String>,
     precision: Precision,
+    /// Bytes uploaded since the device last drained its queue.
+    unsynced: Cell<usize>,
 }
+
+/// Bytes of weights uploaded between two drains of the device's queue while loading.
+const SYNC_EVERY_BYTES: usize = 64 << 20;
 
 impl<'a> ParamSource<'a> {
     /// Reads from `file`.
@@ -74,6 +80,7 @@ impl<'a> ParamSource<'a> {
             device: device.clone(),
             used: BTreeSet::new(),
             precision: Precision::F32,
+            unsynced: Cell::new(0),
         }
     }
 
@@ -87,6 +94,7 @@ impl<'a> ParamSource<'a> {
             device: device.clone(),
             used: BTreeSet::new(),
             precision: Precision::F32,
+            unsynced: Cell::new(0),
         }
     }
 
@@ -101,9 +109,23 @@ impl<'a> ParamSource<'a> {
         &self.device
     }
 
+    /// Uploads `t` in the model's precision. Every [`SYNC_EVERY_BYTES`] the device's queue is
+    /// drained, so that a GPU's staging buffers are reused instead of piling up while a large
+    /// model loads.
     fn on_device<const D: usize>(&self, t: &HostTensor) -> Result<Tensor<D>> {
-        Ok(t.to_device::<D>(&self.device)?
-            .cast(self.precision.float_dtype()))
+        let x = t
+            .to_device::<D>(&self.device)?
+            .cast(self.precision.float_dtype());
+        let pending = self.unsynced.get() + 4 * t.data.len();
+        if pending >= SYNC_EVERY_BYTES {
+            self.device
+                .sync()
+                .map_err(|e| EngineError::Input(format!("the device failed: {e:?}")))?;
+            self.unsynced.set(0);
+        } else {
+            self.unsynced.set(pending);
+        }
+        Ok(x)
     }
 
     /// Whether the file holds `key` (never, for fresh weights).

@@ -8,8 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::module::{Module, ModuleMapper, Param};
-use serde::{Deserialize, Serialize};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 
@@ -50,7 +50,8 @@ impl Precision {
             Ok(())
         } else {
             Err(EngineError::Input(format!(
-                "this device ({device:?}) does not compute in {self}; use f32"
+                "this device does not compute in {self}; use f32{}",
+                if self == Self::BF16 { " or f16" } else { "" }
             )))
         }
     }

@@ -55,6 +55,7 @@ pub fn model_info(model: &LoadedModel, source: String, fingerprint: String) -> M
         history_layers: student.map(|s| s.history_layers),
         anchors: student.map(|s| s.anchors.clone()).unwrap_or_default(),
         teacher_steps: student.map(|s| s.teacher_steps),
+        precision: model.precision(),
     }
 }
 

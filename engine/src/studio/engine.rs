@@ -26,6 +26,7 @@ use crate::io::preview::batch_images;
 use crate::io::weights::{TensorFile, file_fingerprint};
 use crate::model::config::{ModelKind, ModelMeta};
 use crate::model::loaded::{LoadOptions, LoadedModel, Model};
+use crate::model::precision::Precision;
 use crate::studio::display::{difference_images, model_info};
 use crate::studio::protocol::{
     Event, GenerateRequest, ModelInfo, Request, Role, StepEvent, TrainingEvent, TrainingRequest,
@@ -145,7 +146,7 @@ impl Engine {
             device: device_label,
         });
         for path in initial {
-            self.load(&path, &LoadOptions::default());
+            self.load(&path, &LoadOptions::default(), Precision::F32);
         }
         loop {
             let request = match self.pending.pop_front() {
@@ -158,7 +159,11 @@ impl Engine {
             match request {
                 Request::Shutdown => break,
                 Request::Cancel => {}
-                Request::LoadWeights { path, options } => self.load(&path, &options),
+                Request::LoadWeights {
+                    path,
+                    options,
+                    precision,
+                } => self.load(&path, &options, precision),
                 Request::Generate(req) => self.generate(req),
                 Request::StartTraining(req) => self.start_training(*req),
                 Request::StopTraining => {
@@ -174,14 +179,16 @@ impl Engine {
         }
     }
 
-    fn load(&mut self, path: &Path, options: &LoadOptions) {
-        let result = catch_unwind(AssertUnwindSafe(|| load_file(path, options, &self.device)))
-            .unwrap_or_else(|_| {
-                Err(EngineError::BadFile {
-                    path: path.into(),
-                    message: "the loader failed on this file".into(),
-                })
-            });
+    fn load(&mut self, path: &Path, options: &LoadOptions, precision: Precision) {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            load_file(path, options, precision, &self.device)
+        }))
+        .unwrap_or_else(|_| {
+            Err(EngineError::BadFile {
+                path: path.into(),
+                message: "the loader failed on this file".into(),
+            })
+        });
         match result {
             Ok(LoadedFile::Vae(vae)) => {
                 let c = &vae.config;
@@ -501,15 +508,21 @@ fn file_label(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-/// Reads a weight file: a VAE (diffusers key names) or a teacher / student.
-fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<LoadedFile> {
+/// Reads a weight file: a VAE (diffusers key names, f32) or a teacher / student in
+/// `precision`.
+fn load_file(
+    path: &Path,
+    options: &LoadOptions,
+    precision: Precision,
+    device: &Device,
+) -> Result<LoadedFile> {
     let file = TensorFile::read(path)?;
     if is_vae(&file) {
         let vae = AutoencoderKL::from_tensor_file(path, &file, device)?;
         return Ok(LoadedFile::Vae(Box::new(vae)));
     }
     Ok(LoadedFile::Model(Box::new(load_model(
-        path, file, options, device,
+        path, file, options, precision, device,
     )?)))
 }
 
@@ -518,10 +531,12 @@ fn load_model(
     path: &Path,
     file: TensorFile,
     options: &LoadOptions,
+    precision: Precision,
     device: &Device,
 ) -> Result<Loaded> {
+    precision.check(device)?;
     let fingerprint = file_fingerprint(path)?;
-    let model = LoadedModel::from_file(file, options, device)?;
+    let model = LoadedModel::from_file_in(file, options, precision, device)?;
     let info = model_info(&model, file_label(path), fingerprint);
     Ok(Loaded { model, info })
 }

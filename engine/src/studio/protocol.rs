@@ -8,6 +8,7 @@ use image::RgbImage;
 
 use crate::model::config::ModelKind;
 use crate::model::loaded::LoadOptions;
+use crate::model::precision::Precision;
 pub use crate::train::pipeline::{
     EvalRequest, GanRequest, Phase, TeacherSource, TrainingEvent, TrainingRequest,
 };
@@ -25,6 +26,8 @@ pub enum Request {
     LoadWeights {
         path: PathBuf,
         options: LoadOptions,
+        /// The model's precision (a VAE stays f32).
+        precision: Precision,
     },
     StartTraining(Box<TrainingRequest>),
     /// Stops the training run after its current iteration (or trajectory shard), with a
@@ -78,6 +81,8 @@ pub struct ModelInfo {
     pub anchors: Vec<usize>,
     /// The DDIM steps of the teacher trajectories the student learnt (student only).
     pub teacher_steps: Option<usize>,
+    /// What the weights are held and computed in.
+    pub precision: Precision,
 }
 
 /// One step of a generation, ready to show.

@@ -76,6 +76,9 @@ struct Args {
     /// Precisions of the --imagenet rows (comma-separated: f32, f16, bf16).
     #[arg(long, value_delimiter = ',', default_value = "f32,f16")]
     precision: Vec<ModelPrecision>,
+    /// With --imagenet: load time and memory only, no steps.
+    #[arg(long)]
+    load_only: bool,
     /// The authors' speed anchor (`torch_speed.py`), run on the same shapes for comparison.
     #[arg(long)]
     torch: Option<std::path::PathBuf>,
@@ -390,7 +393,7 @@ fn main() {
     let args = Args::parse();
     if let Some(path) = &args.probe_scale {
         let choice = args.device.parse().expect("one device");
-        scale::probe(path, choice, args.precision[0]);
+        scale::probe(path, choice, args.precision[0], args.load_only);
         return;
     }
     let which: Vec<DeviceChoice> = match args.device.as_str() {
@@ -406,7 +409,7 @@ fn main() {
         wgpu_adapter_name().unwrap_or_else(|| "none".into())
     );
     if let Some(dir) = &args.imagenet {
-        scale::scale_table(dir, &which, &args.precision);
+        scale::scale_table(dir, &which, &args.precision, args.load_only);
         return;
     }
     for choice in which {

@@ -41,8 +41,13 @@ fn weights(dir: &Path) -> PathBuf {
 }
 
 /// The table, one row per device and precision, each measured by a child process
-/// (`--probe-scale`).
-pub fn scale_table(dir: &Path, devices: &[DeviceChoice], precisions: &[Precision]) {
+/// (`--probe-scale`); `load_only` skips the steps.
+pub fn scale_table(
+    dir: &Path,
+    devices: &[DeviceChoice],
+    precisions: &[Precision],
+    load_only: bool,
+) {
     let path = weights(dir);
     let size_mib = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1048576.0);
     println!("## DiT-XL/2 at 256 px (32×32×4 latents), random weights\n");
@@ -61,6 +66,7 @@ pub fn scale_table(dir: &Path, devices: &[DeviceChoice], precisions: &[Precision
             .arg(&path)
             .args(["--device", &choice.to_string()])
             .args(["--precision", &precision.to_string()])
+            .args(load_only.then_some("--load-only"))
             .output()
             .expect("run the probe");
         let line = String::from_utf8_lossy(&out.stdout);
@@ -90,7 +96,7 @@ fn laps() -> impl FnMut() -> f64 {
 }
 
 /// The child's side: loads `path` on `choice` in `precision` and prints one Markdown row.
-pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision) {
+pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision, load_only: bool) {
     let device = choice.device().expect("device");
     if let Err(e) = precision.check(&device) {
         println!("| {} | {precision} | {e} |", choice.describe());
@@ -108,6 +114,16 @@ pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision) {
     let after_load = current_memory_mib().unwrap_or(0.0);
     let file_mib = std::fs::metadata(path).map_or(1.0, |m| m.len() as f64 / 1048576.0);
     let dit = teacher.meta.dit.clone();
+    let load_columns = format!(
+        "| {} | {precision} | {load_s:.1} | {after_load:.0} | {peak_load:.0} | {:.2} (above the {base:.0} before: {:.2}) |",
+        choice.describe(),
+        peak_load / file_mib,
+        (peak_load - base) / file_mib,
+    );
+    if load_only {
+        println!("{load_columns} – | – | – | – |");
+        return;
+    }
     reset_peak_memory();
     // The teacher: three guided DDIM steps; the first warms up (kernel compilation on wgpu).
     let req = |steps| SampleRequest {
@@ -135,10 +151,7 @@ pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision) {
     let peak_sampling = peak_memory_mib().unwrap_or(0.0);
     let steps: Vec<String> = student_steps.iter().map(|s| format!("{s:.2}")).collect();
     println!(
-        "| {} | {precision} | {load_s:.1} | {after_load:.0} | {peak_load:.0} | {:.2} (above the {base:.0} before: {:.2}) | {teacher_s:.2} | {} | {:.2} | {peak_sampling:.0} |",
-        choice.describe(),
-        peak_load / file_mib,
-        (peak_load - base) / file_mib,
+        "{load_columns} {teacher_s:.2} | {} | {:.2} | {peak_sampling:.0} |",
         steps.join(", "),
         student_steps.iter().sum::<f64>(),
     );
