@@ -118,8 +118,7 @@ fn bad_files_are_refused_with_a_reason() {
     let teacher = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/ard-reference/dit_teacher.safetensors");
     let err = AutoencoderKL::from_file(&teacher, &device)
-        .err()
-        .expect("a DiT is not a VAE")
+        .expect_err("a DiT is not a VAE")
         .to_string();
     assert!(err.contains("not a VAE"), "{err}");
     // Truncated.
@@ -127,8 +126,7 @@ fn bad_files_are_refused_with_a_reason() {
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = AutoencoderKL::from_file(&cut, &device)
-        .err()
-        .expect("truncated")
+        .expect_err("truncated")
         .to_string();
     assert!(err.contains("cut.safetensors"), "{err}");
     // A config.json whose group count does not divide the widths.
@@ -140,15 +138,13 @@ fn bad_files_are_refused_with_a_reason() {
     )
     .unwrap();
     let err = AutoencoderKL::from_file(&path, &device)
-        .err()
-        .expect("5 groups")
+        .expect_err("5 groups")
         .to_string();
     assert!(err.contains("groups"), "{err}");
     // A config.json with other widths than the weights: the shape error names the tensor.
     std::fs::write(dir.path().join("config.json"), config.replace("32,", "16,")).unwrap();
     let err = AutoencoderKL::from_file(&path, &device)
-        .err()
-        .expect("wrong widths")
+        .expect_err("wrong widths")
         .to_string();
     assert!(err.contains("shape"), "{err}");
 }

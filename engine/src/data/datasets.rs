@@ -190,11 +190,14 @@ pub fn fashion_mnist_split(split: Split) -> Result<Dataset> {
     fashion_mnist_from(Path::new(FASHION_MNIST_DIR), split)
 }
 
+/// Image files with their labels.
+pub type LabelledFiles = Vec<(PathBuf, i64)>;
+
 /// The images of an ImageFolder tree with their labels, in label then file-name order.
 pub fn list_image_folder(
     root: &Path,
     per_class: Option<usize>,
-) -> Result<(Vec<String>, Vec<(PathBuf, i64)>)> {
+) -> Result<(Vec<String>, LabelledFiles)> {
     let read_dir = |p: &Path| std::fs::read_dir(p).map_err(|e| EngineError::io(p, e));
     let mut classes: Vec<PathBuf> = read_dir(root)?
         .filter_map(|e| e.ok().map(|e| e.path()))
