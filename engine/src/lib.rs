@@ -5,13 +5,13 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`model`] | architectures and presets, DiT block, ARD student, block-causal attention, weight files |
+//! | [`model`] | architectures and presets, DiT block, ARD student, block-causal attention, precision, weight files |
 //! | [`diffusion`] | noise schedule, DDIM + guidance, sampling a model step by step, the teacher's loss |
 //! | [`distill`] | trajectory sets, the distillation loss |
 //! | [`gan`] | stage 2: the teacher-feature discriminator, hinge losses, adversarial fine-tuning |
 //! | [`train`] | options and defaults, AdamW / EMA / checkpoints, training jobs, the pipeline |
 //! | [`eval`] | feature network, FID / KID / precision-recall, FLOPs |
-//! | [`data`] | datasets, class names, prompt matching |
+//! | [`data`] | datasets, latent folders (ImageFolder → SD-VAE latents), class names, prompt matching |
 //! | [`io`] | safetensors / `.pt` files, host tensors, previews, PNG settings |
 //! | [`cpu`] | our CPU kernels: fused attention forward/backward, its burn extension and autodiff node |
 //! | [`wgsl`] | our WGSL attention kernel: tiling, float64 reference, wgpu runner, burn extension |

@@ -9,7 +9,7 @@ use image::imageops::FilterType;
 use crate::data::classes::fashion_mnist;
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
-use crate::io::weights::Fingerprint;
+use crate::io::writer::Fingerprint;
 
 /// Where Debian's `dataset-fashion-mnist` installs the IDX files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::datasets::{Dataset, list_image_folder};
 use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, seeded_noise};
-use crate::io::weights::{SafetensorsWriter, Storage, TensorFile, check_or_write_manifest};
+use crate::io::weights::TensorFile;
+use crate::io::writer::{SafetensorsWriter, Storage, check_or_write_manifest};
 use crate::vae::AutoencoderKL;
 
 /// The manifest's file name; a folder holding it is a latent dataset.

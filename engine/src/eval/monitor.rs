@@ -15,7 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::eval::feature_net::{FeatureNet, accuracy, features_and_logits};
 use crate::eval::metrics::{frechet_distance, generate_samples};
 use crate::io::host::HostTensor;
-use crate::io::weights::write_atomically;
+use crate::io::writer::write_atomically;
 use crate::model::config::ModelMeta;
 use crate::model::loaded::LoadedModel;
 

@@ -8,7 +8,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::io::weights::write_atomically;
+use crate::io::writer::write_atomically;
 
 /// Key of the PNG `iTXt` chunk that holds the settings as JSON.
 pub const PNG_KEY: &str = "ard-studio";

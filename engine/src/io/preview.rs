@@ -10,7 +10,7 @@ use image::{ImageFormat, RgbImage};
 
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
-use crate::io::weights::write_atomically;
+use crate::io::writer::write_atomically;
 
 /// Approximate RGB contribution of each SD-VAE latent channel (rows: latent channels).
 const LATENT_RGB: [[f32; 3]; 4] = [

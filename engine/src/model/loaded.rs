@@ -7,7 +7,8 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::error::{EngineError, Result};
-use crate::io::weights::{SafetensorsWriter, Storage, TensorFile};
+use crate::io::weights::TensorFile;
+use crate::io::writer::{SafetensorsWriter, Storage};
 use crate::model::config::{DitConfig, ModelKind, ModelMeta, StudentConfig};
 use crate::model::dit::Dit;
 use crate::model::params::{ParamSource, ParamWriter};

@@ -14,7 +14,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
-use crate::io::weights::{SafetensorsWriter, Storage, TensorFile};
+use crate::io::weights::TensorFile;
+use crate::io::writer::{SafetensorsWriter, Storage};
 use crate::model::precision::Precision;
 
 /// How a fresh parameter is drawn (DiT's initialisation). Ignored when reading a file.

@@ -9,7 +9,8 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::io::weights::{SafetensorsWriter, TensorFile};
+use crate::io::weights::TensorFile;
+use crate::io::writer::SafetensorsWriter;
 use crate::model::config::ModelMeta;
 use crate::train::optim::optimizer;
 use crate::train::options::TrainOptions;

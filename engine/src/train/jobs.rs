@@ -20,7 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::eval::monitor::{EVAL_LOG, EvalPoint, TrainingEval, read_eval_log, write_eval_log};
 use crate::io::host::seeded_noise;
 use crate::io::preview::{save_png, step_strip};
-use crate::io::weights::Storage;
+use crate::io::writer::Storage;
 use crate::model::config::{ModelMeta, StudentConfig};
 use crate::model::dit::Dit;
 use crate::model::init::{init_teacher, student_from_teacher};

@@ -13,7 +13,7 @@ use crate::distill::trajectories::{TrajectoryOptions, TrajectorySet, write_traje
 use crate::error::{EngineError, Result};
 use crate::eval::monitor::{EvalPoint, TrainingEval};
 use crate::gan::finetune::finetune_gan;
-use crate::io::weights::file_fingerprint;
+use crate::io::writer::file_fingerprint;
 use crate::model::loaded::{LoadOptions, LoadedModel, Model};
 use crate::train::jobs::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use crate::train::options::{

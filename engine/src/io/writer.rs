@@ -1,0 +1,217 @@
+//! Writing files: safetensors (atomically, through a temporary file and a rename), the JSON
+//! manifests of sharded sets, and short fingerprints of files and data.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, View};
+
+use crate::error::{EngineError, Result};
+use crate::io::host::HostTensor;
+use crate::io::weights::META_KEY;
+use crate::model::config::ModelMeta;
+
+/// How floats are stored in a written file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Storage {
+    #[default]
+    F32,
+    F16,
+}
+
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Entry {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Collects tensors and header metadata, then writes a safetensors file atomically.
+#[derive(Default)]
+pub struct SafetensorsWriter {
+    entries: BTreeMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+impl SafetensorsWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_f32(&mut self, name: impl Into<String>, t: &HostTensor, storage: Storage) {
+        let (dtype, bytes) = match storage {
+            Storage::F32 => (
+                Dtype::F32,
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            Storage::F16 => (
+                Dtype::F16,
+                t.data
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            ),
+        };
+        self.entries.insert(
+            name.into(),
+            Entry {
+                dtype,
+                shape: t.shape.clone(),
+                bytes,
+            },
+        );
+    }
+
+    pub fn add_i64(&mut self, name: impl Into<String>, values: &[i64]) {
+        self.entries.insert(
+            name.into(),
+            Entry {
+                dtype: Dtype::I64,
+                shape: vec![values.len()],
+                bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+        );
+    }
+
+    /// An opaque byte blob (a U8 tensor), e.g. optimizer state in a checkpoint.
+    pub fn add_bytes(&mut self, name: impl Into<String>, bytes: Vec<u8>) {
+        self.entries.insert(
+            name.into(),
+            Entry {
+                dtype: Dtype::U8,
+                shape: vec![bytes.len()],
+                bytes,
+            },
+        );
+    }
+
+    /// One metadata key only: safetensors writes its metadata map in hash order, so a model
+    /// file with one key has the same bytes (and fingerprint) every time it is written.
+    pub fn set_meta(&mut self, meta: &ModelMeta) {
+        self.metadata.insert(
+            META_KEY.into(),
+            serde_json::to_string(meta).expect("metadata serialises"),
+        );
+    }
+
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.metadata.insert(key.into(), value.into());
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        safetensors::serialize(self.entries.iter().map(|(k, v)| (k.as_str(), v)), meta)
+            .map_err(|e| EngineError::Input(format!("cannot serialise tensors: {e}")))
+    }
+
+    /// Writes to a temporary file beside `path`, syncs it, then renames it into place, so a
+    /// crash or a full disk never leaves a half-written file under `path`.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomically(path.as_ref(), &self.to_bytes()?)
+    }
+}
+
+/// Writes `manifest` to `path` as JSON, or, when the file is there, checks that it holds the
+/// same one, so that a folder of shards never mixes two sets; `other` tells the user what a
+/// different one means.
+pub fn check_or_write_manifest<T>(path: &Path, manifest: &T, other: &str) -> Result<()>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let existing: T = serde_json::from_str(&text)
+                .map_err(|e| EngineError::bad_file(path, e.to_string()))?;
+            if &existing != manifest {
+                return Err(EngineError::bad_file(path, other));
+            }
+            Ok(())
+        }
+        Err(_) => write_atomically(
+            path,
+            serde_json::to_string_pretty(manifest).unwrap().as_bytes(),
+        ),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| EngineError::Input(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(EngineError::io(path, e));
+    }
+    Ok(())
+}
+
+/// FNV-1a 64-bit hash state, for short fingerprints of files and datasets.
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fingerprint {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// Fingerprint of a file's bytes.
+pub fn file_fingerprint(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let mut f = Fingerprint::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(f.hex()),
+            Ok(n) => f.feed(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(EngineError::io(path, e)),
+        }
+    }
+}
