@@ -248,6 +248,7 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
             num_classes: classes,
             class_names: (0..classes).map(|c| c.to_string()).collect(),
             layers: vec![(8, 1), (16, 2)],
+            dense: None,
             test_accuracy: None,
         };
         FeatureNet::new(config, &device)

@@ -12,7 +12,8 @@ use ard_engine::data::{
 };
 use ard_engine::distill::TrajectorySet;
 use ard_engine::eval::{
-    DEFAULT_LAYERS, LEGACY_LAYERS, TrainingEval, feature_net_training, train_feature_net,
+    DEFAULT_LAYERS, DENSE_HEAD, DenseHead, LEGACY_LAYERS, TrainingEval, feature_net_training,
+    train_feature_net,
 };
 use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
@@ -324,7 +325,8 @@ pub(super) struct TrainFeaturesArgs {
     lr: f64,
     #[arg(long, default_value_t = feature_net_training().seed)]
     seed: u64,
-    /// The network's layers: `default` (five 3×3 convolutions, two per resolution) or
+    /// The network's layers: `default` (five 3×3 convolutions, two per resolution), `dense` (the
+    /// same, then a dense layer of 256 on the last map pooled to 4×4: those are the features) or
     /// `three-conv` (the first networks' three, one per resolution): a differently built second
     /// opinion for `ard eval`.
     #[arg(long, value_enum, default_value_t = FeatureArch::Default)]
@@ -342,14 +344,19 @@ pub(super) struct TrainFeaturesArgs {
 pub(super) enum FeatureArch {
     Default,
     ThreeConv,
+    Dense,
 }
 
 impl FeatureArch {
     fn layers(self) -> &'static [(usize, usize)] {
         match self {
-            Self::Default => &DEFAULT_LAYERS,
+            Self::Default | Self::Dense => &DEFAULT_LAYERS,
             Self::ThreeConv => &LEGACY_LAYERS,
         }
+    }
+
+    fn dense(self) -> Option<DenseHead> {
+        (self == Self::Dense).then_some(DENSE_HEAD)
     }
 }
 
@@ -470,6 +477,7 @@ pub(super) fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
         &train,
         &test,
         args.arch.layers(),
+        args.arch.dense(),
         &options,
         &device,
         |i, loss| {

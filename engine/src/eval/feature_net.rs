@@ -1,6 +1,7 @@
 //! The feature network behind ARD Studio's FID-style metrics: a small CNN classifier trained by
-//! the project on the same data (no Inception weights are available offline). Its 128-d pooled
-//! features stand in for Inception's; its logits judge class agreement.
+//! the project on the same data (no Inception weights are available offline). Its features (the
+//! last map's 128-d average, or a dense layer's 256 activations) stand in for Inception's; its
+//! logits judge class agreement.
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,10 @@ pub struct FeatureNetConfig {
     /// Files from before this field hold [`LEGACY_LAYERS`].
     #[serde(default = "legacy_layers")]
     pub layers: Vec<(usize, usize)>,
+    /// A dense layer whose activations are the features, when given; otherwise the last
+    /// feature map's global average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense: Option<DenseHead>,
     /// Accuracy on the test split, when measured.
     #[serde(default)]
     pub test_accuracy: Option<f64>,
@@ -68,9 +74,41 @@ fn legacy_layers() -> Vec<(usize, usize)> {
 /// 32/64/128 wide.
 pub const DEFAULT_LAYERS: [(usize, usize); 5] = [(32, 1), (32, 2), (64, 1), (64, 2), (128, 1)];
 
+/// A dense layer on the last feature map average-pooled to `grid`×`grid` (so that the features
+/// keep where things are, as Inception's do); its `width` GELU activations are the features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenseHead {
+    pub grid: usize,
+    pub width: usize,
+}
+
+/// The dense head of `--arch dense`: the last map pooled to 4×4, 256 features.
+pub const DENSE_HEAD: DenseHead = DenseHead {
+    grid: 4,
+    width: 256,
+};
+
+impl FeatureNetConfig {
+    /// Width of the last convolution.
+    fn conv_width(&self) -> usize {
+        self.layers.last().map_or(self.in_channels, |&(w, _)| w)
+    }
+
+    /// Inputs of the dense layer, when there is one.
+    fn dense_inputs(&self) -> Option<usize> {
+        self.dense.map(|d| self.conv_width() * d.grid * d.grid)
+    }
+
+    /// Size of a feature vector.
+    pub fn feature_width(&self) -> usize {
+        self.dense.map_or(self.conv_width(), |d| d.width)
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct FeatureNet {
     pub convs: Vec<Conv2d>,
+    pub dense: Option<Linear>,
     pub head: Linear,
     #[module(skip)]
     pub config: FeatureNetConfig,
@@ -95,9 +133,13 @@ impl FeatureNet {
                 c
             })
             .collect();
-        let head = burn::nn::LinearConfig::new(c_in, config.num_classes).init(device);
+        let dense = (config.dense.zip(config.dense_inputs()))
+            .map(|(d, inputs)| burn::nn::LinearConfig::new(inputs, d.width).init(device));
+        let head =
+            burn::nn::LinearConfig::new(config.feature_width(), config.num_classes).init(device);
         Self {
             convs,
+            dense,
             head,
             config,
         }
@@ -110,7 +152,13 @@ impl FeatureNet {
             h = gelu(c.forward(h));
         }
         let [b, c, hh, ww] = h.dims();
-        h.reshape([b, c, hh * ww]).mean_dim(2).reshape([b, c])
+        match (&self.dense, self.config.dense) {
+            (Some(dense), Some(d)) => {
+                let pooled = adaptive_avg_pool2d(h, [d.grid, d.grid]);
+                gelu(dense.forward(pooled.reshape([b, c * d.grid * d.grid])))
+            }
+            _ => h.reshape([b, c, hh * ww]).mean_dim(2).reshape([b, c]),
+        }
     }
 
     /// `[B, F]` → class logits `[B, classes]`
@@ -125,6 +173,9 @@ impl FeatureNet {
             if let Some(b) = &c.bias {
                 w.tensor(&format!("convs.{i}.bias"), b);
             }
+        }
+        if let Some(dense) = &self.dense {
+            w.linear("dense", dense);
         }
         w.linear("head", &self.head);
         w.writer
@@ -155,7 +206,11 @@ impl FeatureNet {
             c.bias = Some(r.param(&format!("convs.{i}.bias"), [w], Init::Zeros)?);
             c_in = w;
         }
-        net.head = r.linear("head", c_in, config.num_classes, LinearInit::Xavier)?;
+        if let (Some(d), Some(inputs)) = (config.dense, config.dense_inputs()) {
+            net.dense = Some(r.linear("dense", inputs, d.width, LinearInit::Xavier)?);
+        }
+        let features = config.feature_width();
+        net.head = r.linear("head", features, config.num_classes, LinearInit::Xavier)?;
         r.finish()?;
         Ok(net)
     }
@@ -214,6 +269,7 @@ pub fn train_feature_net(
     train: &Dataset,
     test: &Dataset,
     layers: &[(usize, usize)],
+    dense: Option<DenseHead>,
     options: &TrainOptions,
     device: &Device,
     mut on_progress: impl FnMut(u64, f32),
@@ -226,6 +282,7 @@ pub fn train_feature_net(
         num_classes: train.class_names.len(),
         class_names: train.class_names.clone(),
         layers: layers.to_vec(),
+        dense,
         test_accuracy: None,
     };
     let mut trainer = Trainer::new(FeatureNet::new(config, &train_device), options.clone());
@@ -253,4 +310,53 @@ pub fn train_feature_net(
     let (_, logits) = features_and_logits(&net, &test.images, &device.clone())?;
     net.config.test_accuracy = Some(accuracy(&logits, &test.labels));
     Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dense: Option<DenseHead>) -> FeatureNetConfig {
+        FeatureNetConfig {
+            in_channels: 1,
+            num_classes: 3,
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            layers: vec![(4, 1), (8, 2)],
+            dense,
+            test_accuracy: Some(0.5),
+        }
+    }
+
+    #[test]
+    fn both_heads_save_and_load_to_the_same_features() {
+        let device = Device::flex();
+        let x = crate::io::host::seeded_noise(vec![5, 1, 8, 8], 3);
+        let dir = std::env::temp_dir().join(format!("ard-fnet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (dense, width) in [(None, 8), (Some(DenseHead { grid: 2, width: 6 }), 6)] {
+            let net = FeatureNet::new(config(dense), &device);
+            assert_eq!(net.config.feature_width(), width);
+            let path = dir.join(format!("net-{width}.safetensors"));
+            net.save(&path).unwrap();
+            let back = FeatureNet::load(&path, &device).unwrap();
+            assert_eq!(back.config, net.config);
+            let (f, l) = features_and_logits(&net, &x, &device).unwrap();
+            let (g, m) = features_and_logits(&back, &x, &device).unwrap();
+            assert_eq!(
+                (f.shape.clone(), l.shape.clone()),
+                (vec![5, width], vec![5, 3])
+            );
+            assert_eq!((f.data, l.data), (g.data, m.data));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_from_before_the_dense_head_have_none() {
+        let mut json = serde_json::to_value(config(None)).unwrap();
+        assert!(json.get("dense").is_none(), "not written when absent");
+        json.as_object_mut().unwrap().remove("layers");
+        let old: FeatureNetConfig = serde_json::from_value(json).unwrap();
+        assert_eq!((old.dense, old.layers), (None, LEGACY_LAYERS.to_vec()));
+    }
 }
