@@ -46,6 +46,9 @@ features() {
   [ -f "$RUN/feature_net_2.safetensors" ] || \
     ard train-features --out "$RUN/feature_net_2.safetensors" --arch three-conv --iterations 1500 \
       --lr-schedule constant --seed "$SEED"
+  [ -f "$RUN/feature_net_3.safetensors" ] || \
+    ard train-features --out "$RUN/feature_net_3.safetensors" --arch five-conv \
+      ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} --seed "$SEED"
 }
 features > "$RUN/features.log" 2>&1 &
 features_job=$!
@@ -64,7 +67,7 @@ wait "$worker"
 
 stage "feature networks (the students are scored as they train)"
 wait "$features_job"
-[ -f "$RUN/feature_net_2.safetensors" ] || { echo "feature networks failed: $RUN/features.log"; exit 1; }
+[ -f "$RUN/feature_net_3.safetensors" ] || { echo "feature networks failed: $RUN/features.log"; exit 1; }
 
 stage "distill N=$HISTORY and N=0 side by side"
 distil() {
@@ -87,7 +90,8 @@ ard finetune-gan --student "$RUN/student-n$HISTORY/student.safetensors" \
 stage "eval"
 ard eval --teacher "$RUN/teacher/teacher.safetensors" \
   --students "$RUN/student-n$HISTORY/student.safetensors,$RUN/gan-n$HISTORY/student.safetensors,$RUN/student-n0/student.safetensors" \
-  --feature-net "$RUN/feature_net.safetensors,$RUN/feature_net_2.safetensors" --floor-steps 4 \
+  --feature-net "$RUN/feature_net.safetensors,$RUN/feature_net_2.safetensors,$RUN/feature_net_3.safetensors" \
+  --floor-steps 4 \
   ${SAMPLES:+--samples $SAMPLES} --out "$RUN/eval.json"
 python3 docs/plot_curves.py "$RUN/distillation-curves.png" "ARD N=$HISTORY=$RUN/student-n$HISTORY" \
   "baseline N=0=$RUN/student-n0" || echo "(no matplotlib: curves not drawn)"
@@ -99,6 +103,7 @@ cp "$RUN/student-n0/student.safetensors" assets/baseline.safetensors
 cp "$RUN/gan-n$HISTORY/student.safetensors" assets/ard_gan.safetensors
 cp "$RUN/feature_net.safetensors" assets/feature_net.safetensors
 cp "$RUN/feature_net_2.safetensors" assets/feature_net_2.safetensors
+cp "$RUN/feature_net_3.safetensors" assets/feature_net_3.safetensors
 cp "$RUN/eval.json" assets/eval.json
 cp "$RUN/eval.md" assets/eval.md
 cat > assets/manifest.json <<JSON

@@ -70,8 +70,9 @@ fn legacy_layers() -> Vec<(usize, usize)> {
     LEGACY_LAYERS.to_vec()
 }
 
-/// The default feature network: two convolutions per resolution (28, 14, 7 on Fashion-MNIST),
-/// 32/64/128 wide.
+/// The convolutions of the default feature network: two per resolution (28, 14, 7 on
+/// Fashion-MNIST), 32/64/128 wide; followed by [`DENSE_HEAD`] (`--arch dense`, the default) or
+/// by the last map's average (`--arch five-conv`).
 pub const DEFAULT_LAYERS: [(usize, usize); 5] = [(32, 1), (32, 2), (64, 1), (64, 2), (128, 1)];
 
 /// A dense layer on the last feature map average-pooled to `grid`×`grid` (so that the features

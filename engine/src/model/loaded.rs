@@ -119,6 +119,14 @@ impl LoadedModel {
         Self::from_file(file, &LoadOptions::default(), device)
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        match &self.model {
+            Model::Teacher(d) => d.device(),
+            Model::Student(s) => s.dit.device(),
+        }
+    }
+
     /// What the weights are held in.
     pub fn precision(&self) -> Precision {
         let dtype = match &self.model {

@@ -236,8 +236,23 @@ pub(crate) fn drive<M: burn::module::Module>(
     Ok(out_path)
 }
 
+/// Models up to this many parameters draw their sample grids on the CPU (a GPU's kernel
+/// compilation would cost more than the sampling); larger ones on the device they train on.
+const PREVIEW_ON_CPU_PARAMS: usize = 50_000_000;
+
+/// Where the sample grids of a model with `num_params` parameters, trained on `device`, are
+/// drawn (and their VAE must live).
+pub fn preview_device(num_params: usize, device: &Device) -> Device {
+    if num_params > PREVIEW_ON_CPU_PARAMS {
+        device.clone().without_autodiff()
+    } else {
+        Device::flex()
+    }
+}
+
 /// One image per class (at most 10), every step of the model shown left to right; latents are
-/// decoded through `decoder` when given (on the CPU, where the grid is sampled).
+/// decoded through `decoder` when given (it must live on the device the grid is sampled on: the
+/// CPU for models up to [`PREVIEW_ON_CPU_PARAMS`]).
 pub fn sample_grid(
     model: &LoadedModel,
     decoder: Option<&AutoencoderKL>,
@@ -245,7 +260,7 @@ pub fn sample_grid(
 ) -> Result<()> {
     let d = &model.meta.dit;
     let n = d.num_classes.min(10);
-    let device = Device::flex();
+    let device = preview_device(model.num_params(), &model.device());
     let req = SampleRequest {
         noise: seeded_noise(d.batch_shape(n), 1234),
         labels: (0..n as i64).collect(),

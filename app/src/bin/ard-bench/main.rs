@@ -17,6 +17,7 @@
 //!   (`training.rs`);
 //! - with `--imagenet DIR`: DiT-XL/2 at 256 px, load time and peak memory of its 2.7 GB of
 //!   weights, seconds per teacher and student step (`scale.rs`);
+//! - with `--vae-256`: the SD VAE's decode and encode at 256 px;
 //! - with `--torch FILE`: the authors' PyTorch code (`../shared/anchors/torch_speed.py`) on the
 //!   same shapes, in the same run, beside each training and DiT-S/2 inference row.
 
@@ -79,6 +80,9 @@ struct Args {
     /// With --imagenet: load time and memory only, no steps.
     #[arg(long)]
     load_only: bool,
+    /// The SD VAE at 256 px: decode and encode times.
+    #[arg(long)]
+    vae_256: bool,
     /// The authors' speed anchor (`torch_speed.py`), run on the same shapes for comparison.
     #[arg(long)]
     torch: Option<std::path::PathBuf>,
@@ -410,6 +414,11 @@ fn main() {
     );
     if let Some(dir) = &args.imagenet {
         scale::scale_table(dir, &which, &args.precision, args.load_only);
+    }
+    if args.vae_256 {
+        scale::vae_table(&which, args.repeats);
+    }
+    if args.imagenet.is_some() || args.vae_256 {
         return;
     }
     for choice in which {

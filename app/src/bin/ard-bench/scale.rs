@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use ard_engine::HostTensor;
 use ard_engine::burn::tensor::Device;
 use ard_engine::device::DeviceChoice;
 use ard_engine::diffusion::{DdimOptions, SampleRequest, sample};
 use ard_engine::io::{Storage, seeded_noise};
 use ard_engine::model::{
-    DitConfig, InitOptions, LoadOptions, LoadedModel, Precision, StudentConfig, init_teacher,
-    student_from_teacher,
+    DitConfig, InitOptions, LoadOptions, LoadedModel, ParamSource, Precision, StudentConfig,
+    init_teacher, student_from_teacher,
 };
+use ard_engine::vae::{AutoencoderKL, VaeConfig};
 
 use crate::training::{peak_memory_mib, reset_peak_memory};
 
@@ -163,4 +165,45 @@ fn current_memory_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// `--vae-256`: the SD VAE (its architecture, random weights) at 256 px on each device, as
+/// latent models use it: decoding one 32×32×4 latent (each step the app shows, each final
+/// image), and encoding one image (`ard encode --folder`). Best of `repeats` after a warm-up.
+pub fn vae_table(devices: &[DeviceChoice], repeats: usize) {
+    println!("## SD VAE at 256 px (its architecture, random weights)\n");
+    println!("| device | decode 32×32×4 → 256² s | encode 256² → 32×32×4 s |");
+    println!("|---|---|---|");
+    for choice in devices {
+        let Ok(device) = choice.device() else {
+            continue;
+        };
+        let options = InitOptions {
+            seed: 0,
+            zero_init: false,
+        };
+        let mut r = ParamSource::fresh(options, &device);
+        let vae = AutoencoderKL::load(&mut r, VaeConfig::sd()).expect("SD VAE");
+        let latent = seeded_noise(vec![1, 4, 32, 32], 1);
+        let image = seeded_noise(vec![1, 3, 256, 256], 2);
+        let time = |f: &dyn Fn()| {
+            f();
+            (0..repeats.max(1))
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let decode = time(&|| {
+            vae.decode_host(&latent, &device).expect("decode");
+        });
+        let encode = time(&|| {
+            let x = image.to_device::<4>(&device).expect("image");
+            let _ = HostTensor::from_tensor(vae.encode(x).mean);
+        });
+        println!("| {} | {decode:.2} | {encode:.2} |", choice.describe());
+    }
+    println!();
 }
