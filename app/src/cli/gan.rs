@@ -2,18 +2,17 @@
 //! defaults are the engine's [`GanOptions`].
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use ard_engine::data::{DEFAULT_DATASET, Split, load as load_dataset};
 use ard_engine::distill::TrajectorySet;
 use ard_engine::gan::finetune_gan;
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::train::{DiscriminatorConfig, GanOptions, JobHooks};
+use ard_engine::train::{DiscriminatorConfig, GanOptions};
 use clap::Args;
 
 use super::train::{EvalDuringArgs, GanTrainArgs, LossKind};
-use super::{choose_device, positive, print_event};
+use super::{choose_device, positive, run_job};
 
 fn gan_defaults() -> GanOptions {
     GanOptions::default()
@@ -118,19 +117,16 @@ pub(super) fn finetune_gan_cmd(args: FinetuneGanArgs) -> Result<()> {
     );
     let mut run = args.train.run_dir();
     run.eval = args.eval.load(&teacher.meta, &device)?;
-    let stop = AtomicBool::new(false);
-    finetune_gan(
-        &teacher,
-        &student,
-        &set,
-        &real,
-        &args.options(),
-        &run,
-        &device,
-        JobHooks {
-            stop: &stop,
-            on_event: &mut print_event(args.train.log_every),
-        },
-    )?;
-    Ok(())
+    run_job(args.train.log_every, |hooks| {
+        finetune_gan(
+            &teacher,
+            &student,
+            &set,
+            &real,
+            &args.options(),
+            &run,
+            &device,
+            hooks,
+        )
+    })
 }

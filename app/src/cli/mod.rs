@@ -15,7 +15,7 @@ use anyhow::{Result, anyhow, bail};
 use ard_engine::device::DeviceChoice;
 use ard_engine::diffusion::{CFG_SCALE, DDIM_STEPS, DdimOptions};
 use ard_engine::model::LoadOptions;
-use ard_engine::train::JobEvent;
+use ard_engine::train::{JobEvent, JobHooks};
 use ard_engine::wgsl::{FusedAttention, set_fused_attention};
 use clap::{Args, Parser, Subcommand};
 
@@ -257,6 +257,24 @@ fn fmt_secs(s: f64) -> String {
     }
     let s = s.round() as u64;
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Runs a training job from the command line: events printed every `log_every` iterations,
+/// never stopped from outside (Ctrl-C ends the process; `--resume` continues from the last
+/// checkpoint).
+fn run_job<T, E>(
+    log_every: u64,
+    job: impl FnOnce(JobHooks) -> std::result::Result<T, E>,
+) -> Result<()>
+where
+    anyhow::Error: From<E>,
+{
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    job(JobHooks {
+        stop: &stop,
+        on_event: &mut print_event(log_every),
+    })?;
+    Ok(())
 }
 
 /// Prints job events; progress every `log_every` iterations.

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Result, bail};
 use ard_engine::Device;
@@ -18,12 +17,12 @@ use ard_engine::eval::{
 use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
     CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions,
-    EVAL_EVERY, GanOptions, JobHooks, LrSchedule, RunDir, SAMPLE_EVERY, TRAINING_EVAL_SAMPLES,
+    EVAL_EVERY, GanOptions, LrSchedule, RunDir, SAMPLE_EVERY, TRAINING_EVAL_SAMPLES,
     TeacherOptions, TrainOptions, distill, preview_device, train_teacher,
 };
 use clap::Args;
 
-use super::{choose_device, fmt_secs, positive, print_event};
+use super::{choose_device, fmt_secs, positive, run_job};
 
 /// Optimisation and run-directory flags of one training command, with the defaults of
 /// `$defaults` (a [`TrainOptions`]): one struct per command, so each `--help` shows its own.
@@ -392,18 +391,9 @@ pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     let dit = options.architecture(data.image_size(), data.channels(), data.class_names.len());
     let meta = ModelMeta::pixel_teacher(dit, Some(data.class_names.clone()));
     run.eval = args.eval.load(&meta, &device)?;
-    let stop = AtomicBool::new(false);
-    train_teacher(
-        &data,
-        &options,
-        &run,
-        &device,
-        JobHooks {
-            stop: &stop,
-            on_event: &mut print_event(args.train.log_every),
-        },
-    )?;
-    Ok(())
+    run_job(args.train.log_every, |hooks| {
+        train_teacher(&data, &options, &run, &device, hooks)
+    })
 }
 
 pub(super) fn distill_cmd(args: DistillArgs) -> Result<()> {
@@ -436,19 +426,9 @@ pub(super) fn distill_cmd(args: DistillArgs) -> Result<()> {
         vae.check_fits(&teacher.meta.dit)?;
         run.decoder = Some(Arc::new(vae));
     }
-    let stop = AtomicBool::new(false);
-    distill(
-        &teacher,
-        &set,
-        &args.options(),
-        &run,
-        &device,
-        JobHooks {
-            stop: &stop,
-            on_event: &mut print_event(args.train.log_every),
-        },
-    )?;
-    Ok(())
+    run_job(args.train.log_every, |hooks| {
+        distill(&teacher, &set, &args.options(), &run, &device, hooks)
+    })
 }
 
 pub(super) fn train_features_cmd(args: TrainFeaturesArgs) -> Result<()> {
