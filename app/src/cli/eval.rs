@@ -1,12 +1,15 @@
-//! `ard eval`: a teacher and its students compared in the feature network's space.
+//! `ard eval`: a teacher and its students compared in the feature network's space;
+//! `ard step-error`: a student's per-step error against the teacher's trajectory, teacher-forced
+//! and free-running (exposure bias).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use ard_engine::data::{DEFAULT_DATASET, Split, load as load_dataset};
-use ard_engine::eval::{EVAL_SAMPLES, FeatureNet, evaluate};
+use ard_engine::distill::TrajectorySet;
+use ard_engine::eval::{EVAL_SAMPLES, FeatureNet, evaluate, step_errors};
 use ard_engine::io::write_atomically;
-use ard_engine::model::{LoadOptions, LoadedModel};
+use ard_engine::model::{LoadOptions, LoadedModel, Model};
 use clap::Args;
 
 use super::{DdimArgs, DeviceArgs, positive};
@@ -97,6 +100,82 @@ pub(super) fn eval_cmd(args: EvalArgs) -> Result<()> {
             out.display(),
             out.with_extension("md").display()
         );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub(super) struct StepErrorArgs {
+    /// Students to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    students: Vec<PathBuf>,
+    /// A trajectory set of their teacher (`ard trajectories`); for a fair measure, one made with
+    /// another `--seed` than the set the students were distilled on.
+    #[arg(long)]
+    trajectories: PathBuf,
+    /// Trajectories compared (the first ones of the set).
+    #[arg(long, default_value_t = 2000, value_parser = positive)]
+    count: usize,
+    /// Trajectories per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = positive)]
+    batch: usize,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Step k's name in the tables: its target's respaced DDIM index (x0 for the last).
+fn anchor_name(anchor: usize) -> String {
+    if anchor == 0 {
+        "x0".into()
+    } else {
+        format!("p{anchor}")
+    }
+}
+
+pub(super) fn step_error_cmd(args: StepErrorArgs) -> Result<()> {
+    let (_, device) = args.device.choose()?;
+    let set = TrajectorySet::load(&args.trajectories)?;
+    let mut results = Vec::new();
+    for path in &args.students {
+        let model = LoadedModel::load(path, &LoadOptions::default(), &device)?;
+        let Model::Student(student) = &model.model else {
+            bail!("{}: a teacher; step errors are a student's", path.display());
+        };
+        let errors = step_errors(student, &set, args.count, args.batch, &device)?;
+        let header: Vec<String> = set
+            .manifest
+            .anchors
+            .iter()
+            .map(|&a| anchor_name(a))
+            .collect();
+        println!(
+            "\n{} (N = {}), {} trajectories: MSE to the teacher's anchor per step\n",
+            path.display(),
+            student.config().history_layers,
+            errors.count
+        );
+        println!("| | {} |", header.join(" | "));
+        println!("|---|{}", "---|".repeat(header.len()));
+        let row = |name: &str, v: &[f64], digits: usize| {
+            let cells: Vec<String> = v.iter().map(|e| format!("{e:.digits$}")).collect();
+            println!("| {name} | {} |", cells.join(" | "));
+        };
+        row("teacher-forced", &errors.teacher_forced, 5);
+        row("free-running", &errors.free_running, 5);
+        row("free / forced", &errors.exposure_ratio(), 2);
+        results.push(serde_json::json!({
+            "student": path,
+            "history_layers": student.config().history_layers,
+            "anchors": set.manifest.anchors,
+            "errors": errors,
+        }));
+    }
+    if let Some(out) = &args.out {
+        write_atomically(out, serde_json::to_string_pretty(&results)?.as_bytes())?;
+        eprintln!("wrote {}", out.display());
     }
     Ok(())
 }

@@ -55,6 +55,9 @@ enum Command {
     /// Compare a teacher and its students: FID, KID, precision/recall, class agreement, FLOPs,
     /// time per image.
     Eval(eval::EvalArgs),
+    /// A student's error per step against the teacher's trajectories, fed the teacher's states
+    /// (as in training) and its own (as at inference): exposure bias, measured.
+    StepError(eval::StepErrorArgs),
     /// Decode latents to images with the SD VAE (diffusers AutoencoderKL weights).
     Decode(vae::DecodeArgs),
     /// Encode images to the SD VAE's latent posterior.
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::FinetuneGan(args) => gan::finetune_gan_cmd(args),
         Command::TrainFeatures(args) => train::train_features_cmd(args),
         Command::Eval(args) => eval::eval_cmd(args),
+        Command::StepError(args) => eval::step_error_cmd(args),
         Command::Decode(args) => vae::decode_cmd(args),
         Command::Encode(args) => vae::encode_cmd(args),
         Command::Defaults => {

@@ -193,6 +193,16 @@ pub fn fashion_mnist_split(split: Split) -> Result<Dataset> {
 /// Image files with their labels.
 pub type LabelledFiles = Vec<(PathBuf, i64)>;
 
+/// Decodes an image file, its format guessed from its first bytes rather than its extension
+/// (ImageNet's training set holds PNG and CMYK files named `.JPEG`).
+pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| bad(path, format!("unreadable image: {e}")))?
+        .decode()
+        .map_err(|e| bad(path, format!("unreadable image: {e}")))
+}
+
 /// The images of an ImageFolder tree with their labels, in label then file-name order.
 pub fn list_image_folder(
     root: &Path,
@@ -250,7 +260,7 @@ pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset
     let mut data = Vec::new();
     let mut labels = Vec::new();
     for (f, label) in items {
-        let img = image::open(&f).map_err(|e| bad(&f, format!("unreadable image: {e}")))?;
+        let img = open_image(&f)?;
         let (w, h) = (img.width(), img.height());
         let side = w.min(h);
         let img = img

@@ -79,8 +79,7 @@ impl LatentManifest {
 /// One image as `[3, size, size]` in [−1, 1]: the short side resized to `size` (bicubic; the
 /// filter widens with the reduction, so large images are antialiased) and the centre cropped.
 pub fn load_centre_crop(path: &Path, size: usize) -> Result<HostTensor> {
-    let img = image::open(path)
-        .map_err(|e| EngineError::bad_file(path, format!("unreadable image: {e}")))?;
+    let img = crate::data::open_image(path)?;
     let (w, h) = (img.width() as f64, img.height() as f64);
     let scale = size as f64 / w.min(h);
     let (rw, rh) = (
@@ -234,6 +233,12 @@ pub fn load_latents(dir: &Path) -> Result<Dataset> {
         std::fs::read_to_string(&manifest_path).map_err(|e| EngineError::io(&manifest_path, e))?;
     let manifest: LatentManifest = serde_json::from_str(&text)
         .map_err(|e| EngineError::bad_file(&manifest_path, e.to_string()))?;
+    if manifest.options.shard_size == 0 {
+        return Err(EngineError::bad_file(
+            &manifest_path,
+            "shard size 0: not written by `ard encode`",
+        ));
+    }
     let shards = manifest.num_shards();
     let missing: Vec<usize> = (0..shards)
         .filter(|&s| !latent_shard_path(dir, s).is_file())

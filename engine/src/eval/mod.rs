@@ -4,7 +4,9 @@
 pub(crate) mod feature_net;
 pub(crate) mod metrics;
 pub(crate) mod monitor;
+pub(crate) mod step_error;
 
 pub use feature_net::*;
 pub use metrics::*;
 pub use monitor::*;
+pub use step_error::*;

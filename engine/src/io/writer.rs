@@ -144,10 +144,13 @@ where
             }
             Ok(())
         }
-        Err(_) => write_atomically(
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomically(
             path,
             serde_json::to_string_pretty(manifest).unwrap().as_bytes(),
         ),
+        // Unreadable is not absent: writing a new manifest over it would mix the shards it
+        // describes with shards made otherwise.
+        Err(e) => Err(EngineError::io(path, e)),
     }
 }
 
@@ -160,8 +163,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| EngineError::Input(format!("{}: not a file path", path.display())))?;
+    // Unique per process and per call: workers of one set may share a folder (and a pid, on
+    // different hosts), threads of one process may write the same path.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}-{call}-{nanos:08x}",
         file_name.to_string_lossy(),
         std::process::id()
     ));
@@ -169,7 +179,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable once the folder is synced (not possible everywhere).
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);

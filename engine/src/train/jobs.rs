@@ -43,7 +43,7 @@ pub struct RunDir {
     pub resume: bool,
     /// Score the EMA and raw weights along the way (`eval.jsonl`), when given.
     pub eval: Option<Arc<TrainingEval>>,
-    /// A latent model's sample grids are decoded through this VAE (loaded on the CPU), when
+    /// A latent model's sample grids are decoded through this VAE (on its own device), when
     /// given; otherwise latents are previewed with a fixed latent→RGB map.
     pub decoder: Option<Arc<AutoencoderKL>>,
 }
@@ -250,9 +250,9 @@ pub fn preview_device(num_params: usize, device: &Device) -> Device {
     }
 }
 
-/// One image per class (at most 10), every step of the model shown left to right; latents are
-/// decoded through `decoder` when given (it must live on the device the grid is sampled on: the
-/// CPU for models up to [`PREVIEW_ON_CPU_PARAMS`]).
+/// One image per class (at most 10), every step of the model shown left to right, sampled on
+/// the CPU for models up to [`PREVIEW_ON_CPU_PARAMS`]; latents are decoded through `decoder`
+/// on the decoder's own device when given.
 pub fn sample_grid(
     model: &LoadedModel,
     decoder: Option<&AutoencoderKL>,
@@ -283,7 +283,7 @@ pub fn sample_grid(
             vae.check_fits(&model.meta.dit)?;
             steps
                 .iter()
-                .map(|s| vae.decode_host(s, &device))
+                .map(|s| vae.decode_host(s, &vae.device()))
                 .collect::<Result<_>>()?
         }
         None => steps,

@@ -4,10 +4,10 @@
 //! after a right/bottom pad of one, the decoder's nearest-neighbour doubling then a convolution).
 
 use burn::nn::{GroupNorm, Linear};
-use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
 
 use super::config::VAE_NORM_EPS;
 use crate::error::Result;
@@ -21,6 +21,11 @@ pub struct Conv {
 }
 
 impl Conv {
+    /// The device its weights live on.
+    pub fn device(&self) -> Device {
+        self.weight.device()
+    }
+
     /// `prefix.weight` `[c_out, c_in, k, k]` and `prefix.bias`, "same" padding (k / 2 each side).
     pub fn load(
         r: &mut ParamSource,

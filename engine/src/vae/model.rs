@@ -226,6 +226,11 @@ impl AutoencoderKL {
         Ok(vae)
     }
 
+    /// The device its weights live on (where [`Self::decode_host`] should run).
+    pub fn device(&self) -> Device {
+        self.post_quant_conv.device()
+    }
+
     /// Refuses a diffusion model whose samples are not this VAE's latents.
     pub fn check_fits(&self, dit: &crate::model::config::DitConfig) -> Result<()> {
         if self.config.latent_channels != dit.in_channels {

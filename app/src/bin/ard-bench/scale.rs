@@ -104,9 +104,10 @@ pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision, load_only:
         println!("| {} | {precision} | {e} |", choice.describe());
         return;
     }
-    // Memory before the load: the program, and the device's own set-up.
-    let base = peak_memory_mib().unwrap_or(0.0);
+    // Memory before the load: the program, and the device's own set-up as it stands now
+    // (the peak is reset first, so a spike while setting up does not count).
     reset_peak_memory();
+    let base = peak_memory_mib().unwrap_or(0.0);
     let start = Instant::now();
     let teacher =
         LoadedModel::load_in(path, &LoadOptions::default(), precision, &device).expect("load");
