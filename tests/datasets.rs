@@ -114,6 +114,12 @@ fn image_folder_reads_classes_and_rejects_bad_trees() {
     assert!(msg.contains("broken.png"), "{msg}");
     std::fs::remove_file(root.join("dogs/broken.png")).unwrap();
 
+    // A PNG named `.JPEG` (ImageNet's training set has some): the format comes from the bytes.
+    std::fs::rename(root.join("cats/2.png"), root.join("cats/2.JPEG")).unwrap();
+    let renamed = image_folder(root, 8, 3).unwrap();
+    assert_eq!(renamed.labels, vec![0, 0, 0, 1, 1, 1]);
+    assert_eq!(renamed.images.data, rgb.images.data);
+
     std::fs::create_dir(root.join("empty")).unwrap();
     let msg = image_folder(root, 8, 3).unwrap_err().to_string();
     assert!(

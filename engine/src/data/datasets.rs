@@ -194,7 +194,7 @@ pub fn fashion_mnist_split(split: Split) -> Result<Dataset> {
 pub type LabelledFiles = Vec<(PathBuf, i64)>;
 
 /// Decodes an image file, its format guessed from its first bytes rather than its extension
-/// (ImageNet's training set holds PNG and CMYK files named `.JPEG`).
+/// (ImageNet's training set holds a PNG named `.JPEG`).
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())

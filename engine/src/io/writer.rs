@@ -230,3 +230,28 @@ pub fn file_fingerprint(path: &Path) -> Result<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_is_written_once_checked_after_and_never_written_over_an_unreadable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        let m = vec![1u32, 2, 3];
+        check_or_write_manifest(&path, &m, "another set").unwrap();
+        check_or_write_manifest(&path, &m, "another set").unwrap();
+        let msg = check_or_write_manifest(&path, &vec![4u32], "another set")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("another set"), "{msg}");
+        // Not UTF-8: reported, and left as it was.
+        std::fs::write(&path, b"\xff\xfe").unwrap();
+        assert!(check_or_write_manifest(&path, &m, "another set").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"\xff\xfe");
+        // No temporary file is left behind by the writes.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+}
