@@ -14,7 +14,7 @@ use ard_engine::io::TensorFile;
 use ard_engine::io::seeded_noise;
 use ard_engine::model::default_anchors;
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::train::{DistillOptions, LrSchedule, TeacherOptions, TrainOptions};
+use ard_engine::train::{DistillOptions, LrSchedule, SelfForcing, TeacherOptions, TrainOptions};
 use ard_engine::train::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::{Device, HostTensor, Model};
 use ard_studio::toy_data;
@@ -199,6 +199,12 @@ fn trajectories_shard_resume_and_distil() {
                 &DistillOptions {
                     history_layers: n,
                     loss: Default::default(),
+                    // ARD resumes exactly with half of each batch self-forced from iteration 1.
+                    self_forcing: SelfForcing {
+                        fraction: if n == 1 { 0.5 } else { 0.0 },
+                        start: 1,
+                        ramp: 0,
+                    },
                     train: options(its),
                 },
                 &run_dir(dir, resume),
@@ -263,8 +269,8 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
             &set,
             &DistillOptions {
                 history_layers: 1,
-                loss: Default::default(),
                 train: options(its),
+                ..Default::default()
             },
             &RunDir {
                 eval: Some(eval),

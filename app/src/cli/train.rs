@@ -17,7 +17,7 @@ use ard_engine::eval::{
 use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
     CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions,
-    EVAL_EVERY, GanOptions, LrSchedule, RunDir, SAMPLE_EVERY, TRAINING_EVAL_SAMPLES,
+    EVAL_EVERY, GanOptions, LrSchedule, RunDir, SAMPLE_EVERY, SelfForcing, TRAINING_EVAL_SAMPLES,
     TeacherOptions, TrainOptions, distill, preview_device, train_teacher,
 };
 use clap::Args;
@@ -213,6 +213,13 @@ impl EvalDuringArgs {
     }
 }
 
+fn unit_fraction(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
+}
+
 fn positive_u64(s: &str) -> std::result::Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
@@ -287,6 +294,17 @@ pub struct DistillArgs {
     /// A latent teacher's VAE (diffusers AutoencoderKL): sample grids are decoded through it.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Self-forcing: the share of each batch whose history is the student's own rollout from
+    /// the same x_T instead of the teacher's anchors (0 = teacher forcing, the paper's).
+    #[arg(long = "self-forcing", default_value_t = DistillOptions::default().self_forcing.fraction,
+          value_parser = unit_fraction)]
+    self_forcing: f64,
+    /// First iteration with self-forced trajectories.
+    #[arg(long = "self-forcing-start", default_value_t = DistillOptions::default().self_forcing.start)]
+    self_forcing_start: u64,
+    /// Iterations over which the self-forced share grows linearly to `--self-forcing`.
+    #[arg(long = "self-forcing-ramp", default_value_t = DistillOptions::default().self_forcing.ramp)]
+    self_forcing_ramp: u64,
 }
 
 impl DistillArgs {
@@ -294,6 +312,11 @@ impl DistillArgs {
     pub fn options(&self) -> DistillOptions {
         DistillOptions {
             history_layers: self.history_layers,
+            self_forcing: SelfForcing {
+                fraction: self.self_forcing,
+                start: self.self_forcing_start,
+                ramp: self.self_forcing_ramp,
+            },
             loss: self.loss.loss(),
             train: self.train.options(),
         }

@@ -447,6 +447,19 @@ impl TrainingPanel {
                     ui.end_row();
                     grid_row(
                         ui,
+                        "Self-forced share",
+                        egui::DragValue::new(&mut self.distill.self_forcing.fraction)
+                            .speed(0.01)
+                            .range(0.0..=1.0),
+                    )
+                    .on_hover_text(format!(
+                        "Share of each batch trained on the student's own earlier steps instead \
+                         of the teacher's (0 = teacher forcing, the paper's); from iteration {}, \
+                         ramped up over {}",
+                        self.distill.self_forcing.start, self.distill.self_forcing.ramp
+                    ));
+                    grid_row(
+                        ui,
                         "Preview every",
                         egui::DragValue::new(&mut self.preview_every).range(0..=100_000),
                     );

@@ -168,7 +168,7 @@ mod tests {
                 anchor_kind: AnchorKind::X0,
                 seed: 11,
                 num_classes: cfg.num_classes,
-                image_shape: cfg.image_shape(),
+                image_shape: cfg.image_shape().to_vec(),
                 teacher: "random".into(),
                 clip_denoised: true,
                 precision: Default::default(),

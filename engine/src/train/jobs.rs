@@ -374,6 +374,7 @@ pub fn distill(
     hooks: JobHooks,
 ) -> Result<PathBuf> {
     let (history_layers, options, loss) = (distill.history_layers, &distill.train, distill.loss);
+    let self_forcing = distill.self_forcing;
     let steps = set.manifest.anchors.len();
     let mut student_cfg = StudentConfig::new(steps, history_layers);
     student_cfg.anchors = set.manifest.anchors.clone();
@@ -423,6 +424,7 @@ pub fn distill(
         "student.safetensors",
         hooks,
         |t| {
+            let self_forced = self_forcing.rows(t.iteration, batch);
             t.step_sharded(
                 batch,
                 |rng| {
@@ -430,10 +432,12 @@ pub fn distill(
                     Ok(idx)
                 },
                 |model, idx, rows| {
-                    let idx = &idx[rows];
+                    let idx = &idx[rows.clone()];
                     let anchors: Vec<_> = set.anchors.iter().map(|a| a.rows(idx)).collect();
                     let y: Vec<i64> = idx.iter().map(|&i| set.labels[i]).collect();
-                    distill_loss(model, &set.x_t.rows(idx), &anchors, &y, loss, &train_device)
+                    let own = self_forced.saturating_sub(rows.start).min(rows.len());
+                    let x_t = set.x_t.rows(idx);
+                    distill_loss(model, &x_t, &anchors, &y, loss, own, &train_device)
                 },
             )
         },

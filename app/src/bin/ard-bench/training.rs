@@ -148,6 +148,7 @@ fn distill_step(device: &Device, workers: usize, repeats: usize, steps: usize) -
                         &targets,
                         &y,
                         DistillLoss::Mse,
+                        0,
                         &train,
                     )
                 },
