@@ -155,32 +155,11 @@ mod tests {
         assert!(zero.abs() < 1e-6, "{zero}");
     }
 
-    /// A random-weight student of 8×8 grey images, K = 3, N = 1 of 2, on the autodiff device.
-    fn student(device: &Device) -> ArdStudent {
-        use crate::model::config::{DitConfig, StudentConfig};
-        use crate::model::{InitOptions, Model, init_teacher};
-        let dit = DitConfig::fashion_mnist()
-            .with_image(8, 1)
-            .with_hidden(16)
-            .with_depth(2)
-            .with_heads(2)
-            .with_classes(3);
-        let options = InitOptions {
-            seed: 3,
-            zero_init: false,
-        };
-        let Model::Teacher(teacher) = init_teacher(&dit, None, options, device).unwrap().model
-        else {
-            unreachable!()
-        };
-        ArdStudent::from_teacher(teacher, StudentConfig::new(3, 1)).unwrap()
-    }
-
     #[test]
     fn self_forced_rows_see_their_own_rollout_and_the_rest_the_teachers_anchors() {
         use crate::io::host::seeded_noise;
         let device = Device::flex().autodiff();
-        let student = student(&device);
+        let student = crate::model::student::random_test_student(3, &device);
         let x_t = seeded_noise(vec![2, 1, 8, 8], 5);
         let labels = [0i64, 2];
         let own = student.sample(

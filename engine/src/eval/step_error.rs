@@ -115,27 +115,7 @@ mod tests {
     use super::*;
     use crate::distill::{AnchorKind, TrajectoryManifest};
     use crate::io::host::{HostTensor, seeded_noise};
-    use crate::model::config::{DitConfig, StudentConfig};
-    use crate::model::{InitOptions, Model, init_teacher};
-
-    /// A random-weight (not zero-initialised) student of 8×8 grey images, K = 3, N = 1 of 2.
-    fn student(device: &Device) -> ArdStudent {
-        let dit = DitConfig::fashion_mnist()
-            .with_image(8, 1)
-            .with_hidden(16)
-            .with_depth(2)
-            .with_heads(2)
-            .with_classes(3);
-        let options = InitOptions {
-            seed: 7,
-            zero_init: false,
-        };
-        let Model::Teacher(teacher) = init_teacher(&dit, None, options, device).unwrap().model
-        else {
-            unreachable!()
-        };
-        ArdStudent::from_teacher(teacher, StudentConfig::new(3, 1)).unwrap()
-    }
+    use crate::model::student::random_test_student;
 
     /// A set of `n` trajectories whose anchor k is the student's own prediction plus `shift[k]`.
     fn shifted_set(
@@ -182,7 +162,7 @@ mod tests {
     #[test]
     fn a_student_on_its_own_trajectories_has_no_error_and_shifts_show_exactly() {
         let device = Device::flex();
-        let student = student(&device);
+        let student = random_test_student(7, &device);
         // Anchors = the student's own predictions: fed them, the teacher-forced pass is the
         // cached inference again (ARD's equivalence), so every error vanishes.
         let own = step_errors(

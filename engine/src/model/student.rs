@@ -231,3 +231,24 @@ impl ArdStudent {
         predictions
     }
 }
+
+/// A random-weight (not zero-initialised) student of 8×8 grey images, 3 classes, K = 3, N = 1 of
+/// 2 blocks (hidden 16, 2 heads), drawn with `seed` on `device`: the unit tests' small student.
+#[cfg(test)]
+pub(crate) fn random_test_student(seed: u64, device: &burn::tensor::Device) -> ArdStudent {
+    use crate::model::{InitOptions, Model, init_teacher};
+    let dit = DitConfig::fashion_mnist()
+        .with_image(8, 1)
+        .with_hidden(16)
+        .with_depth(2)
+        .with_heads(2)
+        .with_classes(3);
+    let options = InitOptions {
+        seed,
+        zero_init: false,
+    };
+    let Model::Teacher(teacher) = init_teacher(&dit, None, options, device).unwrap().model else {
+        unreachable!()
+    };
+    ArdStudent::from_teacher(teacher, StudentConfig::new(3, 1)).unwrap()
+}
