@@ -1,13 +1,16 @@
 //! Our CPU kernels: the fused attention forward and backward ([`attention`]), the vectorised
 //! row and element-wise passes (exp, softmax gradient, GELU: [`simd`]), and the burn extension
-//! and autodiff nodes that put them under the model on burn flex ([`backend`]).
+//! and autodiff nodes that put them under the model on burn flex ([`backend`]), and the linear
+//! layer with its bias fused into the product ([`linear`]).
 
 pub(crate) mod attention;
 pub(crate) mod backend;
+pub(crate) mod linear;
 pub(crate) mod simd;
 
 pub use attention::{Heads, backward as attention_backward, forward as attention_forward};
 pub use backend::*;
+pub use linear::{CpuLinearBackend, cpu_linear};
 
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 

@@ -20,6 +20,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::cpu::{cpu_attention, use_cpu_kernels};
 use crate::error::Result;
+use crate::model::block::linear;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
 use crate::wgsl::{AttentionMask, fused_attention, use_fused_attention};
 
@@ -150,9 +151,7 @@ impl SelfAttention {
         let [b, l, h] = x.dims();
         let (nh, hd) = (self.num_heads, h / self.num_heads);
         // [B, L, 3H] → [3, B, heads, L, head_dim]
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear(&self.qkv, x)
             .reshape([b, l, 3, nh, hd])
             .permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, nh, l, hd]);
@@ -165,6 +164,6 @@ impl SelfAttention {
                 scaled_dot_product(q, k, v)
             }
         };
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, l, h]))
+        linear(&self.proj, out.swap_dims(1, 2).reshape([b, l, h]))
     }
 }

@@ -63,6 +63,18 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * sigmoid(inner)
 }
 
+/// `layer(x)`: on flex (f32) one gemm whose output starts as the bias rows, with its own
+/// gradient (`crate::cpu::linear`); elsewhere burn's `Linear`.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if let Some(bias) = &layer.bias
+        && layer.weight.val().dtype() == x.dtype()
+        && crate::cpu::use_cpu_kernels(&x.device(), x.dtype())
+    {
+        return crate::cpu::cpu_linear(x, layer.weight.val(), bias.val());
+    }
+    layer.forward(x)
+}
+
 /// timm's `Mlp` with tanh-approximated GELU.
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -72,7 +84,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
+        linear(&self.fc2, gelu_tanh(linear(&self.fc1, x)))
     }
 }
 
@@ -124,7 +136,7 @@ impl DitBlock {
     /// → `[B, S, T, H]`
     pub fn forward(&self, x: Tensor<4>, c: Tensor<3>, mixing: Mixing) -> Tensor<4> {
         let [b, s, t, h] = x.dims();
-        let m = split_last(self.ada_ln.forward(silu(c)).unsqueeze_dim::<4>(2), 6);
+        let m = split_last(linear(&self.ada_ln, silu(c)).unsqueeze_dim::<4>(2), 6);
         let [
             shift_msa,
             scale_msa,

@@ -8,6 +8,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::model::block::linear;
 use crate::model::config::DitConfig;
 use crate::model::params::{Init, LinearInit, ParamSource, ParamWriter};
 use crate::model::precision::cast_like;
@@ -96,7 +97,7 @@ impl PatchEmbed {
 
     /// `[N, C, H, W]` → `[N, T, hidden]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        self.proj.forward(patchify(x, self.patch_size))
+        linear(&self.proj, patchify(x, self.patch_size))
     }
 }
 
@@ -133,7 +134,7 @@ impl TimestepEmbedder {
             Tensor::<2>::from_data(feats, device),
             &self.fc1.weight.val(),
         );
-        self.fc2.forward(silu(self.fc1.forward(x)))
+        linear(&self.fc2, silu(linear(&self.fc1, x)))
     }
 }
 

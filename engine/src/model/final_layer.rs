@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 use crate::error::Result;
-use crate::model::block::{norm_modulate, split_last};
+use crate::model::block::{linear, norm_modulate, split_last};
 use crate::model::config::DitConfig;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
 
@@ -40,8 +40,8 @@ impl FinalLayer {
 
     /// `x: [B, T, H]`, `c: [B, H]` → `[B, T, p·p·C_out]`
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
-        let m = split_last(self.ada_ln.forward(silu(c)).unsqueeze_dim::<3>(1), 2);
+        let m = split_last(linear(&self.ada_ln, silu(c)).unsqueeze_dim::<3>(1), 2);
         let [shift, scale] = <[Tensor<3>; 2]>::try_from(m).expect("two modulation chunks");
-        self.linear.forward(norm_modulate(x, shift, scale))
+        linear(&self.linear, norm_modulate(x, shift, scale))
     }
 }

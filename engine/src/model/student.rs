@@ -175,6 +175,34 @@ impl ArdStudent {
         self.dit.unpatchify(self.head(s).forward(xs, cs))
     }
 
+    /// Step k at inference: `x: [B, C, H, W]` (the noise, then the previous prediction) and
+    /// `ck: [B, 1, H]` through every block, the lower `history_layers` against their caches
+    /// (which grow by this step's keys and values) → the prediction `[B, C, H, W]` (f32).
+    fn infer_step(
+        &self,
+        k: usize,
+        x: Tensor<4>,
+        ck: Tensor<3>,
+        caches: &mut [KvCache],
+    ) -> Tensor<4> {
+        let channels = self.dit.config().in_channels;
+        let [b, _, h] = ck.dims();
+        let tokens = self.dit.embed(x);
+        let t = tokens.dims()[1];
+        let mut tokens = tokens.reshape([b, 1, t, h]);
+        for (i, block) in self.dit.blocks.iter().enumerate() {
+            let mixing = match caches.get_mut(i) {
+                Some(cache) => Mixing::Cached(cache),
+                None => Mixing::Full,
+            };
+            tokens = block.forward(tokens, ck.clone(), mixing);
+        }
+        let out = self
+            .head(k)
+            .forward(tokens.reshape([b, t, h]), ck.reshape([b, h]));
+        to_f32(self.dit.unpatchify(out).narrow(1, 0, channels))
+    }
+
     /// Autoregressive sampling from `noise: [B, C, H, W]`: one step at a time, only the current
     /// step's tokens go through the network, the lower N blocks keep a key/value cache.
     /// `on_step(k, prediction)` sees each step's prediction `[B, C, H, W]` as soon as it exists.
@@ -198,31 +226,42 @@ impl ArdStudent {
         y: Tensor<1, Int>,
         mut on_step: impl FnMut(usize, &Tensor<4>) -> ControlFlow<()>,
     ) -> Vec<Tensor<4>> {
-        let channels = self.dit.config().in_channels;
-        let history = self.config().history_layers;
         let c = self.step_conditions(y); // [B, K, H]
-        let [b, _, h] = c.dims();
-        let mut caches = vec![KvCache::default(); history];
-        let mut x = noise;
+        let b = c.dims()[0];
+        // On the CPU the batch runs as one lane per core, side by side (each with its own
+        // caches); elsewhere as one batch.
+        let lanes = if crate::cpu::use_cpu_kernels(&c.device(), noise.dtype()) {
+            rayon::current_num_threads().clamp(1, b.max(1))
+        } else {
+            1
+        };
+        let per_lane = b.div_ceil(lanes);
+        let mut lanes: Vec<(Tensor<4>, Tensor<3>, Vec<KvCache>)> = (0..b)
+            .step_by(per_lane.max(1))
+            .map(|start| {
+                let rows = per_lane.min(b - start);
+                let caches = vec![KvCache::default(); self.config().history_layers];
+                (
+                    noise.clone().narrow(0, start, rows),
+                    c.clone().narrow(0, start, rows),
+                    caches,
+                )
+            })
+            .collect();
         let mut predictions = Vec::with_capacity(self.steps());
         for k in 0..self.steps() {
-            let tokens = self.dit.embed(x);
-            let [_, t, _] = tokens.dims();
-            let mut tokens = tokens.reshape([b, 1, t, h]);
-            let ck = c.clone().narrow(1, k, 1); // [B, 1, H]
-            for (i, block) in self.dit.blocks.iter().enumerate() {
-                let mixing = match caches.get_mut(i) {
-                    Some(cache) => Mixing::Cached(cache),
-                    None => Mixing::Full,
-                };
-                tokens = block.forward(tokens, ck.clone(), mixing);
-            }
-            let out = self
-                .head(k)
-                .forward(tokens.reshape([b, t, h]), ck.reshape([b, h]));
-            let prediction = to_f32(self.dit.unpatchify(out).narrow(1, 0, channels));
+            let step = |(x, c, caches): &mut (Tensor<4>, Tensor<3>, Vec<KvCache>)| {
+                let prediction = self.infer_step(k, x.clone(), c.clone().narrow(1, k, 1), caches);
+                *x = prediction.clone();
+                prediction
+            };
+            let prediction = if lanes.len() == 1 {
+                step(&mut lanes[0])
+            } else {
+                use rayon::prelude::*;
+                Tensor::cat(lanes.par_iter_mut().map(step).collect(), 0)
+            };
             let flow = on_step(k, &prediction);
-            x = prediction.clone();
             predictions.push(prediction);
             if flow.is_break() {
                 break;
