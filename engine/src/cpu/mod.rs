@@ -12,7 +12,29 @@ pub use attention::{Heads, backward as attention_backward, forward as attention_
 pub use backend::*;
 pub use linear::{CpuLinearBackend, cpu_linear};
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Tokens per lane of a CPU inference batch (see [`lanes`]).
+const LANE_TOKENS: usize = 512;
+
+/// The batch `0..batch` of images of `tokens` tokens each, split for CPU inference into lanes
+/// that run side by side on rayon: each lane holds at most [`LANE_TOKENS`] tokens (its
+/// activations stay in cache; at least one image), and there are at least as many lanes as
+/// cores while there are images.
+pub fn lanes(batch: usize, tokens: usize) -> Vec<Range<usize>> {
+    let lane_tokens = std::env::var("ARD_LANE_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LANE_TOKENS);
+    let per_lane = (lane_tokens / tokens.max(1))
+        .min(batch.div_ceil(rayon::current_num_threads().max(1)))
+        .max(1);
+    (0..batch)
+        .step_by(per_lane)
+        .map(|start| start..batch.min(start + per_lane))
+        .collect()
+}
 
 /// 0 = not decided yet (read `ARD_CPU_KERNELS` on first use), 1 = burn's, 2 = ours.
 static CPU_KERNELS: AtomicU8 = AtomicU8::new(0);
@@ -32,4 +54,33 @@ pub fn use_cpu_kernels(device: &burn::tensor::Device, dtype: burn::tensor::DType
         set_cpu_kernels(!burn);
     }
     CPU_KERNELS.load(Relaxed) == 2 && dtype == burn::tensor::DType::F32 && on_flex(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lanes cover the batch in order without gaps, hold at most `LANE_TOKENS` tokens (or one
+    /// image), and give every core a lane while there are images.
+    #[test]
+    fn lanes_cover_the_batch_in_cache_sized_pieces() {
+        let cores = rayon::current_num_threads();
+        for (batch, tokens) in [(1, 256), (2, 256), (16, 256), (17, 49), (5, 4096), (64, 1)] {
+            let lanes = lanes(batch, tokens);
+            assert_eq!(lanes.first().map(|r| r.start), Some(0));
+            assert_eq!(lanes.last().map(|r| r.end), Some(batch));
+            assert!(lanes.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(lanes.iter().all(|r| !r.is_empty()));
+            assert!(
+                lanes
+                    .iter()
+                    .all(|r| r.len() == 1 || r.len() * tokens <= LANE_TOKENS),
+                "{batch}×{tokens}: {lanes:?}"
+            );
+            assert!(
+                lanes.len() >= batch.min(cores),
+                "{batch}×{tokens}: {lanes:?}"
+            );
+        }
+    }
 }

@@ -157,14 +157,26 @@ impl Dit {
         let b = labels.len();
         let device = x.device();
         let null = vec![self.y_embedder.null_class(); b];
-        // On the CPU the two halves run side by side, each on its own core (12% faster than
-        // one batched call at DiT-S/2, batch 1, docs/benchmarks.md); elsewhere one batch.
+        // On the CPU the conditional and unconditional halves run as lanes side by side
+        // (`crate::cpu::lanes`; docs/benchmarks.md); elsewhere as one batch of 2B.
         let out = if crate::cpu::use_cpu_kernels(&device, x.dtype()) {
-            let (cond, uncond) = rayon::join(
-                || self.forward(x.clone(), t, labels_to_device(labels, &device)),
-                || self.forward(x.clone(), t, labels_to_device(&null, &device)),
-            );
-            Tensor::cat(vec![cond, uncond], 0)
+            use rayon::prelude::*;
+            let lanes = crate::cpu::lanes(b, self.config().num_patches());
+            let work: Vec<(&[i64], std::ops::Range<usize>)> = [labels, &null[..]]
+                .into_iter()
+                .flat_map(|y| lanes.iter().map(move |r| (y, r.clone())))
+                .collect();
+            let outs = work
+                .into_par_iter()
+                .map(|(y, r)| {
+                    self.forward(
+                        x.clone().narrow(0, r.start, r.len()),
+                        &t[r.clone()],
+                        labels_to_device(&y[r], &device),
+                    )
+                })
+                .collect();
+            Tensor::cat(outs, 0)
         } else {
             let mut y = labels.to_vec();
             y.extend(null);

@@ -228,22 +228,20 @@ impl ArdStudent {
     ) -> Vec<Tensor<4>> {
         let c = self.step_conditions(y); // [B, K, H]
         let b = c.dims()[0];
-        // On the CPU the batch runs as one lane per core, side by side (each with its own
-        // caches); elsewhere as one batch.
+        // On the CPU the batch runs as lanes side by side, each with its own caches
+        // (`crate::cpu::lanes`); elsewhere as one batch.
         let lanes = if crate::cpu::use_cpu_kernels(&c.device(), noise.dtype()) {
-            rayon::current_num_threads().clamp(1, b.max(1))
+            crate::cpu::lanes(b, self.dit.config().num_patches())
         } else {
-            1
+            vec![0..b]
         };
-        let per_lane = b.div_ceil(lanes);
-        let mut lanes: Vec<(Tensor<4>, Tensor<3>, Vec<KvCache>)> = (0..b)
-            .step_by(per_lane.max(1))
-            .map(|start| {
-                let rows = per_lane.min(b - start);
+        let mut lanes: Vec<(Tensor<4>, Tensor<3>, Vec<KvCache>)> = lanes
+            .into_iter()
+            .map(|r| {
                 let caches = vec![KvCache::default(); self.config().history_layers];
                 (
-                    noise.clone().narrow(0, start, rows),
-                    c.clone().narrow(0, start, rows),
+                    noise.clone().narrow(0, r.start, r.len()),
+                    c.clone().narrow(0, r.start, r.len()),
                     caches,
                 )
             })
