@@ -233,7 +233,7 @@ impl ArdStudent {
         let lanes = if crate::cpu::use_cpu_kernels(&c.device(), noise.dtype()) {
             crate::cpu::lanes(b, self.dit.config().num_patches())
         } else {
-            vec![0..b]
+            std::iter::once(0..b).collect()
         };
         let mut lanes: Vec<(Tensor<4>, Tensor<3>, Vec<KvCache>)> = lanes
             .into_iter()
