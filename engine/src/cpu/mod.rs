@@ -23,11 +23,7 @@ const LANE_TOKENS: usize = 512;
 /// activations stay in cache; at least one image), and there are at least as many lanes as
 /// cores while there are images.
 pub fn lanes(batch: usize, tokens: usize) -> Vec<Range<usize>> {
-    let lane_tokens = std::env::var("ARD_LANE_TOKENS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LANE_TOKENS);
-    let per_lane = (lane_tokens / tokens.max(1))
+    let per_lane = (LANE_TOKENS / tokens.max(1))
         .min(batch.div_ceil(rayon::current_num_threads().max(1)))
         .max(1);
     (0..batch)
