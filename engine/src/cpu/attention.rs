@@ -58,9 +58,10 @@ fn blocks(tq: usize, tk: usize, mask: AttentionMask) -> Vec<(usize, usize, usize
 }
 
 /// `dst[m×n] (= or +=) alpha · lhs[m×k] · rhs[k×n]`, each matrix given by (pointer, row stride,
-/// column stride). Safety: the pointers address matrices of those sizes and strides.
+/// column stride), on `parallelism`'s threads. Safety: the pointers address matrices of those
+/// sizes and strides.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
+pub(super) unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
@@ -68,6 +69,7 @@ unsafe fn matmul(
     lhs: (*const f32, usize, usize),
     rhs: (*const f32, usize, usize),
     alpha: f32,
+    parallelism: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -92,7 +94,7 @@ unsafe fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }
@@ -118,6 +120,7 @@ fn scores(
             (q[rows.0 * d..].as_ptr(), d, 1),
             (k[keys.0 * d..].as_ptr(), 1, d),
             scale,
+            gemm::Parallelism::None,
         )
     }
 }
@@ -175,6 +178,7 @@ pub fn forward(
                         (s.as_ptr(), n, 1),
                         (v[lo * d..].as_ptr(), d, 1),
                         1.0,
+                        gemm::Parallelism::None,
                     )
                 }
             }
@@ -234,6 +238,7 @@ pub fn backward(
                         (p.as_ptr(), 1, n),
                         (dout[r0 * d..].as_ptr(), d, 1),
                         1.0,
+                        gemm::Parallelism::None,
                     );
                     // dp = dout[r0..r1] · v[lo..hi]ᵀ
                     matmul(
@@ -244,6 +249,7 @@ pub fn backward(
                         (dout[r0 * d..].as_ptr(), d, 1),
                         (v[lo * d..].as_ptr(), 1, d),
                         1.0,
+                        gemm::Parallelism::None,
                     );
                 }
                 for (i, (pr, dpr)) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)).enumerate() {
@@ -261,6 +267,7 @@ pub fn backward(
                         (dp.as_ptr(), n, 1),
                         (k[lo * d..].as_ptr(), d, 1),
                         1.0,
+                        gemm::Parallelism::None,
                     );
                     // dk[lo..hi] += dsᵀ · q[r0..r1]
                     matmul(
@@ -271,6 +278,7 @@ pub fn backward(
                         (dp.as_ptr(), 1, n),
                         (q[r0 * d..].as_ptr(), d, 1),
                         1.0,
+                        gemm::Parallelism::None,
                     );
                 }
             }

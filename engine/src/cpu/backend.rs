@@ -75,16 +75,17 @@ pub trait CpuAttentionBackend: Backend {
 /// Elements per rayon task of the element-wise kernels.
 const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
-fn host(t: &FlexTensor) -> FlexTensor {
-    assert_eq!(t.dtype(), DType::F32, "the fused CPU attention reads f32");
+/// `t` as a contiguous f32 tensor (our CPU kernels read f32 only).
+pub(super) fn host(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "our fused CPU kernels read f32");
     t.to_contiguous()
 }
 
-fn slice(t: &FlexTensor) -> &[f32] {
+pub(super) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32 tensor")
 }
 
-fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, Shape::from(shape)))
 }
 

@@ -12,8 +12,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::attention::matmul;
+use super::backend::{host, slice, tensor};
 
 /// Below this many multiply-adds a product runs on one thread (burn flex's own threshold).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
@@ -29,39 +32,25 @@ fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     }
 }
 
-/// `dst[m×n] (= or +=) lhs[m×k] · rhs[k×n]`, each operand given by (pointer, row stride,
-/// column stride). Safety: the pointers address matrices of those sizes and strides.
-unsafe fn gemm_into(
+/// `dst[m×n] (= or +=) lhs[m×k] · rhs[k×n]` for a dense row-major `dst`, threaded by size.
+/// Safety: as [`matmul`].
+unsafe fn product(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     accumulate: bool,
     lhs: (*const f32, usize, usize),
     rhs: (*const f32, usize, usize),
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: forwarded from the caller; dst is dense row-major m×n.
+    // SAFETY: forwarded from the caller.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        matmul(
+            (m, n, k),
             dst,
-            1,
-            n as isize,
+            n,
             accumulate,
-            lhs.0,
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0,
-            rhs.2 as isize,
-            rhs.1 as isize,
+            lhs,
+            rhs,
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             parallelism(m, n, k),
         )
     }
@@ -87,7 +76,7 @@ pub fn forward(
         });
     // SAFETY: x is rows×d_in, w d_in×d_out, y rows×d_out, all dense row-major.
     unsafe {
-        gemm_into(
+        product(
             (rows, d_out, d_in),
             y.as_mut_ptr(),
             true,
@@ -116,7 +105,7 @@ pub fn backward(
         let mut dx = vec![0f32; rows * d_in];
         // SAFETY: dy is rows×d_out; Wᵀ read by strides from w (d_in×d_out); dx rows×d_in.
         unsafe {
-            gemm_into(
+            product(
                 (rows, d_in, d_out),
                 dx.as_mut_ptr(),
                 false,
@@ -131,7 +120,7 @@ pub fn backward(
         let mut dw = vec![0f32; d_in * d_out];
         // SAFETY: xᵀ read by strides from x (rows×d_in); dy rows×d_out; dw d_in×d_out.
         unsafe {
-            gemm_into(
+            product(
                 (d_in, d_out, rows),
                 dw.as_mut_ptr(),
                 false,
@@ -185,23 +174,6 @@ pub trait CpuLinearBackend: Backend {
         let _ = (x, w, dy, want);
         panic!("the fused CPU linear layer has first-order gradients only")
     }
-}
-
-fn host(t: &FlexTensor) -> FlexTensor {
-    assert_eq!(
-        t.dtype(),
-        DType::F32,
-        "the fused CPU linear layer reads f32"
-    );
-    t.to_contiguous()
-}
-
-fn slice(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 tensor")
-}
-
-fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, Shape::from(shape)))
 }
 
 /// `(rows, d_in, d_out)` and the output's shape.
