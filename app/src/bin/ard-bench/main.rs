@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! ard-bench [--device cpu|wgpu|all] [--repeats N] [--models default|dit-s2|all|none]
-//!           [--no-teacher] [--no-attention] [--train] [--workers N] [--torch torch_speed.py]
+//!           [--no-teacher] [--no-attention] [--train] [--workers N]
+//!           [--batches 1,16] [--torch torch_speed.py [--rounds R]]
 //! ```
 //!
 //! - the device's matrix-multiply rate (burn matmul, square f32);
@@ -19,7 +20,9 @@
 //!   weights, seconds per teacher and student step (`scale.rs`);
 //! - with `--vae-256`: the SD VAE's decode and encode at 256 px;
 //! - with `--torch FILE`: the authors' PyTorch code (`../shared/anchors/torch_speed.py`) on the
-//!   same shapes, in the same run, beside each training and DiT-S/2 inference row.
+//!   same shapes, in the same run, beside each training and DiT-S/2 inference row: with
+//!   `--rounds R`, each row R times, ours then theirs, the best of each kept and every round's
+//!   ratio printed.
 
 mod scale;
 mod training;
@@ -86,6 +89,12 @@ struct Args {
     /// The authors' speed anchor (`torch_speed.py`), run on the same shapes for comparison.
     #[arg(long)]
     torch: Option<std::path::PathBuf>,
+    /// Batch sizes of the end-to-end rows (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    batches: Vec<usize>,
+    /// Rounds of each row paired with `--torch` (ours, then theirs; the best of each is kept).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 /// Best of `repeats` timings of `f` (after one warm-up call).
@@ -289,14 +298,13 @@ fn models(dit: &DitConfig, history: usize, device: &Device) -> (LoadedModel, Loa
     (teacher, student)
 }
 
-fn end_to_end(
-    device: &Device,
-    label: &str,
-    repeats: usize,
-    which: &str,
-    no_teacher: bool,
-    torch: Option<&std::path::Path>,
-) {
+/// The end-to-end table on `device`, with the rows against PyTorch when `args.torch` is given.
+fn end_to_end(device: &Device, label: &str, args: &Args) {
+    let (repeats, rounds, which) = (args.repeats, args.rounds, args.models.as_str());
+    let (no_teacher, torch) = (args.no_teacher, args.torch.as_deref());
+    if which == "none" {
+        return;
+    }
     println!("### End to end on {label}\n");
     println!(
         "| model | batch | teacher 25-step guided ms/img | ARD 4-step ms/img | speed-up | ARD images/s | ARD GFLOP/s | share of matmul rate |"
@@ -314,6 +322,9 @@ fn end_to_end(
             3,
         ),
     ];
+    // Rows against the authors' code: (what, batch, ours and theirs per round).
+    let mut against = Vec::new();
+    let mut lines = Vec::new();
     for (name, dit, history) in configs {
         let wanted = match which {
             "all" => true,
@@ -324,9 +335,11 @@ fn end_to_end(
         if !wanted {
             continue;
         }
+        // The authors' anchor runs DiT-S/2's shapes only.
+        let torch = torch.filter(|_| name.starts_with("DiT-S/2"));
         let (teacher, student) = models(&dit, history, device);
         let s_cfg = StudentConfig::new(4, history);
-        for batch in [1, 16] {
+        for &batch in &args.batches {
             let req = SampleRequest {
                 noise: seeded_noise(dit.batch_shape(batch), 1),
                 labels: (0..batch as i64)
@@ -340,7 +353,6 @@ fn end_to_end(
                 sync(device);
                 start.elapsed().as_secs_f64() * 1e3 / batch as f64
             };
-            run_once(&student);
             let run = |m: &LoadedModel| {
                 best(repeats, || {
                     sample(m, &req, device, |_| {}).unwrap();
@@ -352,41 +364,79 @@ fn end_to_end(
             };
             // The machine's speed drifts (shared cores): each student timing is paired with a
             // matmul-rate measurement taken right before it, and the share is the median of the
-            // pairs' ratios.
+            // pairs' ratios. With `torch`, each round of ours is followed by the authors' code
+            // on the same batch.
             let mut shares = Vec::new();
-            let mut ard = f64::INFINITY;
-            for _ in 0..repeats.max(1) {
-                let rate = matmul_gflops(device, 1);
-                let ms = run_once(&student);
-                let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ms / 1e3);
-                shares.push(gflops / rate);
-                ard = ard.min(ms);
+            let (mut ard, mut guided) = (training::Paired::default(), training::Paired::default());
+            for _ in 0..rounds.max(1) {
+                run_once(&student);
+                let mut ard_ms = f64::INFINITY;
+                for _ in 0..repeats.max(1) {
+                    let rate = matmul_gflops(device, 1);
+                    let ms = run_once(&student);
+                    let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ms / 1e3);
+                    shares.push(gflops / rate);
+                    ard_ms = ard_ms.min(ms);
+                }
+                let teacher_ms = (!no_teacher).then(|| run(&teacher));
+                let theirs = torch.map(|script| {
+                    let reps = repeats.to_string();
+                    let line = training::torch_line(
+                        script,
+                        &["infer", "--batch", &batch.to_string(), "--reps", &reps],
+                    );
+                    let ms = training::torch_ms(&line);
+                    lines.push(line);
+                    ms
+                });
+                let theirs = |i: usize| theirs.as_ref().and_then(|ms| ms.get(i).copied());
+                ard.push(ard_ms, theirs(0));
+                if let Some(teacher_ms) = teacher_ms {
+                    guided.push(teacher_ms, theirs(1));
+                }
             }
             shares.sort_by(f64::total_cmp);
             let share = shares[shares.len() / 2];
+            let ard_ms = ard.ours();
             let (teacher_col, speed_up) = if no_teacher {
                 ("–".to_string(), "–".to_string())
             } else {
-                let teacher_ms = run(&teacher);
+                let teacher_ms = guided.ours();
                 (
                     format!("{teacher_ms:.1}"),
-                    format!("{:.1}x", teacher_ms / ard),
+                    format!("{:.1}x", teacher_ms / ard_ms),
                 )
             };
-            let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ard / 1e3);
+            let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ard_ms / 1e3);
             println!(
-                "| {name} | {batch} | {teacher_col} | {ard:.2} | {speed_up} | {:.1} | {gflops:.1} | {:.0}% |",
-                1e3 / ard,
+                "| {name} | {batch} | {teacher_col} | {ard_ms:.2} | {speed_up} | {:.1} | {gflops:.1} | {:.0}% |",
+                1e3 / ard_ms,
                 100.0 * share
             );
+            if torch.is_some() {
+                against.push(("ARD 4-step", batch, ard));
+                if !no_teacher {
+                    against.push(("teacher 25-step guided DDIM", batch, guided));
+                }
+            }
         }
     }
     println!();
-    if let Some(script) = torch
-        && (which == "all" || which == "dit-s2")
-    {
-        for batch in ["1", "16"] {
-            let line = training::torch_line(script, &["infer", "--batch", batch]);
+    if !against.is_empty() {
+        println!(
+            "#### DiT-S/2 against the authors' PyTorch code (ms/img, best of {rounds} rounds, each ours then theirs)\n"
+        );
+        println!("| row | batch | ours | PyTorch | ours / PyTorch | each round |");
+        println!("|---|---|---|---|---|---|");
+        for (what, batch, paired) in against {
+            let [theirs, ratio, each] = paired.cells();
+            println!(
+                "| {what} | {batch} | {:.1} | {theirs} | {ratio} | {each} |",
+                paired.ours()
+            );
+        }
+        println!();
+        for line in lines {
             println!("- PyTorch, DiT-S/2 shapes: `{line}`");
         }
         println!();
@@ -436,15 +486,14 @@ fn main() {
             attention_table(&device, args.repeats);
         }
         if args.train {
-            training::training_table(&device, args.workers, args.repeats, args.torch.as_deref());
+            training::training_table(
+                &device,
+                args.workers,
+                args.repeats,
+                args.rounds,
+                args.torch.as_deref(),
+            );
         }
-        end_to_end(
-            &device,
-            &choice.describe(),
-            args.repeats,
-            &args.models,
-            args.no_teacher,
-            args.torch.as_deref(),
-        );
+        end_to_end(&device, &choice.describe(), &args);
     }
 }
