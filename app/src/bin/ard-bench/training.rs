@@ -302,3 +302,37 @@ pub fn training_table(
     }
     println!();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both figures of an inference line, in order; none from a failure line.
+    #[test]
+    fn torch_lines_give_their_milliseconds_in_order() {
+        let line = "torch 2.15.0 threads 2 infer hidden 384 depth 12 batch 1: ARD 4-step 662.2 ms/img, teacher 25-step cfg 5911.8 ms/img";
+        assert_eq!(torch_ms(line), vec![662.2, 5911.8]);
+        assert_eq!(
+            torch_ms("torch 2.15.0 threads 2 teacher train step batch 64: 96.2 ms"),
+            vec![96.2]
+        );
+        assert!(torch_ms("(torch_speed.py failed: ModuleNotFoundError)").is_empty());
+    }
+
+    /// The best of each side, their ratio, and each round's own ratio (a missing PyTorch round
+    /// shows as "?").
+    #[test]
+    fn paired_rounds_keep_each_sides_best() {
+        let mut p = Paired::default();
+        p.push(50.0, Some(100.0));
+        p.push(40.0, None);
+        p.push(60.0, Some(80.0));
+        assert_eq!(p.ours(), 40.0);
+        assert_eq!(p.theirs(), Some(80.0));
+        assert_eq!(
+            p.cells(),
+            ["80.0".to_string(), "0.50".into(), "0.50, ?, 0.75".into()]
+        );
+        assert_eq!(Paired::default().cells(), ["–", "–", "–"].map(String::from));
+    }
+}
