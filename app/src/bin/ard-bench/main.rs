@@ -67,6 +67,12 @@ struct Args {
     /// Also time training steps (teacher and teacher-forced distillation).
     #[arg(long)]
     train: bool,
+    /// Timed steps of each training row (default: 10 for the teacher, 3 for distillation).
+    #[arg(long)]
+    train_steps: Option<usize>,
+    /// Untimed steps before each training row's timing (shader compilation, autotuning).
+    #[arg(long, default_value_t = 2)]
+    train_warmup: usize,
     /// Worker threads of a training step (default: one per core on the CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -486,13 +492,7 @@ fn main() {
             attention_table(&device, args.repeats);
         }
         if args.train {
-            training::training_table(
-                &device,
-                args.workers,
-                args.repeats,
-                args.rounds,
-                args.torch.as_deref(),
-            );
+            training::training_table(&device, &args);
         }
         end_to_end(&device, &choice.describe(), &args);
     }

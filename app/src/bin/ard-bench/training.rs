@@ -47,13 +47,23 @@ struct Timing {
     peak_mib: f64,
 }
 
-/// Best of `repeats` runs of `steps` steps (after two warm-up steps).
-fn time_steps(repeats: usize, steps: usize, mut step: impl FnMut()) -> Timing {
+/// How a training row is timed: `warmup` untimed steps, then the best of `repeats` runs of
+/// `steps` steps.
+#[derive(Clone, Copy)]
+struct Plan {
+    warmup: usize,
+    repeats: usize,
+    steps: usize,
+}
+
+fn time_steps(plan: Plan, mut step: impl FnMut()) -> Timing {
     reset_peak_memory();
-    step();
-    step();
+    for _ in 0..plan.warmup {
+        step();
+    }
+    let steps = plan.steps.max(1);
     let mut best = (f64::INFINITY, 0.0);
-    for _ in 0..repeats.max(1) {
+    for _ in 0..plan.repeats.max(1) {
         let (wall, cpu) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
         for _ in 0..steps {
             step();
@@ -81,7 +91,7 @@ fn options(batch: usize, lr: f64) -> TrainOptions {
 
 /// One training step of the default Fashion-MNIST teacher (28×28×1, patch 4, hidden 64,
 /// depth 4, 4 heads) at batch 64: epsilon MSE, AdamW, clip 1, EMA.
-fn teacher_step(device: &Device, workers: usize, repeats: usize, steps: usize) -> Timing {
+fn teacher_step(device: &Device, workers: usize, plan: Plan) -> Timing {
     let train = device.clone().autodiff();
     let dit = DitConfig::fashion_mnist();
     let Model::Teacher(model) = init_teacher(&dit, None, init(), &train).unwrap().model else {
@@ -92,7 +102,7 @@ fn teacher_step(device: &Device, workers: usize, repeats: usize, steps: usize) -
     trainer.workers = workers;
     let images = uniform(vec![1024, 1, 28, 28]);
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
-    time_steps(repeats, steps, || {
+    time_steps(plan, || {
         trainer
             .step_sharded(
                 64,
@@ -116,7 +126,7 @@ fn teacher_step(device: &Device, workers: usize, repeats: usize, steps: usize) -
 
 /// One teacher-forced ARD step at the reference's 4×256 tokens (32×32×1, patch 2, hidden 64,
 /// depth 4, 4 heads, N = 2) at batch 32: MSE over the 4 steps, AdamW, clip 1, EMA.
-fn distill_step(device: &Device, workers: usize, repeats: usize, steps: usize) -> Timing {
+fn distill_step(device: &Device, workers: usize, plan: Plan) -> Timing {
     let train = device.clone().autodiff();
     let dit = DitConfig::fashion_mnist().with_image(32, 1).with_patch(2);
     let teacher = init_teacher(&dit, None, init(), &train).unwrap();
@@ -134,7 +144,7 @@ fn distill_step(device: &Device, workers: usize, repeats: usize, steps: usize) -
     let anchors: Vec<HostTensor> = (2..6)
         .map(|s| seeded_noise(vec![n, 1, 32, 32], s))
         .collect();
-    time_steps(repeats, steps, || {
+    time_steps(plan, || {
         trainer
             .step_sharded(
                 32,
@@ -242,22 +252,21 @@ impl Paired {
     }
 }
 
-/// The training table, with the PyTorch pair when `torch` is given: `rounds` rounds per row,
-/// each ours then theirs.
-pub fn training_table(
-    device: &Device,
-    workers: Option<usize>,
-    repeats: usize,
-    rounds: usize,
-    torch: Option<&Path>,
-) {
-    let workers = workers.unwrap_or_else(|| train_workers(device));
-    println!("### Training steps ({workers} worker threads, best of {rounds} rounds)\n");
+/// The training table, with the PyTorch pair when `args.torch` is given: `args.rounds` rounds
+/// per row, each ours then theirs. `--train-steps` and `--train-warmup` shorten a row for a slow
+/// device (lavapipe).
+pub fn training_table(device: &Device, args: &crate::Args) {
+    let (rounds, torch) = (args.rounds, args.torch.as_deref());
+    let workers = args.workers.unwrap_or_else(|| train_workers(device));
+    println!(
+        "### Training steps ({workers} worker threads, {} warm-up steps, best of {rounds} rounds)\n",
+        args.train_warmup
+    );
     println!(
         "| step | ours ms | CPU use | peak memory MiB | PyTorch ms (reference code) | ours / PyTorch | each round |"
     );
     println!("|---|---|---|---|---|---|---|");
-    type Step = fn(&Device, usize, usize, usize) -> Timing;
+    type Step = fn(&Device, usize, Plan) -> Timing;
     let rows: [(&str, Step, usize, &[&str]); 2] = [
         (
             "teacher, default model (28×28×1, patch 4, hidden 64, depth 4, batch 64)",
@@ -273,13 +282,18 @@ pub fn training_table(
         ),
     ];
     let mut lines = Vec::new();
-    for (name, step, steps, args) in rows {
+    for (name, step, steps, torch_args) in rows {
+        let plan = Plan {
+            warmup: args.train_warmup,
+            repeats: args.repeats,
+            steps: args.train_steps.unwrap_or(steps),
+        };
         let mut paired = Paired::default();
         let mut best: Option<Timing> = None;
         for _ in 0..rounds.max(1) {
-            let t = step(device, workers, repeats, steps);
+            let t = step(device, workers, plan);
             let theirs = torch.map(|script| {
-                let line = torch_line(script, args);
+                let line = torch_line(script, torch_args);
                 let ms = torch_ms(&line).last().copied();
                 lines.push(line);
                 ms
