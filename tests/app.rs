@@ -1,104 +1,23 @@
 //! The desktop app under egui_kittest (rendered with wgpu; lavapipe in CI), with the engine
 //! thread computing on the CPU: streamed steps on the canvas, a bad dropped file, PNG settings,
-//! the training panel, and snapshots of the canvas and the controls.
+//! the default models, and snapshots of the canvas and the controls (the Distillation tab's runs
+//! are in `app_training.rs`).
+
+mod app_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ard_app::gui::{AppOptions, StudioApp, Tab, default_models};
+use app_support::{app_harness, click_generate, loaded, tiny_models, wait_for};
+use ard_app::gui::{StudioApp, Tab, default_models};
 use ard_engine::io::Storage;
-use ard_engine::model::{DitConfig, Precision, StudentConfig};
-use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
-use ard_engine::studio::{
-    Event, GenerateRequest, Request, Role, Studio, StudioOptions, TeacherSource,
-};
+use ard_engine::model::{DitConfig, InitOptions, Precision, init_teacher};
+use ard_engine::studio::{Event, GenerateRequest, Request, Role, Studio, StudioOptions};
 use ard_engine::{Device, ModelKind};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-
-/// A tiny teacher (8×8 grey, 3 named classes) and its 4-step student with N = 2, written to
-/// `dir`; returns (teacher, student).
-fn tiny_models(dir: &Path) -> (PathBuf, PathBuf) {
-    let dit = DitConfig::fashion_mnist()
-        .with_image(8, 1)
-        .with_patch(2)
-        .with_hidden(32)
-        .with_depth(2)
-        .with_heads(2)
-        .with_classes(3);
-    let names = ["circle", "square", "cross"].map(String::from).to_vec();
-    let teacher = init_teacher(
-        &dit,
-        Some(names),
-        InitOptions {
-            seed: 3,
-            zero_init: false,
-        },
-        &Device::flex(),
-    )
-    .unwrap();
-    let teacher_path = dir.join("teacher.safetensors");
-    teacher.save(&teacher_path, Storage::F32).unwrap();
-    let student = student_from_teacher(teacher, StudentConfig::new(4, 2)).unwrap();
-    let student_path = dir.join("student.safetensors");
-    student.save(&student_path, Storage::F32).unwrap();
-    (teacher_path, student_path)
-}
-
-fn app_harness(models: Vec<PathBuf>, runs: &Path) -> Harness<'static, StudioApp> {
-    let runs = runs.to_path_buf();
-    Harness::builder()
-        .with_size(egui::vec2(1280.0, 900.0))
-        .wgpu()
-        .build_eframe(move |cc| {
-            StudioApp::with_context(
-                AppOptions {
-                    device: Device::flex(),
-                    device_label: "CPU (burn flex) — test".into(),
-                    models,
-                    runs_dir: runs,
-                },
-                &cc.egui_ctx,
-            )
-        })
-}
-
-/// Steps the app until `done` holds (the engine works on its own thread meanwhile).
-fn wait_for(
-    harness: &mut Harness<'static, StudioApp>,
-    what: &str,
-    timeout_s: u64,
-    done: impl Fn(&StudioApp) -> bool,
-) {
-    let start = Instant::now();
-    loop {
-        harness.step();
-        if done(harness.state()) {
-            harness.step();
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(timeout_s),
-            "timed out waiting for {what}; notice: {:?}; run: {:?}",
-            harness.state().notice,
-            harness.state().run.as_ref().map(|r| r.status())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The Generate button (the tab of the same name is not a button).
-fn click_generate(harness: &mut Harness<'static, StudioApp>) {
-    harness
-        .get_by_role_and_label(egui::accesskit::Role::Button, "Generate")
-        .click();
-}
-
-fn loaded(app: &StudioApp, source: &str) -> bool {
-    app.generator.as_ref().is_some_and(|m| m.source == source)
-}
 
 #[test]
 fn the_engine_streams_each_step_before_the_run_ends() {
@@ -352,132 +271,6 @@ fn saved_png_settings_come_back_when_the_png_is_opened() {
 }
 
 #[test]
-fn the_training_panel_runs_a_tiny_distillation_to_completion() {
-    let dir = tempfile::tempdir().unwrap();
-    let (teacher, student) = tiny_models(dir.path());
-    let mut harness = app_harness(vec![teacher.clone(), student], dir.path());
-    wait_for(&mut harness, "the student", 60, |a| {
-        loaded(a, "student.safetensors")
-    });
-    harness.state_mut().tab = Tab::Train;
-    {
-        let t = &mut harness.state_mut().training;
-        t.teacher_file = teacher.display().to_string();
-        t.distill.history_layers = 1;
-        t.trajectories.count = 12;
-        t.distill.train.batch_size = 4;
-        t.distill.train.iterations = 6;
-        t.preview_every = 3;
-        t.run_dir = dir.path().join("run").display().to_string();
-    }
-    harness.step();
-    assert_eq!(
-        harness.state().training.request().teacher,
-        TeacherSource::File(teacher)
-    );
-    harness.get_by_label("Start / resume").click();
-    wait_for(&mut harness, "the training run", 300, |a| {
-        !a.training.running
-    });
-    let t = &harness.state().training;
-    assert!(t.result.is_some(), "status: {}", t.status);
-    assert_eq!((t.progress[1].done, t.progress[1].total), (12, 12));
-    assert_eq!((t.progress[2].done, t.progress[2].total), (6, 6));
-    assert_eq!(t.losses[2].len(), 6);
-    assert!(t.losses[2].iter().all(|p| p[1].is_finite()));
-    assert!(t.preview.is_some());
-    harness.get_by_label("Load result").click();
-    wait_for(&mut harness, "the distilled student", 60, |a| {
-        loaded(a, "student.safetensors")
-            && a.generator.as_ref().unwrap().history_layers == Some(1)
-            && a.notice
-                .as_ref()
-                .is_some_and(|n| format!("{n:?}").contains("loaded"))
-            && a.training.result.is_some()
-    });
-    assert_eq!(
-        harness.state().generator.as_ref().unwrap().kind,
-        ModelKind::Student
-    );
-}
-
-/// An ImageFolder tree of 8×8 grey pictures, one folder per class of [`tiny_models`].
-fn tiny_image_folder(dir: &Path) -> PathBuf {
-    let root = dir.join("real");
-    for (c, name) in ["circle", "square", "cross"].iter().enumerate() {
-        std::fs::create_dir_all(root.join(name)).unwrap();
-        for i in 0..3u8 {
-            let img = image::GrayImage::from_fn(8, 8, |x, y| {
-                image::Luma([((x as u8 * 30) ^ (y as u8 * 20)).wrapping_add(c as u8 * 70 + i)])
-            });
-            img.save(root.join(name).join(format!("{i}.png"))).unwrap();
-        }
-    }
-    root
-}
-
-#[test]
-fn the_training_panel_fine_tunes_a_student_adversarially() {
-    let dir = tempfile::tempdir().unwrap();
-    let (teacher, student) = tiny_models(dir.path());
-    let real = tiny_image_folder(dir.path());
-    let mut harness = app_harness(vec![teacher.clone()], dir.path());
-    harness.state_mut().tab = Tab::Train;
-    {
-        let t = &mut harness.state_mut().training;
-        t.teacher_file = teacher.display().to_string();
-        t.trajectories.count = 8;
-        t.adversarial = true;
-        t.gan_from_file = true;
-        t.gan_student = student.display().to_string();
-        t.gan_data = real.display().to_string();
-        t.gan.train.iterations = 4;
-        t.gan.train.batch_size = 2;
-        t.gan.warmup = 1;
-        t.preview_every = 2;
-        t.evaluate = false;
-        t.run_dir = dir.path().join("run").display().to_string();
-    }
-    harness.step();
-    harness.get_by_label("Start / resume").click();
-    wait_for(&mut harness, "the GAN run", 300, |a| !a.training.running);
-    let t = &harness.state().training;
-    let result = t
-        .result
-        .clone()
-        .unwrap_or_else(|| panic!("status: {}", t.status));
-    assert!(
-        result.ends_with("run/gan-n2/student.safetensors"),
-        "{result:?}"
-    );
-    assert!(
-        !t.progress[2].started,
-        "distillation is skipped for a student file"
-    );
-    assert_eq!((t.progress[3].done, t.progress[3].total), (4, 4));
-    assert_eq!(t.losses[3].len(), 4);
-    assert_eq!(t.gan_metrics.len(), 4);
-    assert_eq!(
-        t.gan_metrics[0].1[3], 0.0,
-        "no adversarial weight in the warm-up"
-    );
-    assert!(t.gan_metrics[3].1.iter().all(|v| v.is_finite()));
-    assert!(
-        t.preview
-            .as_ref()
-            .is_some_and(|(caption, _)| caption.starts_with("GAN"))
-    );
-    // The tuned student says what it is.
-    let tuned = ard_engine::LoadedModel::load(
-        &result,
-        &ard_engine::model::LoadOptions::default(),
-        &Device::flex(),
-    )
-    .unwrap();
-    assert!(tuned.meta.student.unwrap().adversarial);
-}
-
-#[test]
 fn starts_on_the_default_models() {
     let models = default_models();
     assert_eq!(
@@ -590,74 +383,6 @@ fn snapshots_of_the_sampling_and_distillation_tabs() {
     harness.run_steps(2);
     mask_timings(&mut harness);
     harness.snapshot("distillation_tab_gan");
-}
-
-/// The training tab and the `ard` commands start from the same defaults (one source in the
-/// engine), so the tab's run and `ard trajectories` + `ard distill` given only the same sizes
-/// write the same student, byte for byte.
-#[test]
-fn the_training_tab_and_the_cli_distil_the_same_student() {
-    let dir = tempfile::tempdir().unwrap();
-    let (teacher, _) = tiny_models(dir.path());
-    let mut panel = ard_app::gui::TrainingPanel::new(dir.path().to_path_buf());
-    panel.teacher_file = teacher.display().to_string();
-    panel.trajectories.count = 10;
-    panel.distill.train.iterations = 4;
-    panel.run_dir = dir.path().join("tab").display().to_string();
-    let request = panel.request();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    ard_engine::train::run_pipeline(&request, &Device::flex(), &stop, &|e| {
-        if let ard_engine::studio::TrainingEvent::Failed { message } = e {
-            panic!("{message}")
-        }
-    })
-    .unwrap();
-
-    let (traj, out) = (dir.path().join("cli-traj"), dir.path().join("cli-student"));
-    let (teacher_s, traj_s, out_s) = (
-        teacher.display().to_string(),
-        traj.display().to_string(),
-        out.display().to_string(),
-    );
-    ard_app::cli::run_args([
-        "ard",
-        "trajectories",
-        "--teacher",
-        &teacher_s,
-        "--out",
-        &traj_s,
-        "--count",
-        "10",
-        "--device",
-        "cpu",
-    ])
-    .unwrap();
-    ard_app::cli::run_args([
-        "ard",
-        "distill",
-        "--teacher",
-        &teacher_s,
-        "--trajectories",
-        &traj_s,
-        "--out",
-        &out_s,
-        "--iterations",
-        "4",
-        "--device",
-        "cpu",
-    ])
-    .unwrap();
-
-    let n = request.distill.history_layers;
-    let tab = std::fs::read(
-        dir.path()
-            .join(format!("tab/student-n{n}/student.safetensors")),
-    );
-    let cli = std::fs::read(out.join("student.safetensors")).unwrap();
-    assert!(
-        tab.unwrap() == cli,
-        "the tab and the CLI trained different students"
-    );
 }
 
 /// A latent teacher (8×8×4, the VAE fixture's latents) and the VAE: its steps reach the canvas
