@@ -9,7 +9,9 @@ use ard_engine::burn::module::{Module, ModuleVisitor, Param};
 use ard_engine::burn::optim::GradientsParams;
 use ard_engine::burn::tensor::Tensor;
 use ard_engine::data::Dataset;
-use ard_engine::distill::{AnchorKind, TrajectoryManifest, TrajectorySet, write_trajectory_set};
+use ard_engine::distill::{
+    AnchorKind, TrajectoryManifest, TrajectorySet, step_distance, write_trajectory_set,
+};
 use ard_engine::gan::{
     Discriminator, GanContext, GanPair, discriminator_pass, finetune_gan, generator_pass,
     hinge_generator, renoise,
@@ -186,7 +188,7 @@ fn the_split_backward_equals_one_backward_of_the_whole_loss() {
         let reg = outs
             .iter()
             .zip(&targets)
-            .map(|(o, t)| (o.clone().narrow(1, 0, 1) - t.clone()).square().mean())
+            .map(|(o, t)| step_distance(o.clone().narrow(1, 0, 1), t.clone(), opts.loss))
             .reduce(|a, b| a + b)
             .unwrap()
             / k as f64;

@@ -14,7 +14,9 @@ use ard_engine::io::TensorFile;
 use ard_engine::io::seeded_noise;
 use ard_engine::model::default_anchors;
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::train::{DistillOptions, LrSchedule, SelfForcing, TeacherOptions, TrainOptions};
+use ard_engine::train::{
+    DistillLoss, DistillOptions, LrSchedule, SelfForcing, TeacherOptions, TrainOptions,
+};
 use ard_engine::train::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::{Device, HostTensor, Model};
 use ard_studio::toy_data;
@@ -94,8 +96,28 @@ fn teacher_training_resumes_exactly() {
     assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
     assert!(a.join("samples/iter-0000004.png").exists());
 
-    // Interrupted after 2 iterations, then resumed to 4.
+    // Interrupted after 2 iterations, then resumed to 4 (a resume at another rate is refused).
     train(&b, 2, false);
+    let faster = TeacherOptions {
+        train: TrainOptions {
+            lr: 2e-3,
+            ..options(4)
+        },
+        ..tiny_teacher(options(4))
+    };
+    let hooks = JobHooks {
+        stop: &AtomicBool::new(false),
+        on_event: &mut |_| {},
+    };
+    let refused = train_teacher(
+        &toy_data(32),
+        &faster,
+        &run_dir(&b, true),
+        &Device::flex(),
+        hooks,
+    );
+    let msg = refused.unwrap_err().to_string();
+    assert!(msg.contains("train.lr: 0.001 → 0.002"), "{msg}");
     let events = train(&b, 4, true);
     assert!(matches!(events[0], JobEvent::Resumed { iteration: 2 }));
     assert_eq!(
@@ -192,13 +214,13 @@ fn trajectories_shard_resume_and_distil() {
     for n in [1, 0] {
         let straight = root.path().join(format!("ard{n}"));
         let resumed = root.path().join(format!("ard{n}-resumed"));
-        let run = |dir: &Path, its: u64, resume: bool| {
+        let run_with = |dir: &Path, its: u64, resume: bool, loss: DistillLoss| {
             distill(
                 &teacher,
                 &set,
                 &DistillOptions {
                     history_layers: n,
-                    loss: Default::default(),
+                    loss,
                     // ARD resumes exactly with half of each batch self-forced from iteration 1.
                     self_forcing: SelfForcing {
                         fraction: if n == 1 { 0.5 } else { 0.0 },
@@ -214,10 +236,21 @@ fn trajectories_shard_resume_and_distil() {
                     on_event: &mut |_| {},
                 },
             )
-            .unwrap()
+        };
+        let run = |dir: &Path, its: u64, resume: bool| {
+            run_with(dir, its, resume, DistillLoss::default()).unwrap()
         };
         let out = run(&straight, 3, false);
         run(&resumed, 2, false);
+        // Resuming with another recipe is refused, naming what changed, and the run is kept.
+        let before = std::fs::read(resumed.join("checkpoint.safetensors")).unwrap();
+        let msg = run_with(&resumed, 3, true, DistillLoss::L1)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(r#"loss: "pseudo-huber" → "l1""#), "{msg}");
+        assert!(msg.contains("only --iterations may change"), "{msg}");
+        let after = std::fs::read(resumed.join("checkpoint.safetensors")).unwrap();
+        assert!(before == after, "a refused resume touched the checkpoint");
         run(&resumed, 3, true);
         assert_eq!(weights(&out), weights(&resumed.join("student.safetensors")));
         let student = LoadedModel::load(&out, &LoadOptions::default(), &device).unwrap();

@@ -34,11 +34,10 @@ use crate::error::{EngineError, Result};
 use crate::gan::discriminator::{Discriminator, renoise};
 use crate::gan::loss::{adaptive_weight, hinge_discriminator, hinge_generator};
 use crate::io::host::{HostTensor, labels_to_device};
-use crate::io::write_atomically;
 use crate::model::dit::Dit;
 use crate::model::loaded::{LoadedModel, Model};
 use crate::model::student::ArdStudent;
-use crate::train::checkpoint::checkpoint_meta;
+use crate::train::checkpoint::{checkpoint_meta, keep_run_options};
 use crate::train::jobs::{JobEvent, JobHooks, RunDir, drive};
 use crate::train::optim::clip_global_norm;
 use crate::train::options::GanOptions;
@@ -512,38 +511,16 @@ pub fn finetune_gan(
                 run.checkpoint().display()
             )));
         }
-        let text = std::fs::read_to_string(&options_path).ok();
-        let stored: GanOptions = text
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| EngineError::bad_file(&options_path, "missing or damaged"))?;
-        let mut same = gan.clone();
-        same.train.iterations = stored.train.iterations;
-        // Compared as written (shortest round-trip digits), not as parsed back: serde_json's
-        // default parser may move a float by one bit.
-        if text.as_deref()
-            != Some(
-                serde_json::to_string_pretty(&same)
-                    .expect("plain data")
-                    .as_str(),
-            )
-        {
-            return Err(EngineError::Input(format!(
-                "{} was started with other settings ({}); resume with the same ones (only --iterations may change), or use a new directory",
-                run.dir.display(),
-                options_path.display()
-            )));
-        }
+        keep_run_options(&options_path, gan, true)?;
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(gan.train.iterations))?;
         (hooks.on_event)(JobEvent::Resumed {
             iteration: t.iteration,
         });
         t
     } else {
+        keep_run_options(&options_path, gan, false)?;
         Trainer::new(fresh()?, gan.train.clone())
     };
-    let json = serde_json::to_string_pretty(gan).expect("plain data");
-    write_atomically(&options_path, json.as_bytes())?;
     drive(
         &mut trainer,
         run,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 use crate::io::weights::TensorFile;
-use crate::io::writer::SafetensorsWriter;
+use crate::io::writer::{SafetensorsWriter, write_atomically};
 use crate::model::config::ModelMeta;
 use crate::train::optim::optimizer;
 use crate::train::options::TrainOptions;
@@ -102,4 +102,96 @@ pub fn checkpoint_meta(path: &Path) -> Result<ModelMeta> {
     TensorFile::read(path)?
         .model_meta()?
         .ok_or_else(|| EngineError::bad_file(path, "checkpoint without a model description"))
+}
+
+/// Keeps the options a run was started with in `path`, beside its checkpoint. When `resuming`,
+/// first compares them with the stored ones and refuses other settings, naming each one that
+/// differs: a run is one recipe, and only its length (`train.iterations`) may change. A run
+/// folder from before the options were kept resumes unchecked.
+pub fn keep_run_options<T: Serialize>(path: &Path, options: &T, resuming: bool) -> Result<()> {
+    let text = serde_json::to_string_pretty(options).expect("options are plain data");
+    if resuming {
+        match std::fs::read_to_string(path) {
+            Ok(stored) => {
+                let stored: serde_json::Value = serde_json::from_str(&stored)
+                    .map_err(|e| EngineError::bad_file(path, e.to_string()))?;
+                // Both sides through the same parser: the same float writes the same digits.
+                let ours: serde_json::Value = serde_json::from_str(&text).expect("our own JSON");
+                let mut differ = Vec::new();
+                differences("", &stored, &ours, &mut differ);
+                differ.retain(|d| !d.starts_with("train.iterations:"));
+                if !differ.is_empty() {
+                    let dir = path.parent().unwrap_or(path);
+                    return Err(EngineError::Input(format!(
+                        "{} was started with other settings ({}; see {}): resume with the same ones (only --iterations may change), or use a new directory",
+                        dir.display(),
+                        differ.join(", "),
+                        path.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::io(path, e)),
+        }
+    }
+    write_atomically(path, text.as_bytes())
+}
+
+/// Every leaf where `was` and `now` differ, as `a.b: was → now`.
+fn differences(at: &str, was: &serde_json::Value, now: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let key = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (was, now) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, u) in a {
+                match b.get(k) {
+                    Some(v) => differences(&key(k), u, v, out),
+                    None => out.push(format!("{}: {u} → (none)", key(k))),
+                }
+            }
+            for (k, v) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
+                out.push(format!("{}: (none) → {v}", key(k)));
+            }
+        }
+        _ if was != now => out.push(format!("{at}: {was} → {now}")),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::options::DistillOptions;
+
+    #[test]
+    fn run_options_refuse_another_recipe_but_not_another_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("distill-options.json");
+        let ours = DistillOptions::default();
+        // A run folder from before the options were kept resumes, and keeps them from now on.
+        keep_run_options(&path, &ours, true).unwrap();
+        assert!(path.exists());
+        let mut longer = ours.clone();
+        longer.train.iterations *= 2;
+        keep_run_options(&path, &longer, true).unwrap();
+        let mut other = longer.clone();
+        other.history_layers = 3;
+        other.self_forcing.fraction = 0.5;
+        let msg = keep_run_options(&path, &other, true).unwrap_err().to_string();
+        assert!(msg.contains("history_layers: 2 → 3"), "{msg}");
+        assert!(msg.contains("self_forcing.fraction: 0.0 → 0.5"), "{msg}");
+        assert!(!msg.contains("train.iterations"), "{msg}");
+        // Not resuming starts the run over with the new options.
+        keep_run_options(&path, &other, false).unwrap();
+        keep_run_options(&path, &other, true).unwrap();
+        std::fs::write(&path, b"{ truncated").unwrap();
+        let msg = keep_run_options(&path, &other, true).unwrap_err().to_string();
+        assert!(msg.contains("distill-options.json"), "{msg}");
+    }
 }

@@ -27,10 +27,15 @@ use crate::model::init::{init_teacher, student_from_teacher};
 use crate::model::loaded::{LoadedModel, Model};
 use crate::model::params::InitOptions;
 use crate::model::student::ArdStudent;
-use crate::train::checkpoint::checkpoint_meta;
+use crate::train::checkpoint::{checkpoint_meta, keep_run_options};
 use crate::train::options::{CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions};
 use crate::train::trainer::Trainer;
 use crate::vae::AutoencoderKL;
+
+/// The options a teacher run was started with (beside its checkpoint).
+const TEACHER_OPTIONS_FILE: &str = "teacher-options.json";
+/// The options a distillation run was started with (beside its checkpoint).
+const DISTILL_OPTIONS_FILE: &str = "distill-options.json";
 
 /// Where and how often a run writes.
 #[derive(Clone, Debug)]
@@ -329,12 +334,15 @@ pub fn train_teacher(
                 run.checkpoint().display()
             )));
         }
+        keep_run_options(&run.dir.join(TEACHER_OPTIONS_FILE), teacher, true)?;
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations))?;
         (hooks.on_event)(JobEvent::Resumed {
             iteration: t.iteration,
         });
         t
     } else {
+        std::fs::create_dir_all(&run.dir).map_err(|e| EngineError::io(&run.dir, e))?;
+        keep_run_options(&run.dir.join(TEACHER_OPTIONS_FILE), teacher, false)?;
         Trainer::new(fresh()?, options.clone())
     };
     trainer.split_for(device, dit.num_heads, dit.num_patches());
@@ -404,6 +412,7 @@ pub fn distill(
                 run.checkpoint().display()
             )));
         }
+        keep_run_options(&run.dir.join(DISTILL_OPTIONS_FILE), distill, true)?;
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations));
         t.inspect(|t| {
             (hooks.on_event)(JobEvent::Resumed {
@@ -411,6 +420,8 @@ pub fn distill(
             })
         })
     } else {
+        std::fs::create_dir_all(&run.dir).map_err(|e| EngineError::io(&run.dir, e))?;
+        keep_run_options(&run.dir.join(DISTILL_OPTIONS_FILE), distill, false)?;
         fresh().map(|s| Trainer::new(s, options.clone()))
     };
     let mut trainer = trainer?;
