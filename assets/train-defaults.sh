@@ -91,7 +91,7 @@ ard finetune-gan --student "$RUN/student-n$HISTORY/student.safetensors" \
 stage "eval"
 ard eval --teacher "$RUN/teacher/teacher.safetensors" \
   --students "$RUN/student-n$HISTORY/student.safetensors,$RUN/gan-n$HISTORY/student.safetensors,$RUN/student-n0/student.safetensors" \
-  --feature-net "$RUN/feature_net.safetensors,$RUN/feature_net_2.safetensors,$RUN/feature_net_3.safetensors" \
+  --feature-net "$RUN/feature_net.safetensors,$RUN/feature_net_3.safetensors,$RUN/feature_net_2.safetensors" \
   --floor-steps 4 \
   ${SAMPLES:+--samples $SAMPLES} --out "$RUN/eval.json"
 python3 docs/plot_curves.py "$RUN/distillation-curves.png" "ARD N=$HISTORY=$RUN/student-n$HISTORY" \
