@@ -104,3 +104,51 @@ pub fn toy_data(n: usize) -> ard_engine::data::Dataset {
         class_names: vec!["left".into(), "top".into()],
     }
 }
+
+/// A tiny teacher for the 8×8 toy data: patch 4, hidden 16, depth 2, 2 heads.
+pub fn toy_teacher_options(
+    train: ard_engine::train::TrainOptions,
+) -> ard_engine::train::TeacherOptions {
+    ard_engine::train::TeacherOptions {
+        patch_size: 4,
+        hidden_size: 16,
+        depth: 2,
+        num_heads: 2,
+        label_dropout: 0.1,
+        train,
+    }
+}
+
+/// The toy runs' optimisation: batch 4, lr 1e-3 (constant), EMA 0.99, clip 1, seed 7.
+pub fn toy_train_options(iterations: u64) -> ard_engine::train::TrainOptions {
+    ard_engine::train::TrainOptions {
+        iterations,
+        batch_size: 4,
+        lr: 1e-3,
+        ema_decay: 0.99,
+        grad_clip: 1.0,
+        seed: 7,
+        lr_schedule: ard_engine::train::LrSchedule::Constant,
+    }
+}
+
+/// A run folder checkpointing every 2 iterations, without sample grids or evaluation.
+pub fn toy_run_dir(dir: &std::path::Path, resume: bool) -> ard_engine::train::RunDir {
+    ard_engine::train::RunDir {
+        dir: dir.to_path_buf(),
+        checkpoint_every: 2,
+        sample_every: 0,
+        resume,
+        eval: None,
+        decoder: None,
+    }
+}
+
+/// Every tensor of a weight file, by name, as f32.
+pub fn file_weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let f = TensorFile::read(path).unwrap();
+    f.tensors
+        .keys()
+        .map(|k| (k.clone(), f.f32(k).unwrap().data))
+        .collect()
+}
