@@ -183,7 +183,9 @@ mod tests {
         let mut other = longer.clone();
         other.history_layers = 3;
         other.self_forcing.fraction = 0.5;
-        let msg = keep_run_options(&path, &other, true).unwrap_err().to_string();
+        let msg = keep_run_options(&path, &other, true)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("history_layers: 2 → 3"), "{msg}");
         assert!(msg.contains("self_forcing.fraction: 0.0 → 0.5"), "{msg}");
         assert!(!msg.contains("train.iterations"), "{msg}");
@@ -191,7 +193,9 @@ mod tests {
         keep_run_options(&path, &other, false).unwrap();
         keep_run_options(&path, &other, true).unwrap();
         std::fs::write(&path, b"{ truncated").unwrap();
-        let msg = keep_run_options(&path, &other, true).unwrap_err().to_string();
+        let msg = keep_run_options(&path, &other, true)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("distill-options.json"), "{msg}");
     }
 }
