@@ -37,7 +37,6 @@ use crate::io::host::{HostTensor, labels_to_device};
 use crate::model::dit::Dit;
 use crate::model::loaded::{LoadedModel, Model};
 use crate::model::student::ArdStudent;
-use crate::train::checkpoint::{checkpoint_meta, keep_run_options};
 use crate::train::jobs::{JobEvent, JobHooks, RunDir, drive};
 use crate::train::optim::clip_global_norm;
 use crate::train::options::GanOptions;
@@ -502,23 +501,19 @@ pub fn finetune_gan(
             discriminator,
         })
     };
-    std::fs::create_dir_all(&run.dir).map_err(|e| EngineError::io(&run.dir, e))?;
-    let options_path = run.dir.join(OPTIONS_FILE);
-    let mut trainer = if run.resume && run.checkpoint().exists() {
-        if checkpoint_meta(&run.checkpoint())? != meta {
-            return Err(EngineError::Input(format!(
-                "{} belongs to another run (another student or teacher); use a new directory",
-                run.checkpoint().display()
-            )));
-        }
-        keep_run_options(&options_path, gan, true)?;
+    let resuming = run.open(
+        |stored| *stored == meta,
+        "belongs to another run (another student or teacher); use a new directory",
+        OPTIONS_FILE,
+        gan,
+    )?;
+    let mut trainer = if resuming {
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(gan.train.iterations))?;
         (hooks.on_event)(JobEvent::Resumed {
             iteration: t.iteration,
         });
         t
     } else {
-        keep_run_options(&options_path, gan, false)?;
         Trainer::new(fresh()?, gan.train.clone())
     };
     drive(

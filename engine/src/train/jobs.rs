@@ -69,6 +69,28 @@ impl RunDir {
     pub fn checkpoint(&self) -> PathBuf {
         self.dir.join("checkpoint.safetensors")
     }
+
+    /// Whether the run resumes (asked to, and a checkpoint exists). Refuses a checkpoint whose
+    /// model description fails `same_model` (`other` tells the user why, after the checkpoint's
+    /// path) and, through [`keep_run_options`], other settings than the run's own, which it
+    /// keeps in `options_file`.
+    pub(crate) fn open<T: serde::Serialize>(
+        &self,
+        same_model: impl FnOnce(&ModelMeta) -> bool,
+        other: &str,
+        options_file: &str,
+        options: &T,
+    ) -> Result<bool> {
+        let resuming = self.resume && self.checkpoint().exists();
+        if resuming && !same_model(&checkpoint_meta(&self.checkpoint())?) {
+            return Err(EngineError::Input(format!(
+                "{} {other}",
+                self.checkpoint().display()
+            )));
+        }
+        keep_run_options(&self.dir.join(options_file), options, resuming)?;
+        Ok(resuming)
+    }
 }
 
 /// What a running job reports.
@@ -326,23 +348,19 @@ pub fn train_teacher(
         }
     };
     let meta = ModelMeta::pixel_teacher(dit.clone(), Some(data.class_names.clone()));
-    let mut trainer = if run.resume && run.checkpoint().exists() {
-        let stored = checkpoint_meta(&run.checkpoint())?;
-        if stored.dit != *dit {
-            return Err(EngineError::Input(format!(
-                "{} was made with another architecture; resume without changing it, or use a new directory",
-                run.checkpoint().display()
-            )));
-        }
-        keep_run_options(&run.dir.join(TEACHER_OPTIONS_FILE), teacher, true)?;
+    let resuming = run.open(
+        |stored| stored.dit == *dit,
+        "was made with another architecture; resume without changing it, or use a new directory",
+        TEACHER_OPTIONS_FILE,
+        teacher,
+    )?;
+    let mut trainer = if resuming {
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations))?;
         (hooks.on_event)(JobEvent::Resumed {
             iteration: t.iteration,
         });
         t
     } else {
-        std::fs::create_dir_all(&run.dir).map_err(|e| EngineError::io(&run.dir, e))?;
-        keep_run_options(&run.dir.join(TEACHER_OPTIONS_FILE), teacher, false)?;
         Trainer::new(fresh()?, options.clone())
     };
     trainer.split_for(device, dit.num_heads, dit.num_patches());
@@ -404,15 +422,13 @@ pub fn distill(
         class_names: teacher.meta.class_names.clone(),
         clip_denoised: teacher.meta.clip_denoised,
     };
-    let trainer = if run.resume && run.checkpoint().exists() {
-        let stored = checkpoint_meta(&run.checkpoint())?;
-        if stored != meta {
-            return Err(EngineError::Input(format!(
-                "{} belongs to another distillation (teacher, K or N differ); use a new directory",
-                run.checkpoint().display()
-            )));
-        }
-        keep_run_options(&run.dir.join(DISTILL_OPTIONS_FILE), distill, true)?;
+    let resuming = run.open(
+        |stored| *stored == meta,
+        "belongs to another distillation (teacher, K or N differ); use a new directory",
+        DISTILL_OPTIONS_FILE,
+        distill,
+    )?;
+    let trainer = if resuming {
         let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations));
         t.inspect(|t| {
             (hooks.on_event)(JobEvent::Resumed {
@@ -420,8 +436,6 @@ pub fn distill(
             })
         })
     } else {
-        std::fs::create_dir_all(&run.dir).map_err(|e| EngineError::io(&run.dir, e))?;
-        keep_run_options(&run.dir.join(DISTILL_OPTIONS_FILE), distill, false)?;
         fresh().map(|s| Trainer::new(s, options.clone()))
     };
     let mut trainer = trainer?;
