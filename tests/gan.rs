@@ -16,7 +16,7 @@ use ard_engine::gan::{
     Discriminator, GanContext, GanPair, discriminator_pass, finetune_gan, generator_pass,
     hinge_generator, renoise,
 };
-use ard_engine::io::{TensorFile, labels_to_device};
+use ard_engine::io::labels_to_device;
 use ard_engine::model::{
     InitOptions, LoadOptions, LoadedModel, StudentConfig, default_anchors, init_teacher,
     student_from_teacher,
@@ -25,7 +25,7 @@ use ard_engine::train::{
     GanOptions, JobEvent, JobHooks, LrSchedule, RunDir, TrainOptions, iteration_rng,
 };
 use ard_engine::{Device, HostTensor, Model};
-use ard_studio::{tiny_dit, toy_data};
+use ard_studio::{file_weights, tiny_dit, toy_data, toy_run_dir};
 
 /// A teacher of two blocks (two discriminator heads), a 3-step student with N = 1 made from
 /// it, and 6 trajectories of a 10-step DDIM, in `root`.
@@ -265,14 +265,7 @@ fn run(
         set,
         &toy_data(8),
         opts,
-        &RunDir {
-            dir: dir.to_path_buf(),
-            checkpoint_every: 2,
-            sample_every: 0,
-            resume,
-            eval: None,
-            decoder: None,
-        },
+        &toy_run_dir(dir, resume),
         &Device::flex(),
         JobHooks {
             stop: &AtomicBool::new(false),
@@ -280,14 +273,6 @@ fn run(
         },
     )?;
     Ok((out, events))
-}
-
-fn file_weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let f = TensorFile::read(path).unwrap();
-    f.tensors
-        .keys()
-        .map(|k| (k.clone(), f.f32(k).unwrap().data))
-        .collect()
 }
 
 #[test]

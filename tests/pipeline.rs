@@ -16,7 +16,9 @@ use ard_engine::model::{LoadOptions, LoadedModel};
 use ard_engine::train::{DistillLoss, DistillOptions, SelfForcing, TeacherOptions, TrainOptions};
 use ard_engine::train::{JobEvent, JobHooks, RunDir, distill, train_teacher};
 use ard_engine::{Device, HostTensor, Model};
-use ard_studio::{file_weights, toy_data, toy_run_dir, toy_teacher_options, toy_train_options};
+use ard_studio::{
+    file_weights, toy_data, toy_run_dir, toy_teacher_dit, toy_teacher_options, toy_train_options,
+};
 
 fn train(dir: &Path, iterations: u64, resume: bool) -> Vec<JobEvent> {
     let mut events = Vec::new();
@@ -333,19 +335,7 @@ fn the_ema_is_an_untracked_model() {
         }
     }
     let device = Device::flex().autodiff();
-    let teacher = ard_engine::model::init_teacher(
-        &toy_teacher_options(toy_train_options(1)).architecture(8, 1, 2),
-        None,
-        ard_engine::model::InitOptions {
-            seed: 1,
-            zero_init: false,
-        },
-        &device,
-    )
-    .unwrap();
-    let Model::Teacher(dit) = teacher.model else {
-        unreachable!()
-    };
+    let dit = toy_teacher_dit(1, &device);
     let mut trainer = ard_engine::train::Trainer::new(dit, toy_train_options(3));
     let data = toy_data(32);
     let alpha_bar =

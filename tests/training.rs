@@ -10,7 +10,9 @@ use ard_engine::train::{
     JobHooks, LrSchedule, RunDir, TeacherOptions, TrainOptions, train_teacher,
 };
 use ard_engine::{Device, HostTensor, Model};
-use ard_studio::{file_weights, toy_data, toy_run_dir, toy_teacher_options, toy_train_options};
+use ard_studio::{
+    file_weights, toy_data, toy_run_dir, toy_teacher_dit, toy_teacher_options, toy_train_options,
+};
 
 #[test]
 fn a_teacher_learns_the_toy_classes() {
@@ -100,19 +102,7 @@ fn a_step_split_over_workers_equals_the_whole_batch_step() {
     let device = Device::flex().autodiff();
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
     let run = |workers: usize| {
-        let teacher = ard_engine::model::init_teacher(
-            &toy_teacher_options(toy_train_options(1)).architecture(8, 1, 2),
-            None,
-            ard_engine::model::InitOptions {
-                seed: 4,
-                zero_init: false,
-            },
-            &device,
-        )
-        .unwrap();
-        let Model::Teacher(dit) = teacher.model else {
-            unreachable!()
-        };
+        let dit = toy_teacher_dit(4, &device);
         let mut trainer = Trainer::new(
             dit,
             TrainOptions {

@@ -119,6 +119,25 @@ pub fn toy_teacher_options(
     }
 }
 
+/// The toy teacher's network ([`toy_teacher_options`]' architecture for 8×8 grey images of two
+/// classes), initialised with `seed`, on `device`.
+pub fn toy_teacher_dit(seed: u64, device: &Device) -> ard_engine::model::Dit {
+    let teacher = ard_engine::model::init_teacher(
+        &toy_teacher_options(toy_train_options(1)).architecture(8, 1, 2),
+        None,
+        ard_engine::model::InitOptions {
+            seed,
+            zero_init: false,
+        },
+        device,
+    )
+    .unwrap();
+    let ard_engine::Model::Teacher(dit) = teacher.model else {
+        unreachable!("init_teacher makes a teacher")
+    };
+    dit
+}
+
 /// The toy runs' optimisation: batch 4, lr 1e-3 (constant), EMA 0.99, clip 1, seed 7.
 pub fn toy_train_options(iterations: u64) -> ard_engine::train::TrainOptions {
     ard_engine::train::TrainOptions {
