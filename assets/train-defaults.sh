@@ -15,7 +15,7 @@ SEED=${SEED:-0}
 # them once): DiT on 28x28 grey images, patch 4 (49 tokens), hidden 64, depth 4, 4 heads; the
 # teacher 8000 iterations at lr 1e-3; 16000 trajectories (25-step DDIM, guidance 1.5, x0 anchors
 # 15/10/5/0); the students N = 2 and N = 0 for 6000 iterations at batch 32, lr 1e-3 on a cosine
-# schedule (200 warm-up iterations, down to 5%), EMA 0.999, the pseudo-Huber loss
+# schedule (200 warm-up iterations, down to 5%), EMA 0.999, the L1 loss
 # (docs/distillation.md); stage 2 on the same loss; two feature
 # networks of different builds for the metrics (five convolutions, 3000 steps on a cosine
 # schedule; the first networks' three, 1500 steps at a constant rate). The variables below only override them, for

@@ -200,10 +200,10 @@ fn trajectories_shard_resume_and_distil() {
         run(&resumed, 2, false);
         // Resuming with another recipe is refused, naming what changed, and the run is kept.
         let before = std::fs::read(resumed.join("checkpoint.safetensors")).unwrap();
-        let msg = run_with(&resumed, 3, true, DistillLoss::L1)
+        let msg = run_with(&resumed, 3, true, DistillLoss::Mse)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains(r#"loss: "pseudo-huber" → "l1""#), "{msg}");
+        assert!(msg.contains(r#"loss: "l1" → "mse""#), "{msg}");
         assert!(msg.contains("only --iterations may change"), "{msg}");
         let after = std::fs::read(resumed.join("checkpoint.safetensors")).unwrap();
         assert!(before == after, "a refused resume touched the checkpoint");

@@ -501,7 +501,7 @@ pub fn finetune_gan(
             discriminator,
         })
     };
-    let resuming = run.open(
+    let (resuming, _lock) = run.open(
         |stored| *stored == meta,
         "belongs to another run (another student or teacher); use a new directory",
         OPTIONS_FILE,

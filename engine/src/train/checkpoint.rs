@@ -1,6 +1,7 @@
 //! Training checkpoints: live weights, EMA weights, optimiser moments and the loss history in
 //! one safetensors file, written atomically, so that a killed run resumes bit for bit.
 
+use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use burn::module::Module;
@@ -140,6 +141,55 @@ pub fn keep_run_options<T: Serialize>(path: &Path, options: &T, resuming: bool) 
     write_atomically(path, text.as_bytes())
 }
 
+/// The lock file a running job holds in its run folder.
+const RUN_LOCK_FILE: &str = ".lock";
+
+/// Holds a run folder for one job (an exclusive lock on its `.lock` file, released when this
+/// is dropped or the process ends, however it ends). A second job on the same folder, in this
+/// process or another, is refused instead of interleaving its checkpoints with the first's.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Creates the run folder `dir`, takes its lock, and then removes the temporary files an
+/// earlier job killed in the middle of a write left behind (`.NAME.tmp…`, from
+/// [`write_atomically`]): under the lock no other job is writing them.
+pub fn lock_run_folder(dir: &Path) -> Result<RunLock> {
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let path = dir.join(RUN_LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EngineError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(EngineError::Input(format!(
+                "{}: another job is running in this folder (it holds {}); wait for it to end or use another directory",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Err(TryLockError::Error(e)) => return Err(EngineError::io(&path, e)),
+    }
+    for sub in [dir.to_path_buf(), dir.join("samples")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(RunLock { _file: file })
+}
+
 /// Every leaf where `was` and `now` differ, as `a.b: was → now`.
 fn differences(at: &str, was: &serde_json::Value, now: &serde_json::Value, out: &mut Vec<String>) {
     use serde_json::Value;
@@ -200,5 +250,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("distill-options.json"), "{msg}");
+    }
+
+    #[test]
+    fn a_run_folder_is_held_by_one_job_and_stale_temporaries_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("samples")).unwrap();
+        let stale = [
+            run.join(".checkpoint.safetensors.tmp4242-7-0000beef"),
+            run.join("samples").join(".grid-000100.png.tmp4242-8-0000cafe"),
+        ];
+        for p in &stale {
+            std::fs::write(p, b"half a checkpoint").unwrap();
+        }
+        std::fs::write(run.join("checkpoint.safetensors"), b"kept").unwrap();
+        let held = lock_run_folder(&run).unwrap();
+        for p in &stale {
+            assert!(!p.exists(), "{} was left", p.display());
+        }
+        assert!(run.join("checkpoint.safetensors").exists());
+        // A second job is refused while the first holds the folder, and not after.
+        let msg = lock_run_folder(&run).unwrap_err().to_string();
+        assert!(msg.contains("another job is running"), "{msg}");
+        assert!(msg.contains(&run.display().to_string()), "{msg}");
+        drop(held);
+        lock_run_folder(&run).unwrap();
+        // A folder that does not exist yet is made.
+        lock_run_folder(&dir.path().join("new/run")).unwrap();
     }
 }

@@ -27,7 +27,7 @@ use crate::model::init::{init_teacher, student_from_teacher};
 use crate::model::loaded::{LoadedModel, Model};
 use crate::model::params::InitOptions;
 use crate::model::student::ArdStudent;
-use crate::train::checkpoint::{checkpoint_meta, keep_run_options};
+use crate::train::checkpoint::{RunLock, checkpoint_meta, keep_run_options, lock_run_folder};
 use crate::train::options::{CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions};
 use crate::train::trainer::Trainer;
 use crate::vae::AutoencoderKL;
@@ -70,17 +70,19 @@ impl RunDir {
         self.dir.join("checkpoint.safetensors")
     }
 
-    /// Whether the run resumes (asked to, and a checkpoint exists). Refuses a checkpoint whose
-    /// model description fails `same_model` (`other` tells the user why, after the checkpoint's
-    /// path) and, through [`keep_run_options`], other settings than the run's own, which it
-    /// keeps in `options_file`.
+    /// Takes the run folder for this job ([`lock_run_folder`]: the lock lives as long as the
+    /// returned [`RunLock`]) and says whether the run resumes (asked to, and a checkpoint
+    /// exists). Refuses a checkpoint whose model description fails `same_model` (`other` tells
+    /// the user why, after the checkpoint's path) and, through [`keep_run_options`], other
+    /// settings than the run's own, which it keeps in `options_file`.
     pub(crate) fn open<T: serde::Serialize>(
         &self,
         same_model: impl FnOnce(&ModelMeta) -> bool,
         other: &str,
         options_file: &str,
         options: &T,
-    ) -> Result<bool> {
+    ) -> Result<(bool, RunLock)> {
+        let lock = lock_run_folder(&self.dir)?;
         let resuming = self.resume && self.checkpoint().exists();
         if resuming && !same_model(&checkpoint_meta(&self.checkpoint())?) {
             return Err(EngineError::Input(format!(
@@ -89,7 +91,7 @@ impl RunDir {
             )));
         }
         keep_run_options(&self.dir.join(options_file), options, resuming)?;
-        Ok(resuming)
+        Ok((resuming, lock))
     }
 }
 
@@ -348,7 +350,7 @@ pub fn train_teacher(
         }
     };
     let meta = ModelMeta::pixel_teacher(dit.clone(), Some(data.class_names.clone()));
-    let resuming = run.open(
+    let (resuming, _lock) = run.open(
         |stored| stored.dit == *dit,
         "was made with another architecture; resume without changing it, or use a new directory",
         TEACHER_OPTIONS_FILE,
@@ -422,7 +424,7 @@ pub fn distill(
         class_names: teacher.meta.class_names.clone(),
         clip_denoised: teacher.meta.clip_denoised,
     };
-    let resuming = run.open(
+    let (resuming, _lock) = run.open(
         |stored| *stored == meta,
         "belongs to another distillation (teacher, K or N differ); use a new directory",
         DISTILL_OPTIONS_FILE,
