@@ -259,7 +259,8 @@ mod tests {
         std::fs::create_dir_all(run.join("samples")).unwrap();
         let stale = [
             run.join(".checkpoint.safetensors.tmp4242-7-0000beef"),
-            run.join("samples").join(".grid-000100.png.tmp4242-8-0000cafe"),
+            run.join("samples")
+                .join(".grid-000100.png.tmp4242-8-0000cafe"),
         ];
         for p in &stale {
             std::fs::write(p, b"half a checkpoint").unwrap();
