@@ -1,5 +1,5 @@
 //! Evaluation: Fréchet distance, KID and precision/recall in the feature network's space, class
-//! agreement, FLOPs counted from the architecture, and wall-clock time per image.
+//! agreement, FLOPs (`flops.rs`), and wall-clock time per image.
 
 use std::time::Instant;
 
@@ -12,8 +12,8 @@ use crate::diffusion::sampling::{SampleRequest, sample};
 use crate::distill::trajectories::trajectory_noise;
 use crate::error::Result;
 use crate::eval::feature_net::{FeatureNet, accuracy, features_and_logits};
+use crate::eval::flops::{ddim_flops, student_flops};
 use crate::io::host::HostTensor;
-use crate::model::config::{DitConfig, StudentConfig};
 use crate::model::loaded::{LoadedModel, Model};
 
 /// Mean and covariance (unbiased) of the rows of `[N, D]` features.
@@ -137,49 +137,6 @@ pub fn precision_recall(
     Ok((precision, recall))
 }
 
-/// Multiply-adds × 2 of the transformer part of one DiT pass over `t` query tokens that attend to
-/// `keys` tokens each (per image, one step).
-fn blocks_flops(cfg: &DitConfig, t: usize, keys: usize) -> f64 {
-    let (h, m) = (cfg.hidden_size as f64, cfg.mlp_hidden as f64);
-    let per_token = 2.0 * (3.0 * h * h + h * h + 2.0 * h * m) + 4.0 * keys as f64 * h;
-    let ada = 2.0 * 6.0 * h * h; // once per step: the conditioning is per step
-    t as f64 * per_token + ada
-}
-
-/// FLOPs of the embeddings and one head for one step of `t` tokens.
-fn io_flops(cfg: &DitConfig, t: usize) -> f64 {
-    let (h, f) = (cfg.hidden_size as f64, cfg.frequency_embedding_size as f64);
-    let p2 = (cfg.patch_size * cfg.patch_size) as f64;
-    let embed = 2.0 * t as f64 * cfg.in_channels as f64 * p2 * h;
-    let time = 2.0 * (f * h + h * h);
-    let head = 2.0 * t as f64 * h * p2 * cfg.out_channels() as f64 + 2.0 * 2.0 * h * h;
-    embed + time + head
-}
-
-/// FLOPs per image of one teacher forward.
-pub fn teacher_forward_flops(cfg: &DitConfig) -> f64 {
-    let t = cfg.num_patches();
-    cfg.depth as f64 * blocks_flops(cfg, t, t) + io_flops(cfg, t)
-}
-
-/// FLOPs per image of DDIM with `steps` steps (two forwards per step with guidance).
-pub fn ddim_flops(cfg: &DitConfig, steps: usize, guided: bool) -> f64 {
-    steps as f64 * if guided { 2.0 } else { 1.0 } * teacher_forward_flops(cfg)
-}
-
-/// FLOPs per image of the student's K autoregressive steps (history attention in N blocks).
-pub fn student_flops(cfg: &DitConfig, s: &StudentConfig) -> f64 {
-    let t = cfg.num_patches();
-    (0..s.steps)
-        .map(|k| {
-            let n = s.history_layers.min(cfg.depth);
-            n as f64 * blocks_flops(cfg, t, (k + 1) * t)
-                + (cfg.depth - n) as f64 * blocks_flops(cfg, t, t)
-                + io_flops(cfg, t)
-        })
-        .sum()
-}
-
 /// One row of the results table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalRow {
@@ -187,6 +144,11 @@ pub struct EvalRow {
     pub fid: f64,
     /// FID minus the teacher's FID.
     pub fid_degradation: f64,
+    /// Fréchet distance to the teacher's own samples from the same noises (none for the
+    /// teacher's row): how far the distribution moved from the one it was distilled from,
+    /// whichever way, where `fid_degradation` only compares each one's distance to the data.
+    #[serde(default)]
+    pub fid_to_teacher: Option<f64>,
     pub class_agreement: f64,
     pub gflops: f64,
     pub ms_per_image: f64,
@@ -233,18 +195,29 @@ pub struct EvalReport {
     pub other_nets: Vec<OtherNetReport>,
 }
 
+/// The sentence after a table: the students' ratios, where it has both kinds.
+fn ratios_markdown(rows: &[EvalRow]) -> String {
+    let cell = |r: Option<f64>| r.map_or("–".into(), |r| format!("{r:.2}"));
+    format!(
+        "The ratio of the students' FID degradations: {}; of their FIDs to the teacher: {}.",
+        cell(degradation_ratio(rows)),
+        cell(teacher_distance_ratio(rows))
+    )
+}
+
 /// The Markdown table of `rows`.
 fn rows_markdown(rows: &[EvalRow]) -> String {
     let mut s = String::from(
-        "| model | FID | FID degradation | FID spread (halves) | class agreement | KID ×10³ | precision | recall | GFLOPs / image | ms / image |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| model | FID | FID degradation | FID spread (halves) | FID to the teacher | class agreement | KID ×10³ | precision | recall | GFLOPs / image | ms / image |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {:.2} | {:+.2} | {} | {:.1}% | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
+            "| {} | {:.2} | {:+.2} | {} | {} | {:.1}% | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
             r.model,
             r.fid,
             r.fid_degradation,
             r.fid_spread().map_or("–".into(), |v| format!("±{v:.2}")),
+            r.fid_to_teacher.map_or("–".into(), |v| format!("{v:.2}")),
             100.0 * r.class_agreement,
             1e3 * r.kid,
             r.precision,
@@ -260,12 +233,12 @@ impl EvalReport {
     pub fn markdown(&self) -> String {
         let mut s = rows_markdown(&self.rows);
         s += &format!(
-            "\nFeature network accuracy on the {} test images: {:.1}%. {} samples per model, {}. The ratio of the students' FID degradations: {}.\n",
+            "\nFeature network accuracy on the {} test images: {:.1}%. {} samples per model, {}. {}\n",
             self.reference_images,
             100.0 * self.feature_net_test_accuracy,
             self.rows.first().map_or(0, |r| r.samples),
             self.device,
-            degradation_ratio(&self.rows).map_or("–".into(), |r| format!("{r:.2}"))
+            ratios_markdown(&self.rows)
         );
         for other in &self.other_nets {
             s += &format!(
@@ -273,25 +246,33 @@ impl EvalReport {
                 100.0 * other.feature_net_test_accuracy
             );
             s += &rows_markdown(&other.rows);
-            s += &format!(
-                "\nThe ratio of the students' FID degradations: {}.\n",
-                degradation_ratio(&other.rows).map_or("–".into(), |r| format!("{r:.2}"))
-            );
+            s += &format!("\n{}\n", ratios_markdown(&other.rows));
         }
         s
     }
 }
 
-/// The step-distillation baseline's FID degradation over the (first) ARD student's, when the
-/// table has both: the paper's headline ratio (7.36 / 1.43 ≈ 5 on ImageNet).
-pub fn degradation_ratio(rows: &[EvalRow]) -> Option<f64> {
+/// The step-distillation baseline's `value` over the (first) ARD student's, when the table has
+/// both (students of the adversarial stage stay out).
+fn student_ratio(rows: &[EvalRow], value: impl Fn(&EvalRow) -> Option<f64>) -> Option<f64> {
     let ard = rows
         .iter()
         .find(|r| !r.adversarial && r.history_layers.is_some_and(|n| n > 0))?;
     let base = rows
         .iter()
         .find(|r| !r.adversarial && r.history_layers == Some(0))?;
-    Some(base.fid_degradation / ard.fid_degradation)
+    Some(value(base)? / value(ard)?)
+}
+
+/// The baseline's FID degradation over the ARD student's: the paper's headline ratio
+/// (7.36 / 1.43 ≈ 5 on ImageNet).
+pub fn degradation_ratio(rows: &[EvalRow]) -> Option<f64> {
+    student_ratio(rows, |r| Some(r.fid_degradation))
+}
+
+/// The baseline's FID to the teacher's samples over the ARD student's.
+pub fn teacher_distance_ratio(rows: &[EvalRow]) -> Option<f64> {
+    student_ratio(rows, |r| r.fid_to_teacher)
 }
 
 /// A model's name in the table.
@@ -383,6 +364,8 @@ pub fn evaluate(
         .map(|net| features_and_logits(net, real, device).map(|(f, _)| f))
         .collect::<Result<_>>()?;
     let mut tables: Vec<Vec<EvalRow>> = vec![Vec::new(); nets.len()];
+    // Per network, the first model's (the teacher's) features.
+    let mut teacher_feats: Vec<Option<HostTensor>> = (0..nets.len()).map(|_| None).collect();
     let runs = models
         .iter()
         .map(|m| (m, ddim))
@@ -393,8 +376,10 @@ pub fn evaluate(
             (Model::Student(_), Some(s)) => student_flops(&m.meta.dit, s),
             _ => ddim_flops(&m.meta.dit, ddim.steps, ddim.cfg_scale != 1.0),
         };
-        for ((net, real_feats), rows) in nets.iter().zip(&real_feats).zip(tables.iter_mut()) {
+        let per_net = nets.iter().zip(&real_feats).zip(&mut tables);
+        for (((net, real_feats), rows), teacher) in per_net.zip(&mut teacher_feats) {
             let (feats, logits) = features_and_logits(net, &images, device)?;
+            let fid_to_teacher = teacher.as_ref().map(|t| frechet_distance(&feats, t));
             let fid = frechet_distance(&feats, real_feats);
             let (precision, recall) = precision_recall(real_feats, &feats, device)?;
             let fid_halves = (samples >= 4)
@@ -403,6 +388,7 @@ pub fn evaluate(
                 model: model_label(m, ddim),
                 fid,
                 fid_degradation: fid - rows.first().map_or(fid, |t| t.fid),
+                fid_to_teacher,
                 class_agreement: accuracy(&logits, &labels),
                 gflops: flops / 1e9,
                 ms_per_image: ms,
@@ -415,6 +401,7 @@ pub fn evaluate(
                 adversarial: m.meta.student.as_ref().is_some_and(|s| s.adversarial),
             };
             rows.push(row);
+            teacher.get_or_insert(feats);
         }
         on_model(tables[0].last().expect("a row per model"));
     }
@@ -494,6 +481,7 @@ mod tests {
             model: String::new(),
             fid: 0.0,
             fid_degradation: 0.0,
+            fid_to_teacher: None,
             class_agreement: 0.0,
             gflops: 0.0,
             ms_per_image: 0.0,
@@ -515,6 +503,12 @@ mod tests {
             model: String::new(),
             fid: 0.0,
             fid_degradation: degradation,
+            // The teacher's row has none; the adversarial student's must not count.
+            fid_to_teacher: if adversarial {
+                Some(1.0)
+            } else {
+                n.map(|n| if n == 0 { 8.0 } else { 2.0 })
+            },
             class_agreement: 0.0,
             gflops: 0.0,
             ms_per_image: 0.0,
@@ -533,6 +527,8 @@ mod tests {
             row(Some(0), false, 6.0),
         ];
         assert_eq!(degradation_ratio(&rows), Some(3.0));
+        assert_eq!(teacher_distance_ratio(&rows), Some(4.0));
+        assert_eq!(teacher_distance_ratio(&rows[..3]), None);
         let mut s = crate::model::config::StudentConfig::new(4, 2);
         s.adversarial = true;
         let dit = crate::model::config::DitConfig::fashion_mnist();
@@ -578,16 +574,5 @@ mod tests {
         assert!(p > 0.8 && r > 0.8, "{p} {r}");
         let (p, _) = precision_recall(&real, &gaussian(600, 4, 8.0, 2), &device).unwrap();
         assert!(p < 0.05, "far samples are not precise: {p}");
-    }
-
-    #[test]
-    fn ard_history_costs_little() {
-        let cfg = DitConfig::dit_xl_2();
-        let ard = student_flops(&cfg, &StudentConfig::new(4, 6));
-        let base = student_flops(&cfg, &StudentConfig::new(4, 0));
-        let overhead = ard / base - 1.0;
-        // The paper: about 1.1% more FLOPs for XL/2 with N = 6.
-        assert!((0.005..0.02).contains(&overhead), "{overhead}");
-        assert!(ddim_flops(&cfg, 25, true) / base > 10.0);
     }
 }

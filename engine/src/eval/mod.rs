@@ -2,11 +2,13 @@
 //! evaluation points a training run records as it goes.
 
 pub(crate) mod feature_net;
+pub(crate) mod flops;
 pub(crate) mod metrics;
 pub(crate) mod monitor;
 pub(crate) mod step_error;
 
 pub use feature_net::*;
+pub use flops::*;
 pub use metrics::*;
 pub use monitor::*;
 pub use step_error::*;
