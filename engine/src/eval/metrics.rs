@@ -282,6 +282,9 @@ pub fn model_label(m: &LoadedModel, ddim: &DdimOptions) -> String {
             "teacher ({}-step DDIM, guidance {})",
             ddim.steps, ddim.cfg_scale
         ),
+        Some(s) if s.adversarial && s.history_layers == 0 => {
+            format!("step distillation + GAN (N=0, {} steps)", s.steps)
+        }
         Some(s) if s.adversarial => {
             format!("ARD + GAN (N={}, {} steps)", s.history_layers, s.steps)
         }
@@ -549,6 +552,14 @@ mod tests {
         assert_eq!(
             model_label(&student, &DdimOptions::default()),
             "ARD + GAN (N=2, 4 steps)"
+        );
+        let mut baseline = student;
+        if let Some(s) = baseline.meta.student.as_mut() {
+            s.history_layers = 0;
+        }
+        assert_eq!(
+            model_label(&baseline, &DdimOptions::default()),
+            "step distillation + GAN (N=0, 4 steps)"
         );
     }
 
