@@ -37,7 +37,7 @@ use crate::io::host::{HostTensor, labels_to_device};
 use crate::model::dit::Dit;
 use crate::model::loaded::{LoadedModel, Model};
 use crate::model::student::ArdStudent;
-use crate::train::jobs::{JobEvent, JobHooks, RunDir, drive};
+use crate::train::jobs::{JobHooks, RunDir, drive};
 use crate::train::optim::clip_global_norm;
 use crate::train::options::GanOptions;
 use crate::train::trainer::{Detach, Trainer, iteration_rng};
@@ -507,15 +507,7 @@ pub fn finetune_gan(
         OPTIONS_FILE,
         gan,
     )?;
-    let mut trainer = if resuming {
-        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(gan.train.iterations))?;
-        (hooks.on_event)(JobEvent::Resumed {
-            iteration: t.iteration,
-        });
-        t
-    } else {
-        Trainer::new(fresh()?, gan.train.clone())
-    };
+    let mut trainer = run.trainer(resuming, fresh()?, &gan.train, hooks.on_event)?;
     drive(
         &mut trainer,
         run,

@@ -108,7 +108,8 @@ pub fn checkpoint_meta(path: &Path) -> Result<ModelMeta> {
 /// Keeps the options a run was started with in `path`, beside its checkpoint. When `resuming`,
 /// first compares them with the stored ones and refuses other settings, naming each one that
 /// differs: a run is one recipe, and only its length (`train.iterations`) may change. A run
-/// folder from before the options were kept resumes unchecked. Creates the run folder.
+/// folder from before the options were kept resumes unchecked. The run folder exists already
+/// ([`lock_run_folder`] makes it).
 pub fn keep_run_options<T: Serialize>(path: &Path, options: &T, resuming: bool) -> Result<()> {
     let text = serde_json::to_string_pretty(options).expect("options are plain data");
     if resuming {
@@ -134,9 +135,6 @@ pub fn keep_run_options<T: Serialize>(path: &Path, options: &T, resuming: bool) 
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(EngineError::io(path, e)),
         }
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
     }
     write_atomically(path, text.as_bytes())
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::tensor::Device;
 use rand::Rng;
 
@@ -28,7 +29,9 @@ use crate::model::loaded::{LoadedModel, Model};
 use crate::model::params::InitOptions;
 use crate::model::student::ArdStudent;
 use crate::train::checkpoint::{RunLock, checkpoint_meta, keep_run_options, lock_run_folder};
-use crate::train::options::{CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions};
+use crate::train::options::{
+    CHECKPOINT_EVERY, DistillOptions, SAMPLE_EVERY, TeacherOptions, TrainOptions,
+};
 use crate::train::trainer::Trainer;
 use crate::vae::AutoencoderKL;
 
@@ -92,6 +95,25 @@ impl RunDir {
         }
         keep_run_options(&self.dir.join(options_file), options, resuming)?;
         Ok((resuming, lock))
+    }
+
+    /// The job's trainer for `model` (freshly built): continued from the checkpoint when
+    /// `resuming` (reporting the iteration it continues from), otherwise new with `options`.
+    pub(crate) fn trainer<M: Module>(
+        &self,
+        resuming: bool,
+        model: M,
+        options: &TrainOptions,
+        on_event: &mut dyn FnMut(JobEvent),
+    ) -> Result<Trainer<M>> {
+        if !resuming {
+            return Ok(Trainer::new(model, options.clone()));
+        }
+        let t = Trainer::resume(model, &self.checkpoint(), Some(options.iterations))?;
+        on_event(JobEvent::Resumed {
+            iteration: t.iteration,
+        });
+        Ok(t)
     }
 }
 
@@ -356,15 +378,7 @@ pub fn train_teacher(
         TEACHER_OPTIONS_FILE,
         teacher,
     )?;
-    let mut trainer = if resuming {
-        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations))?;
-        (hooks.on_event)(JobEvent::Resumed {
-            iteration: t.iteration,
-        });
-        t
-    } else {
-        Trainer::new(fresh()?, options.clone())
-    };
+    let mut trainer = run.trainer(resuming, fresh()?, options, hooks.on_event)?;
     trainer.split_for(device, dit.num_heads, dit.num_patches());
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
     let batch = options.batch_size;
@@ -430,17 +444,7 @@ pub fn distill(
         DISTILL_OPTIONS_FILE,
         distill,
     )?;
-    let trainer = if resuming {
-        let t = Trainer::resume(fresh()?, &run.checkpoint(), Some(options.iterations));
-        t.inspect(|t| {
-            (hooks.on_event)(JobEvent::Resumed {
-                iteration: t.iteration,
-            })
-        })
-    } else {
-        fresh().map(|s| Trainer::new(s, options.clone()))
-    };
-    let mut trainer = trainer?;
+    let mut trainer = run.trainer(resuming, fresh()?, options, hooks.on_event)?;
     trainer.split_for(device, meta.dit.num_heads, steps * meta.dit.num_patches());
     let batch = options.batch_size;
     let n = set.labels.len();
