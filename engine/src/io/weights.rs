@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::store::pytorch_reader::{self, DType as PtDtype, PytorchReader};
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{EngineError, Result};
@@ -186,11 +187,7 @@ impl TensorFile {
         Ok(Self::safetensors(path, tensors, &header))
     }
 
-    fn safetensors(
-        path: &Path,
-        tensors: BTreeMap<String, RawTensor>,
-        header: &safetensors::tensor::Metadata,
-    ) -> Self {
+    fn safetensors(path: &Path, tensors: BTreeMap<String, RawTensor>, header: &Metadata) -> Self {
         Self {
             path: path.to_path_buf(),
             format: FileFormat::Safetensors,
@@ -199,16 +196,13 @@ impl TensorFile {
         }
     }
 
-    /// Validates the header against the file's length (through a read-only map, of which only
-    /// the header's pages are touched) and notes where each tensor lies.
-    fn open_safetensors(path: &Path, file: File) -> Result<Self> {
+    /// Validates the header against the file's length and notes where each tensor lies. The
+    /// header is read with plain reads, not through a memory map, so a file that shrinks while
+    /// it is opened (a copy still being written, say) gives an error rather than a SIGBUS.
+    fn open_safetensors(path: &Path, mut file: File) -> Result<Self> {
         let len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
         check_length(path, len)?;
-        // SAFETY: the map is read-only and dropped before this function returns; only the
-        // header is read through it.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
-        let (n, header) = SafeTensors::read_metadata(&map).map_err(|e| not_safetensors(path, e))?;
-        drop(map);
+        let (n, header) = read_header(&mut file, len).map_err(|e| not_safetensors(path, e))?;
         let data_start = 8 + n as u64;
         let file = Arc::new(Mutex::new(file));
         let tensors = header
@@ -393,7 +387,32 @@ fn check_length(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-fn not_safetensors(path: &Path, e: safetensors::SafeTensorError) -> EngineError {
+/// Largest header accepted (the safetensors crate's own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads a safetensors header from the start of `file` (`len` bytes long) and checks that the
+/// tensors it lists fill the rest of the file exactly. Returns the header's length in bytes.
+fn read_header(file: &mut File, len: u64) -> std::result::Result<(u64, Metadata), String> {
+    let mut n = [0u8; 8];
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    file.read_exact(&mut n).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES || n > len - 8 {
+        return Err(format!("a header of {n} bytes in a file of {len}"));
+    }
+    let mut json = vec![0u8; n as usize];
+    file.read_exact(&mut json).map_err(|e| e.to_string())?;
+    let header: Metadata = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    let described = 8 + n + header.data_len() as u64;
+    if described != len {
+        return Err(format!(
+            "the header describes {described} bytes, the file has {len}"
+        ));
+    }
+    Ok((n, header))
+}
+
+fn not_safetensors(path: &Path, e: impl std::fmt::Display) -> EngineError {
     EngineError::bad_file(
         path,
         format!("not a valid safetensors file (truncated or corrupt?): {e}"),
@@ -427,5 +446,40 @@ mod tests {
             }
         }
         panic!("no padding gave a 0x80 first byte");
+    }
+
+    #[test]
+    fn a_file_that_changes_after_its_header_is_read_gives_errors_not_a_crash() {
+        let mut w = SafetensorsWriter::new();
+        w.add_f32(
+            "x",
+            &HostTensor::new(vec![4], vec![1.0, 2.0, 3.0, 4.0]),
+            Storage::F32,
+        );
+        let bytes = w.to_bytes().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+
+        // Extra bytes after the last tensor, and a header longer than the file.
+        std::fs::write(&path, [&bytes[..], &[0u8; 3]].concat()).unwrap();
+        let msg = TensorFile::read(&path).unwrap_err().to_string();
+        assert!(msg.contains("the file has"), "{msg}");
+        let mut long = bytes.clone();
+        long[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        std::fs::write(&path, &long).unwrap();
+        let msg = TensorFile::read(&path).unwrap_err().to_string();
+        assert!(msg.contains("truncated or corrupt"), "{msg}");
+
+        // Opened whole, then cut short before the tensor is read (a copy being rewritten).
+        std::fs::write(&path, &bytes).unwrap();
+        let file = TensorFile::read(&path).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(bytes.len() as u64 - 8)
+            .unwrap();
+        let msg = file.f32("x").unwrap_err().to_string();
+        assert!(msg.contains("w.safetensors"), "{msg}");
     }
 }
