@@ -204,4 +204,31 @@ fn the_training_tab_and_the_cli_distil_the_same_student() {
         tab.unwrap() == cli,
         "the tab and the CLI trained different students"
     );
+
+    // The same set with another teacher file is refused, naming the teacher to make one with.
+    let other = dir.path().join("other-teacher.safetensors");
+    let mut bytes = std::fs::read(&teacher).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&other, bytes).unwrap();
+    let other_s = other.display().to_string();
+    let err = ard_app::cli::run_args([
+        "ard",
+        "distill",
+        "--teacher",
+        &other_s,
+        "--trajectories",
+        &traj_s,
+        "--out",
+        &dir.path().join("other").display().to_string(),
+        "--iterations",
+        "1",
+        "--device",
+        "cpu",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("another teacher") && err.contains("other-teacher.safetensors"),
+        "{err}"
+    );
 }

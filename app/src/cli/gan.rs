@@ -39,6 +39,9 @@ pub struct FinetuneGanArgs {
     /// The trajectory set the student was distilled on (the regression term).
     #[arg(long)]
     trajectories: PathBuf,
+    /// Train on a trajectory set made by another teacher file than --teacher.
+    #[arg(long = "allow-other-teacher")]
+    allow_other_teacher: bool,
     /// Real images for the discriminator: `fashion-mnist`, an IDX folder or an ImageFolder tree
     /// (training split).
     #[arg(long, default_value = DEFAULT_DATASET)]
@@ -107,6 +110,9 @@ pub(super) fn finetune_gan_cmd(args: FinetuneGanArgs) -> Result<()> {
     let teacher = load(&args.teacher)?;
     let student = load(&args.student)?;
     let set = TrajectorySet::load(&args.trajectories)?;
+    if !args.allow_other_teacher {
+        set.check_made_by(&args.teacher)?;
+    }
     let d = &teacher.meta.dit;
     let real = load_dataset(&args.data, d.input_size, d.in_channels, Split::Train)?;
     eprintln!(

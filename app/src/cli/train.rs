@@ -287,6 +287,9 @@ pub struct DistillArgs {
     /// Trajectory set directory (from `ard trajectories`).
     #[arg(long)]
     trajectories: PathBuf,
+    /// Train on a trajectory set made by another teacher file than --teacher.
+    #[arg(long = "allow-other-teacher")]
+    allow_other_teacher: bool,
     /// Distance between each step's output and its anchor: mse (the paper's), pseudo-huber
     /// (iCT's) or l1.
     #[arg(long, value_enum, default_value_t = LossKind::of(DistillOptions::default().loss))]
@@ -436,6 +439,9 @@ pub(super) fn distill_cmd(args: DistillArgs) -> Result<()> {
         );
     }
     let set = TrajectorySet::load(&args.trajectories)?;
+    if !args.allow_other_teacher {
+        set.check_made_by(&args.teacher)?;
+    }
     eprintln!(
         "{} trajectories, K = {} steps, N = {}",
         set.labels.len(),

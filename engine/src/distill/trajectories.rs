@@ -18,7 +18,7 @@ use crate::diffusion::ddim::{DdimOptions, ddim_sample};
 use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, seeded_noise};
 use crate::io::weights::TensorFile;
-use crate::io::writer::{SafetensorsWriter, Storage, check_or_write_manifest};
+use crate::io::writer::{SafetensorsWriter, Storage, check_or_write_manifest, file_fingerprint};
 use crate::model::config::{ModelMeta, default_anchors};
 use crate::model::dit::Dit;
 use crate::model::precision::Precision;
@@ -413,6 +413,24 @@ impl TrajectorySet {
             return Err(EngineError::Input(
                 "the trajectory set was not made by a teacher of this shape".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless the set was made by the teacher file at `teacher` (the same bytes): a
+    /// student started from one teacher's weights and taught another's trajectories learns a
+    /// mix of the two.
+    pub fn check_made_by(&self, teacher: &Path) -> Result<()> {
+        let fingerprint = file_fingerprint(teacher)?;
+        if fingerprint != self.manifest.teacher {
+            return Err(EngineError::Input(format!(
+                "the trajectory set was made by another teacher file (fingerprint {}; {} is \
+                 {fingerprint}): make one with this teacher (`ard trajectories --teacher {}`), \
+                 or pass --allow-other-teacher to train on it anyway",
+                self.manifest.teacher,
+                teacher.display(),
+                teacher.display()
+            )));
         }
         Ok(())
     }
