@@ -203,7 +203,7 @@ impl TensorFile {
         let len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
         check_length(path, len)?;
         let (n, header) = read_header(&mut file, len).map_err(|e| not_safetensors(path, e))?;
-        let data_start = 8 + n as u64;
+        let data_start = 8 + n;
         let file = Arc::new(Mutex::new(file));
         let tensors = header
             .tensors()
