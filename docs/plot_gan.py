@@ -72,7 +72,7 @@ def main() -> None:
     fid.set(title=f"FID ({', '.join(map(str, sorted(samples)))} samples per point)", xlabel="iteration")
     disc.set(title="discriminator hinge loss (2 = chance)", xlabel="iteration")
     weight.set(title="adaptive weight λ", xlabel="iteration", yscale="log")
-    reg.set(title="regression term (MSE)", xlabel="iteration", yscale="log")
+    reg.set(title="regression term (the run's --loss)", xlabel="iteration", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
     fid.legend(fontsize=7)
