@@ -14,8 +14,7 @@ use ard_engine::studio::{
     EvalRequest, GanRequest, Phase, Request, TeacherSource, TrainingEvent, TrainingRequest,
 };
 use ard_engine::train::{
-    COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions, GanOptions, LrSchedule,
-    SAMPLE_EVERY, TeacherOptions,
+    DistillLoss, DistillOptions, GanOptions, LrSchedule, SAMPLE_EVERY, TeacherOptions,
 };
 use eframe::egui;
 
@@ -425,10 +424,7 @@ impl TrainingPanel {
                         .changed()
                     {
                         self.distill.train.lr_schedule = if cosine {
-                            LrSchedule::Cosine {
-                                warmup: COSINE_WARMUP,
-                                final_fraction: COSINE_FINAL_FRACTION,
-                            }
+                            LrSchedule::cosine()
                         } else {
                             LrSchedule::Constant
                         };

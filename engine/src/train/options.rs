@@ -85,6 +85,17 @@ pub enum LrSchedule {
     Cosine { warmup: u64, final_fraction: f64 },
 }
 
+impl LrSchedule {
+    /// The cosine schedule with [`COSINE_WARMUP`] warm-up iterations, down to
+    /// [`COSINE_FINAL_FRACTION`] of the peak rate.
+    pub const fn cosine() -> Self {
+        Self::Cosine {
+            warmup: COSINE_WARMUP,
+            final_fraction: COSINE_FINAL_FRACTION,
+        }
+    }
+}
+
 impl TrainOptions {
     /// The learning rate of iteration `i` (0-based).
     pub fn lr_at(&self, i: u64) -> f64 {
@@ -146,10 +157,7 @@ impl Default for TeacherOptions {
             label_dropout: DIT_LABEL_DROPOUT,
             train: TrainOptions {
                 lr: SMALL_TEACHER_LR,
-                lr_schedule: LrSchedule::Cosine {
-                    warmup: COSINE_WARMUP,
-                    final_fraction: COSINE_FINAL_FRACTION,
-                },
+                lr_schedule: LrSchedule::cosine(),
                 ..TrainOptions::paper(SMALL_TEACHER_ITERATIONS)
             },
         }
@@ -265,10 +273,7 @@ impl Default for DistillOptions {
                 batch_size: SMALL_DISTILL_BATCH,
                 lr: SMALL_DISTILL_LR,
                 ema_decay: SMALL_DISTILL_EMA,
-                lr_schedule: LrSchedule::Cosine {
-                    warmup: COSINE_WARMUP,
-                    final_fraction: COSINE_FINAL_FRACTION,
-                },
+                lr_schedule: LrSchedule::cosine(),
                 ..TrainOptions::paper(SMALL_DISTILL_ITERATIONS)
             },
         }
