@@ -109,10 +109,11 @@ pub(super) fn finetune_gan_cmd(args: FinetuneGanArgs) -> Result<()> {
     };
     let teacher = load(&args.teacher)?;
     let student = load(&args.student)?;
-    let set = TrajectorySet::load(&args.trajectories)?;
-    if !args.allow_other_teacher {
-        set.check_made_by(&args.teacher)?;
-    }
+    let set = TrajectorySet::load_for_teacher(
+        &args.trajectories,
+        &args.teacher,
+        args.allow_other_teacher,
+    )?;
     let d = &teacher.meta.dit;
     let real = load_dataset(&args.data, d.input_size, d.in_channels, Split::Train)?;
     eprintln!(

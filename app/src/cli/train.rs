@@ -438,10 +438,11 @@ pub(super) fn distill_cmd(args: DistillArgs) -> Result<()> {
             args.teacher.display()
         );
     }
-    let set = TrajectorySet::load(&args.trajectories)?;
-    if !args.allow_other_teacher {
-        set.check_made_by(&args.teacher)?;
-    }
+    let set = TrajectorySet::load_for_teacher(
+        &args.trajectories,
+        &args.teacher,
+        args.allow_other_teacher,
+    )?;
     eprintln!(
         "{} trajectories, K = {} steps, N = {}",
         set.labels.len(),

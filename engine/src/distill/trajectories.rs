@@ -435,6 +435,16 @@ impl TrajectorySet {
         Ok(())
     }
 
+    /// Reads the set at `dir` for a student of the teacher file at `teacher`: fails as
+    /// [`Self::check_made_by`] does unless `allow_other_teacher`.
+    pub fn load_for_teacher(dir: &Path, teacher: &Path, allow_other_teacher: bool) -> Result<Self> {
+        let set = Self::load(dir)?;
+        if !allow_other_teacher {
+            set.check_made_by(teacher)?;
+        }
+        Ok(set)
+    }
+
     /// Reads every shard; fails naming the first missing or damaged one.
     pub fn load(dir: &Path) -> Result<Self> {
         let manifest_path = dir.join("manifest.json");
