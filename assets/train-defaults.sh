@@ -14,18 +14,19 @@ SEED=${SEED:-0}
 # Every setting is the engine's default (`ard defaults` prints them; train/options.rs defines
 # them once): DiT on 28x28 grey images, patch 4 (49 tokens), hidden 64, depth 4, 4 heads; the
 # teacher 24000 iterations at lr 1e-3 on a cosine schedule; 16000 trajectories (25-step DDIM, guidance 1.5, x0 anchors
-# 15/10/5/0); the students N = 2 and N = 0 for 6000 iterations at batch 32, lr 1e-3 on a cosine
+# 15/10/5/0); the students N = 2 and N = 0 for 24000 iterations at batch 32, lr 1e-3 on a cosine
 # schedule (200 warm-up iterations, down to 5%), EMA 0.999, the L1 loss
 # (docs/distillation.md); stage 2 on the same loss; two feature
 # networks of different builds for the metrics (five convolutions, 3000 steps on a cosine
 # schedule; the first networks' three, 1500 steps at a constant rate). The variables below only override them, for
 # shorter or longer runs.
-# Measured per-stage costs on 2 cores (release, CPU, 2026-12-02 and 12-07): the teacher's 24000
-# iterations (batch 64, both cores) about 40 min; 16000 trajectories with two
-# workers 7.5 min; a distillation step (batch 32, one thread) about 0.3 s with both students
-# running side by side (6000 iterations: about 42 min); a feature-network step (batch 128)
-# 0.4 s on both cores (3000 steps: about 20 min); a GAN fine-tuning step (stage 2, batch 32) 0.4 s
-# alone, 0.7 s beside another run (6000 iterations: 40-70 min).
+# Measured per-stage costs on 2 cores (release, CPU, 2026-12-02 and 12-07 morning): the teacher's
+# 24000 iterations (batch 64, both cores) about 40 min; 16000 trajectories with two
+# workers 7.5 min; a feature-network step (batch 128) 0.4 s on both cores (3000 steps: about
+# 20 min); a GAN fine-tuning step (stage 2, batch 32) 0.4 s alone. On the faster 2-core machine
+# of 2026-12-07 afternoon: the trajectories 2 min 42 s; a distillation step (batch 32, one
+# thread) 0.21 s with both students side by side (24000 iterations with an evaluation every
+# 2000: about 1 h 35 min); stage 2 (6000 iterations) alone on both cores 39 min.
 TEACHER_ITERS=${TEACHER_ITERS:-}
 TRAJECTORIES=${TRAJECTORIES:-}
 DISTILL_ITERS=${DISTILL_ITERS:-}
