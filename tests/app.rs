@@ -14,7 +14,7 @@ use ard_app::gui::{StudioApp, Tab, default_models};
 use ard_engine::io::Storage;
 use ard_engine::model::{DitConfig, InitOptions, Precision, init_teacher};
 use ard_engine::studio::{Event, GenerateRequest, Request, Role, Studio, StudioOptions};
-use ard_engine::{Device, ModelKind};
+use ard_engine::{Device, ModelKind, ModelMeta};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -142,7 +142,7 @@ fn a_bad_dropped_file_leaves_the_model_loaded() {
     {
         let file = ard_engine::io::TensorFile::read(&student).unwrap();
         let mut w = ard_engine::io::SafetensorsWriter::new();
-        w.set_meta(&file.model_meta().unwrap().unwrap());
+        ModelMeta::read(&file).unwrap().unwrap().write_to(&mut w);
         for key in file.tensors.keys() {
             let mut t = file.f32(key).unwrap();
             if key == "final_layer3.linear.weight" {

@@ -152,7 +152,7 @@ fn the_training_tab_and_the_cli_distil_the_same_student() {
     panel.run_dir = dir.path().join("tab").display().to_string();
     let request = panel.request();
     let stop = std::sync::atomic::AtomicBool::new(false);
-    ard_engine::train::run_pipeline(&request, &Device::flex(), &stop, &|e| {
+    ard_engine::studio::run_pipeline(&request, &Device::flex(), &stop, &|e| {
         if let ard_engine::studio::TrainingEvent::Failed { message } = e {
             panic!("{message}")
         }

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ard_app::cli::run_args;
+use ard_engine::ModelMeta;
 use ard_engine::io::TensorFile;
 use ard_studio::{PARITY, assert_close, reference};
 
@@ -229,7 +230,7 @@ fn the_attention_flag_runs_our_kernel_and_refuses_the_cpu() {
 /// A tiny named 10-class (Fashion-MNIST) teacher; returns its path.
 fn tiny_teacher(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("fashion.safetensors");
-    ard_studio::tiny_teacher_model(10, Some(ard_engine::data::fashion_mnist()), 1)
+    ard_studio::tiny_teacher_model(10, Some(ard_engine::conditioning::fashion_mnist()), 1)
         .save(&path, ard_engine::io::Storage::F32)
         .unwrap();
     path
@@ -296,7 +297,7 @@ fn non_finite_weights_are_refused_by_ard_sample() {
     let teacher = tiny_teacher(dir.path());
     let file = TensorFile::read(&teacher).unwrap();
     let mut w = SafetensorsWriter::new();
-    w.set_meta(&file.model_meta().unwrap().unwrap());
+    ModelMeta::read(&file).unwrap().unwrap().write_to(&mut w);
     for key in file.tensors.keys() {
         let mut t = file.f32(key).unwrap();
         if key == "blocks.0.mlp.fc1.weight" {

@@ -13,16 +13,17 @@ use ard_engine::distill::{
     AnchorKind, TrajectoryManifest, TrajectorySet, step_distance, write_trajectory_set,
 };
 use ard_engine::gan::{
-    Discriminator, GanContext, GanPair, discriminator_pass, finetune_gan, generator_pass,
+    Discriminator, GanContext, GanOptions, GanPair, discriminator_pass, generator_pass,
     hinge_generator, renoise,
 };
 use ard_engine::io::labels_to_device;
+use ard_engine::jobs::finetune_gan;
 use ard_engine::model::{
     InitOptions, LoadOptions, LoadedModel, StudentConfig, default_anchors, init_teacher,
     student_from_teacher,
 };
 use ard_engine::train::{
-    GanOptions, JobEvent, JobHooks, LrSchedule, RunDir, TrainOptions, iteration_rng,
+    Hooks, LrSchedule, Phase, RunDir, TrainOptions, TrainingEvent, iteration_rng,
 };
 use ard_engine::{Device, HostTensor, Model};
 use ard_studio::{file_weights, tiny_dit, toy_data, toy_run_dir};
@@ -257,7 +258,7 @@ fn run(
     dir: &Path,
     opts: &GanOptions,
     resume: bool,
-) -> ard_engine::Result<(std::path::PathBuf, Vec<JobEvent>)> {
+) -> ard_engine::Result<(std::path::PathBuf, Vec<TrainingEvent>)> {
     let mut events = Vec::new();
     let out = finetune_gan(
         teacher,
@@ -267,7 +268,8 @@ fn run(
         opts,
         &toy_run_dir(dir, resume),
         &Device::flex(),
-        JobHooks {
+        Hooks {
+            phase: Phase::Adversarial,
             stop: &AtomicBool::new(false),
             on_event: &mut |e| events.push(e),
         },
@@ -285,7 +287,9 @@ fn a_few_steps_train_both_players_and_resume_exactly() {
     let metrics: Vec<(u64, Vec<f32>)> = events
         .iter()
         .filter_map(|e| match e {
-            JobEvent::Metrics { iteration, values } => Some((*iteration, values.clone())),
+            TrainingEvent::Metrics {
+                iteration, values, ..
+            } => Some((*iteration, values.clone())),
             _ => None,
         })
         .collect();
@@ -304,7 +308,10 @@ fn a_few_steps_train_both_players_and_resume_exactly() {
     // Interrupted after 2 iterations, then resumed to 3: the same weights, bit for bit.
     run(&teacher, &student, &set, &b, &options(2), false).unwrap();
     let (_, events) = run(&teacher, &student, &set, &b, &options(3), true).unwrap();
-    assert!(matches!(events[0], JobEvent::Resumed { iteration: 2 }));
+    assert!(matches!(
+        events[0],
+        TrainingEvent::Resumed { iteration: 2, .. }
+    ));
     assert_eq!(
         file_weights(&out),
         file_weights(&b.join("student.safetensors"))
@@ -324,7 +331,7 @@ fn bad_inputs_are_refused_with_a_reason() {
     let root = tempfile::tempdir().unwrap();
     let (teacher, student, set) = setup(root.path());
     let dir = root.path().join("bad");
-    let err = |r: ard_engine::Result<(std::path::PathBuf, Vec<JobEvent>)>| {
+    let err = |r: ard_engine::Result<(std::path::PathBuf, Vec<TrainingEvent>)>| {
         r.expect_err("refused").to_string()
     };
     let msg = err(run(&teacher, &teacher, &set, &dir, &options(1), false));
@@ -358,7 +365,8 @@ fn bad_inputs_are_refused_with_a_reason() {
             &options(1),
             &RunDir::new(&dir),
             &Device::flex(),
-            JobHooks {
+            Hooks {
+                phase: Phase::Adversarial,
                 stop: &AtomicBool::new(false),
                 on_event: &mut |_| {},
             },

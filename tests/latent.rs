@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ard_app::cli::run_args;
 use ard_engine::Device;
-use ard_engine::data::{Split, list_image_folder, load, load_centre_crop};
+use ard_engine::data::{Split, list_image_folder, load_centre_crop, load_dataset};
 use ard_engine::io::{HostTensor, TensorFile};
 use ard_engine::vae::AutoencoderKL;
 use ard_studio::{reference, tiny_dit};
@@ -138,7 +138,7 @@ fn an_image_folder_becomes_latents_for_the_adversarial_stage() {
     };
     let whole = dir.path().join("latents");
     encode(&whole, "0/1");
-    let data = load(&arg(&whole), 8, 4, Split::Train).unwrap();
+    let data = load_dataset(&arg(&whole), 8, 4, Split::Train).unwrap();
     assert_eq!(data.images.shape, vec![6, 4, 8, 8]);
     assert_eq!(data.labels, vec![0, 0, 0, 1, 1, 1]);
     assert_eq!(data.class_names, vec!["n01440764", "n01443537"]);
@@ -170,7 +170,7 @@ fn an_image_folder_becomes_latents_for_the_adversarial_stage() {
         assert_eq!(bytes, std::fs::read(split.join(s)).unwrap(), "{s}");
     }
     std::fs::remove_file(whole.join("shard-00001.safetensors")).unwrap();
-    let err = load(&arg(&whole), 8, 4, Split::Train).unwrap_err();
+    let err = load_dataset(&arg(&whole), 8, 4, Split::Train).unwrap_err();
     assert!(err.to_string().contains("not written yet"), "{err}");
     encode(&whole, "0/1");
     assert_eq!(
@@ -178,7 +178,7 @@ fn an_image_folder_becomes_latents_for_the_adversarial_stage() {
         std::fs::read(split.join("shard-00001.safetensors")).unwrap()
     );
     // Latents of another shape are refused for a model; other settings, for the folder.
-    let err = load(&arg(&whole), 16, 4, Split::Train).unwrap_err();
+    let err = load_dataset(&arg(&whole), 16, 4, Split::Train).unwrap_err();
     assert!(err.to_string().contains("4×8×8"), "{err}");
     let mut a = vec!["encode", "--device", "cpu", "--vae", &vae, "--folder"];
     let (root_s, whole_s) = (arg(&root), arg(&whole));

@@ -10,24 +10,26 @@ use ard_engine::diffusion::{SampleRequest, sample};
 use ard_engine::distill::{
     AnchorKind, TrajectoryManifest, TrajectorySet, shard_path, write_trajectory_set,
 };
+use ard_engine::distill::{DistillLoss, SelfForcing};
 use ard_engine::io::seeded_noise;
+use ard_engine::jobs::{DistillOptions, TeacherOptions, distill_student, train_teacher};
 use ard_engine::model::default_anchors;
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::train::{DistillLoss, DistillOptions, SelfForcing, TeacherOptions, TrainOptions};
-use ard_engine::train::{JobEvent, JobHooks, RunDir, distill, train_teacher};
+use ard_engine::train::{Hooks, Phase, RunDir, TrainOptions, TrainingEvent};
 use ard_engine::{Device, HostTensor, Model};
 use ard_studio::{
     file_weights, toy_data, toy_run_dir, toy_teacher_dit, toy_teacher_options, toy_train_options,
 };
 
-fn train(dir: &Path, iterations: u64, resume: bool) -> Vec<JobEvent> {
+fn train(dir: &Path, iterations: u64, resume: bool) -> Vec<TrainingEvent> {
     let mut events = Vec::new();
     train_teacher(
         &toy_data(32),
         &toy_teacher_options(toy_train_options(iterations)),
         &toy_run_dir(dir, resume),
         &Device::flex(),
-        JobHooks {
+        Hooks {
+            phase: Phase::Teacher,
             stop: &AtomicBool::new(false),
             on_event: &mut |e| events.push(e),
         },
@@ -44,7 +46,7 @@ fn teacher_training_resumes_exactly() {
     let losses: Vec<f32> = events
         .iter()
         .filter_map(|e| match e {
-            JobEvent::Progress { loss, .. } => Some(*loss),
+            TrainingEvent::Progress { loss, .. } => *loss,
             _ => None,
         })
         .collect();
@@ -61,7 +63,8 @@ fn teacher_training_resumes_exactly() {
         },
         ..toy_teacher_options(toy_train_options(4))
     };
-    let hooks = JobHooks {
+    let hooks = Hooks {
+        phase: Phase::Teacher,
         stop: &AtomicBool::new(false),
         on_event: &mut |_| {},
     };
@@ -75,7 +78,10 @@ fn teacher_training_resumes_exactly() {
     let msg = refused.unwrap_err().to_string();
     assert!(msg.contains("train.lr: 0.001 → 0.002"), "{msg}");
     let events = train(&b, 4, true);
-    assert!(matches!(events[0], JobEvent::Resumed { iteration: 2 }));
+    assert!(matches!(
+        events[0],
+        TrainingEvent::Resumed { iteration: 2, .. }
+    ));
     assert_eq!(
         file_weights(&a.join("teacher.safetensors")),
         file_weights(&b.join("teacher.safetensors"))
@@ -171,7 +177,7 @@ fn trajectories_shard_resume_and_distil() {
         let straight = root.path().join(format!("ard{n}"));
         let resumed = root.path().join(format!("ard{n}-resumed"));
         let run_with = |dir: &Path, its: u64, resume: bool, loss: DistillLoss| {
-            distill(
+            distill_student(
                 &teacher,
                 &set,
                 &DistillOptions {
@@ -187,7 +193,8 @@ fn trajectories_shard_resume_and_distil() {
                 },
                 &toy_run_dir(dir, resume),
                 &device,
-                JobHooks {
+                Hooks {
+                    phase: Phase::Teacher,
                     stop: &AtomicBool::new(false),
                     on_event: &mut |_| {},
                 },
@@ -256,7 +263,7 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
     let dir = root.path().join("student");
     let run = |its: u64, resume: bool, eval: std::sync::Arc<TrainingEval>| {
         let mut events = Vec::new();
-        let result = distill(
+        let result = distill_student(
             &teacher,
             &set,
             &DistillOptions {
@@ -269,7 +276,8 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
                 ..toy_run_dir(&dir, resume)
             },
             &device,
-            JobHooks {
+            Hooks {
+                phase: Phase::Teacher,
                 stop: &AtomicBool::new(false),
                 on_event: &mut |e| events.push(e),
             },
@@ -281,7 +289,7 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
     let scored: Vec<u64> = events
         .iter()
         .filter_map(|e| match e {
-            JobEvent::Eval(p) => Some(p.iteration),
+            TrainingEvent::Eval { point: p, .. } => Some(p.iteration),
             _ => None,
         })
         .collect();
@@ -375,10 +383,11 @@ fn a_stopped_run_checkpoints_and_resumes() {
             ..toy_run_dir(&dir, false)
         },
         &Device::flex(),
-        JobHooks {
+        Hooks {
+            phase: Phase::Teacher,
             stop: &stop,
             on_event: &mut |e| {
-                if matches!(e, JobEvent::Progress { .. }) {
+                if matches!(e, TrainingEvent::Progress { .. }) {
                     n += 1;
                     if n == 3 {
                         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -390,11 +399,17 @@ fn a_stopped_run_checkpoints_and_resumes() {
     )
     .unwrap();
     assert!(
-        matches!(events.last(), Some(JobEvent::Stopped { iteration: 3 })),
+        matches!(
+            events.last(),
+            Some(TrainingEvent::Stopped { iteration: 3, .. })
+        ),
         "{:?}",
         events.last()
     );
     let events = train(&dir, 5, true);
-    assert!(matches!(events[0], JobEvent::Resumed { iteration: 3 }));
-    assert!(matches!(events.last(), Some(JobEvent::Finished { .. })));
+    assert!(matches!(
+        events[0],
+        TrainingEvent::Resumed { iteration: 3, .. }
+    ));
+    assert!(matches!(events.last(), Some(TrainingEvent::Saved { .. })));
 }

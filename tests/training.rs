@@ -5,10 +5,9 @@ use std::sync::atomic::AtomicBool;
 
 use ard_engine::diffusion::{DdimOptions, SampleRequest, sample};
 use ard_engine::io::seeded_noise;
+use ard_engine::jobs::{TeacherOptions, train_teacher};
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::train::{
-    JobHooks, LrSchedule, RunDir, TeacherOptions, TrainOptions, train_teacher,
-};
+use ard_engine::train::{Hooks, LrSchedule, Phase, RunDir, TrainOptions};
 use ard_engine::{Device, HostTensor, Model};
 use ard_studio::{
     file_weights, toy_data, toy_run_dir, toy_teacher_dit, toy_teacher_options, toy_train_options,
@@ -42,7 +41,8 @@ fn a_teacher_learns_the_toy_classes() {
             ..toy_run_dir(&dir, false)
         },
         &Device::flex(),
-        JobHooks {
+        Hooks {
+            phase: Phase::Teacher,
             stop: &AtomicBool::new(false),
             on_event: &mut |_| {},
         },

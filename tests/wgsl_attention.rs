@@ -5,7 +5,8 @@
 use ard_engine::HostTensor;
 use ard_engine::burn::tensor::module::attention;
 use ard_engine::burn::tensor::{Bool, Device, Tensor, TensorData};
-use ard_engine::wgsl::{AttentionKernel, AttentionMask, AttentionShape, attention_reference};
+use ard_engine::ops::AttentionMask;
+use ard_engine::wgsl::{AttentionKernel, AttentionShape, attention_reference};
 use ard_studio::PARITY;
 
 fn kernel() -> Option<AttentionKernel> {
@@ -212,7 +213,7 @@ fn runs_on_burns_own_wgpu_device() {
         q_step_offset: 0,
     };
     // Slices of burn tensors (the cached step's queries) are not contiguous views: also covered.
-    let got = fused_attention(tensor(&q), tensor(&k), tensor(&v), mask);
+    let got = fused_attention(tensor(&q), tensor(&k), tensor(&v), mask, false);
     let got: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
     let shape = AttentionShape {
         bh: b * h,
@@ -224,7 +225,7 @@ fn runs_on_burns_own_wgpu_device() {
     eprintln!("on burn's wgpu device: {err:.2e}");
     assert!(err < PARITY, "{err:.2e}");
     let last = tensor(&q).narrow(2, (steps - 1) * t, t);
-    let cached = fused_attention(last, tensor(&k), tensor(&v), AttentionMask::None);
+    let cached = fused_attention(last, tensor(&k), tensor(&v), AttentionMask::None, false);
     let cached: Vec<f32> = cached.into_data().try_to_vec::<f32>().unwrap();
     let want: Vec<f32> = (0..b * h)
         .flat_map(|i| {
@@ -239,19 +240,30 @@ fn runs_on_burns_own_wgpu_device() {
 
 #[test]
 fn the_reference_student_through_our_kernel_matches_the_reference_vectors() {
+    use ard_engine::burn::tensor::DType;
     use ard_engine::device::DeviceChoice;
     use ard_engine::diffusion::sample;
-    use ard_engine::wgsl::{FusedAttention, set_fused_attention, use_fused_attention};
+    use ard_engine::dispatch::{
+        FusedAttention, KernelSet, attention_calls, attention_kernels_for, set_fused_attention,
+    };
     use ard_studio::{assert_close, load_reference, reference_file, reference_student_request};
     if kernel().is_none() {
         return;
     }
     set_fused_attention(FusedAttention::F32);
     let device = DeviceChoice::Wgpu.device().unwrap();
-    assert!(use_fused_attention(&device, 16));
+    assert_eq!(
+        attention_kernels_for(&device, DType::F32, 16),
+        KernelSet::Wgsl
+    );
     let student = load_reference("ard_student.safetensors", &device);
     let io = reference_file("ard_io.safetensors");
+    let before = attention_calls()[KernelSet::Wgsl as usize];
     let out = sample(&student, &reference_student_request(), &device, |_| {}).unwrap();
+    assert!(
+        attention_calls()[KernelSet::Wgsl as usize] > before,
+        "the student's attention did not run on our kernel"
+    );
     for (name, t) in &out.tensors {
         let err = assert_close(name, t, &io.f32(name).unwrap(), PARITY);
         eprintln!("through the WGSL kernel, {name}: {err:.2e}");
@@ -350,7 +362,13 @@ fn f16_tensors_case(device: &Device, b: usize, h: usize, t: usize, steps: usize,
         tokens_per_step: t,
         q_step_offset: 0,
     };
-    let got = fused_attention(tensor(&data[0]), tensor(&data[1]), tensor(&data[2]), mask);
+    let got = fused_attention(
+        tensor(&data[0]),
+        tensor(&data[1]),
+        tensor(&data[2]),
+        mask,
+        false,
+    );
     assert_eq!(got.dtype(), DType::F16);
     let got: Vec<f32> = got
         .cast(DType::F32)

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use burn::backend::DispatchDevice;
 use burn::tensor::{Device, DeviceKind};
 
 use crate::error::{EngineError, Result};
@@ -36,6 +37,20 @@ impl fmt::Display for DeviceChoice {
             Self::Wgpu => "wgpu",
         })
     }
+}
+
+/// Whether `device` computes on burn flex (directly or under autodiff).
+pub fn on_flex(device: &Device) -> bool {
+    match device.as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(&**inner, DispatchDevice::Flex(_)),
+        _ => false,
+    }
+}
+
+/// Whether `device` is one of burn's cubecl (wgpu) devices, outside autodiff.
+pub fn on_wgpu(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 
 /// Name of the wgpu adapter burn would pick, or `None` when there is none.

@@ -18,16 +18,20 @@
 //! | [`vae`] | the SD VAE (AutoencoderKL): latents ↔ pixels for ImageNet-scale latent models |
 //! | [`studio`] | the app's engine thread: requests in, events out |
 
+pub mod conditioning;
 pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod diffusion;
+pub mod dispatch;
 pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod gan;
 pub mod io;
+pub mod jobs;
 pub mod model;
+pub mod ops;
 pub mod studio;
 pub mod train;
 pub mod vae;

@@ -108,8 +108,8 @@ pub fn toy_data(n: usize) -> ard_engine::data::Dataset {
 /// A tiny teacher for the 8×8 toy data: patch 4, hidden 16, depth 2, 2 heads.
 pub fn toy_teacher_options(
     train: ard_engine::train::TrainOptions,
-) -> ard_engine::train::TeacherOptions {
-    ard_engine::train::TeacherOptions {
+) -> ard_engine::jobs::TeacherOptions {
+    ard_engine::jobs::TeacherOptions {
         patch_size: 4,
         hidden_size: 16,
         depth: 2,

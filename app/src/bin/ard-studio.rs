@@ -74,7 +74,7 @@ fn main() -> eframe::Result {
     let args = Args::parse();
     if let Some(attention) = args.attention {
         // Takes effect where the engine runs on wgpu; the CPU always uses burn's attention.
-        ard_engine::wgsl::set_fused_attention(attention.mode());
+        ard_engine::dispatch::set_fused_attention(attention.mode());
     }
     let mut wgpu_options = egui_wgpu::WgpuConfiguration::default();
     if let egui_wgpu::WgpuSetup::CreateNew(create) = &mut wgpu_options.wgpu_setup {
@@ -106,7 +106,7 @@ fn main() -> eframe::Result {
         Box::new(move |cc| {
             let (device, mut device_label) = engine_device(&args.device, cc);
             if let Some(attention) = args.attention {
-                let on_cpu = !ard_engine::wgsl::on_wgpu(&device);
+                let on_cpu = !ard_engine::device::on_wgpu(&device);
                 device_label += &match attention {
                     AttentionChoice::Burn => String::new(),
                     _ if on_cpu => format!(

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use ard_engine::data::{DEFAULT_DATASET, Split, load as load_dataset};
+use ard_engine::data::{DEFAULT_DATASET, Split, load_dataset};
 use ard_engine::distill::TrajectorySet;
 use ard_engine::eval::{EVAL_SAMPLES, FeatureNet, evaluate, step_errors};
 use ard_engine::io::write_atomically;

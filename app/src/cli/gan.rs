@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use ard_engine::data::{DEFAULT_DATASET, Split, load as load_dataset};
+use ard_engine::data::{DEFAULT_DATASET, Split, load_dataset};
 use ard_engine::distill::TrajectorySet;
-use ard_engine::gan::finetune_gan;
+use ard_engine::gan::{DiscriminatorConfig, GanOptions};
+use ard_engine::jobs::finetune_gan;
 use ard_engine::model::{LoadOptions, LoadedModel};
-use ard_engine::train::{DiscriminatorConfig, GanOptions};
+use ard_engine::train::Phase;
 use clap::Args;
 
 use super::train::{EvalDuringArgs, GanTrainArgs, LossKind};
@@ -124,7 +125,7 @@ pub(super) fn finetune_gan_cmd(args: FinetuneGanArgs) -> Result<()> {
     );
     let mut run = args.train.run_dir();
     run.eval = args.eval.load(&teacher.meta, &device)?;
-    run_job(args.train.log_every, |hooks| {
+    run_job(Phase::Adversarial, args.train.log_every, |hooks| {
         finetune_gan(
             &teacher,
             &student,

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::Result;
-use ard_engine::data::display_name;
+use ard_engine::ModelMeta;
+use ard_engine::conditioning::display_name;
 use ard_engine::io::TensorFile;
 use ard_engine::model::{LoadOptions, resolve_meta};
 
@@ -15,7 +16,7 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
         return vae_info(path, &file);
     }
     file.strip_prefix_to("x_embedder.proj.weight");
-    let stored = file.model_meta()?.is_some();
+    let stored = ModelMeta::read(&file)?.is_some();
     let heads_known = stored || arch.heads.is_some();
     let history_known = stored || arch.history_layers.is_some();
     // The shapes do not depend on what is not known: read them with placeholders.

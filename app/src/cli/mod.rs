@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow, bail};
 use ard_engine::device::DeviceChoice;
 use ard_engine::diffusion::{CFG_SCALE, DDIM_STEPS, DdimOptions};
+use ard_engine::dispatch::{FusedAttention, set_fused_attention};
 use ard_engine::model::LoadOptions;
-use ard_engine::train::{JobEvent, JobHooks};
-use ard_engine::wgsl::{FusedAttention, set_fused_attention};
+use ard_engine::train::{Hooks, Phase, TrainingEvent};
 use clap::{Args, Parser, Subcommand};
 
 /// The `ard` command line.
@@ -263,56 +263,58 @@ fn fmt_secs(s: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// Runs a training job from the command line: events printed every `log_every` iterations,
-/// never stopped from outside (Ctrl-C ends the process; `--resume` continues from the last
-/// checkpoint).
+/// Runs a training job (of `phase`) from the command line: events printed every `log_every`
+/// iterations, never stopped from outside (Ctrl-C ends the process; `--resume` continues from
+/// the last checkpoint).
 fn run_job<T, E>(
+    phase: Phase,
     log_every: u64,
-    job: impl FnOnce(JobHooks) -> std::result::Result<T, E>,
+    job: impl FnOnce(Hooks) -> std::result::Result<T, E>,
 ) -> Result<()>
 where
     anyhow::Error: From<E>,
 {
     let stop = std::sync::atomic::AtomicBool::new(false);
-    job(JobHooks {
+    job(Hooks {
+        phase,
         stop: &stop,
         on_event: &mut print_event(log_every),
     })?;
     Ok(())
 }
 
-/// Prints job events; progress every `log_every` iterations.
-fn print_event(log_every: u64) -> impl FnMut(JobEvent) {
+/// Prints a job's events; progress every `log_every` iterations.
+fn print_event(log_every: u64) -> impl FnMut(TrainingEvent) {
+    let every = log_every.max(1);
     move |e| match e {
-        JobEvent::Progress {
-            iteration,
+        TrainingEvent::Progress {
+            done,
             total,
             loss,
             elapsed_s,
             eta_s,
-        } => {
-            if iteration % log_every.max(1) == 0 || iteration == total {
-                eprintln!(
-                    "iter {iteration}/{total}  loss {loss:.5}  elapsed {}  eta {}",
-                    fmt_secs(elapsed_s),
-                    fmt_secs(eta_s)
-                );
-            }
+            ..
+        } if done % every == 0 || done == total => {
+            let loss = loss.map_or(String::new(), |l| format!("  loss {l:.5}"));
+            eprintln!(
+                "iter {done}/{total}{loss}  elapsed {}  eta {}",
+                fmt_secs(elapsed_s),
+                fmt_secs(eta_s)
+            );
         }
-        JobEvent::Resumed { iteration } => eprintln!("resumed at iteration {iteration}"),
-        JobEvent::Checkpoint { .. } => {}
-        JobEvent::Samples { path, .. } => eprintln!("samples: {}", path.display()),
-        JobEvent::Finished { path } => eprintln!("done: {}", path.display()),
-        JobEvent::Stopped { iteration } => eprintln!("stopped at iteration {iteration}"),
-        JobEvent::Metrics { iteration, values } => {
-            if iteration % log_every.max(1) == 0 {
-                eprintln!(
-                    "iter {iteration}  {}",
-                    ard_engine::gan::describe_metrics(&values, "  ")
-                );
-            }
+        TrainingEvent::Resumed { iteration, .. } => eprintln!("resumed at iteration {iteration}"),
+        TrainingEvent::Preview { path, .. } => eprintln!("samples: {}", path.display()),
+        TrainingEvent::Saved { path, .. } => eprintln!("done: {}", path.display()),
+        TrainingEvent::Stopped { iteration, .. } => eprintln!("stopped at iteration {iteration}"),
+        TrainingEvent::Metrics {
+            iteration, values, ..
+        } if iteration % every == 0 => {
+            eprintln!(
+                "iter {iteration}  {}",
+                ard_engine::gan::describe_metrics(&values, "  ")
+            );
         }
-        JobEvent::Eval(p) => eprintln!(
+        TrainingEvent::Eval { point: p, .. } => eprintln!(
             "eval at iteration {}: EMA FID {:.2}, class agreement {:.1}%; raw FID {:.2}, {:.1}% ({} samples)",
             p.iteration,
             p.ema.fid,
@@ -321,5 +323,9 @@ fn print_event(log_every: u64) -> impl FnMut(JobEvent) {
             100.0 * p.raw.class_agreement,
             p.samples
         ),
+        TrainingEvent::EvalUnavailable { reason } => eprintln!("no evaluation: {reason}"),
+        TrainingEvent::Failed { message } => eprintln!("failed: {message}"),
+        TrainingEvent::Finished { student } => eprintln!("done: {}", student.display()),
+        _ => {}
     }
 }

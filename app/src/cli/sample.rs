@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use ard_engine::HostTensor;
-use ard_engine::data::{display_name, match_prompt, resolve_label};
+use ard_engine::conditioning::{display_name, resolve_label, resolve_prompt};
 use ard_engine::diffusion::{SampleRequest, sample};
 use ard_engine::io::png_settings::{self, GenerationSettings};
 use ard_engine::io::{
@@ -109,20 +109,9 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
         )?,
         None if args.prompt.is_some() => {
             let prompt = args.prompt.as_deref().unwrap_or_default();
-            let names = model.meta.class_names.clone().ok_or_else(|| {
-                anyhow!("this model has no class names to match a prompt against: use --labels")
-            })?;
-            let matches = match_prompt(prompt, &names);
-            let Some(best) = matches.first() else {
-                bail!(
-                    "no class of this model matches `{prompt}`; classes: {}",
-                    names
-                        .iter()
-                        .map(|n| display_name(n))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            };
+            let names = model.meta.class_names.as_deref();
+            let matches = resolve_prompt(prompt, names)?;
+            let (best, names) = (&matches[0], names.unwrap_or_default());
             eprintln!(
                 "prompt `{prompt}` -> class {} ({}); also: {}",
                 best.label,

@@ -7,18 +7,23 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use ard_engine::Device;
 use ard_engine::data::{
-    DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE, Split, load as load_dataset,
+    DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE, Split, load_dataset,
 };
 use ard_engine::distill::TrajectorySet;
+use ard_engine::distill::{DistillLoss, SelfForcing};
 use ard_engine::eval::{
-    DEFAULT_LAYERS, DENSE_HEAD, DenseHead, LEGACY_LAYERS, TrainingEval, feature_net_training,
-    train_feature_net,
+    DEFAULT_LAYERS, DENSE_HEAD, DenseHead, EVAL_EVERY, LEGACY_LAYERS, TRAINING_EVAL_SAMPLES,
+    TrainingEval,
+};
+use ard_engine::gan::GanOptions;
+use ard_engine::jobs::{
+    DistillOptions, TeacherOptions, distill_student, feature_net_training, train_feature_net,
+    train_teacher,
 };
 use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
-    CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, DistillLoss, DistillOptions,
-    EVAL_EVERY, GanOptions, LrSchedule, RunDir, SAMPLE_EVERY, SelfForcing, TRAINING_EVAL_SAMPLES,
-    TeacherOptions, TrainOptions, distill, preview_device, train_teacher,
+    CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, LrSchedule, Phase, RunDir,
+    SAMPLE_EVERY, TrainOptions, preview_device,
 };
 use clap::Args;
 
@@ -417,7 +422,7 @@ pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     let dit = options.architecture(data.image_size(), data.channels(), data.class_names.len());
     let meta = ModelMeta::pixel_teacher(dit, Some(data.class_names.clone()));
     run.eval = args.eval.load(&meta, &device)?;
-    run_job(args.train.log_every, |hooks| {
+    run_job(Phase::Teacher, args.train.log_every, |hooks| {
         train_teacher(&data, &options, &run, &device, hooks)
     })
 }
@@ -456,8 +461,8 @@ pub(super) fn distill_cmd(args: DistillArgs) -> Result<()> {
         vae.check_fits(&teacher.meta.dit)?;
         run.decoder = Some(Arc::new(vae));
     }
-    run_job(args.train.log_every, |hooks| {
-        distill(&teacher, &set, &args.options(), &run, &device, hooks)
+    run_job(Phase::Distillation, args.train.log_every, |hooks| {
+        distill_student(&teacher, &set, &args.options(), &run, &device, hooks)
     })
 }
 

@@ -2,7 +2,7 @@
 //! the batch size, and the teacher's guidance.
 
 use ard_engine::ModelKind;
-use ard_engine::data::{PromptMatch, display_name, match_prompt};
+use ard_engine::conditioning::{PromptMatch, display_name, match_prompt};
 use ard_engine::io::png_settings::GenerationSettings;
 use ard_engine::studio::{GenerateRequest, ModelInfo};
 use eframe::egui;

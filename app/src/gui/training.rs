@@ -7,15 +7,16 @@
 use std::path::PathBuf;
 
 use ard_engine::data::{DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE};
+use ard_engine::distill::DistillLoss;
 use ard_engine::distill::TrajectoryOptions;
 use ard_engine::eval::EvalPoint;
+use ard_engine::gan::GanOptions;
+use ard_engine::jobs::{DistillOptions, TeacherOptions};
 use ard_engine::model::LoadOptions;
 use ard_engine::studio::{
     EvalRequest, GanRequest, Phase, Request, TeacherSource, TrainingEvent, TrainingRequest,
 };
-use ard_engine::train::{
-    DistillLoss, DistillOptions, GanOptions, LrSchedule, SAMPLE_EVERY, TeacherOptions,
-};
+use ard_engine::train::{LrSchedule, SAMPLE_EVERY};
 use eframe::egui;
 
 use super::grid_row;
@@ -228,27 +229,23 @@ impl TrainingPanel {
                 phase,
                 done,
                 total,
+                loss,
                 eta_s,
                 ..
             } => {
-                let p = &mut self.progress[index(phase)];
-                *p = PhaseProgress {
+                self.progress[index(phase)] = PhaseProgress {
                     done,
                     total,
                     eta_s,
                     started: true,
                 };
-            }
-            TrainingEvent::Loss {
-                phase,
-                iteration,
-                loss,
-            } => {
-                let losses = &mut self.losses[index(phase)];
-                // A resumed run repeats nothing, but a restarted one starts over: keep one
-                // point per iteration.
-                losses.retain(|p| p[0] < iteration as f64);
-                losses.push([iteration as f64, loss as f64]);
+                if let Some(loss) = loss {
+                    let losses = &mut self.losses[index(phase)];
+                    // A resumed run repeats nothing, but a restarted one starts over: keep one
+                    // point per iteration.
+                    losses.retain(|p| p[0] < done as f64);
+                    losses.push([done as f64, loss as f64]);
+                }
             }
             TrainingEvent::Resumed { phase, iteration } => {
                 self.status = format!(
@@ -260,6 +257,7 @@ impl TrainingPanel {
                 phase,
                 iteration,
                 image,
+                ..
             } => {
                 let texture = ctx.load_texture(
                     "training preview",
@@ -279,7 +277,8 @@ impl TrainingPanel {
                 self.status = format!("finished: {}", student.display());
                 self.result = Some(student);
             }
-            TrainingEvent::Stopped { phase } => {
+            TrainingEvent::Checkpoint { .. } | TrainingEvent::Saved { .. } => {}
+            TrainingEvent::Stopped { phase, .. } => {
                 self.running = false;
                 self.status = format!(
                     "stopped during the {} phase; Start resumes",

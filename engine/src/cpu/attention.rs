@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::simd;
-use crate::wgsl::AttentionMask;
+use crate::ops::AttentionMask;
 
 /// Query rows per block: a block's scores (`ROWS × keys`) stay in L2 for the key counts ARD
 /// uses (≤ 1024 keys: 256 KiB).

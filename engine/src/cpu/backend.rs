@@ -7,14 +7,12 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::backend::{
-    AutodiffBackend, Backend, DispatchDevice, backend_extension, tensor::FloatTensor,
-};
+use burn::backend::{AutodiffBackend, Backend, backend_extension, tensor::FloatTensor};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 use super::attention::{self, Heads};
 use super::simd;
-use crate::wgsl::AttentionMask;
+use crate::ops::AttentionMask;
 
 /// ARD's fused attention as a burn backend extension (burn flex, with or without autodiff).
 #[backend_extension(Flex, Autodiff)]
@@ -386,15 +384,6 @@ impl<B: CpuAttentionBackend> Backward<B, 1> for GeluBackward {
     }
 }
 
-/// Whether `device` computes on burn flex (directly or under autodiff).
-pub fn on_flex(device: &burn::tensor::Device) -> bool {
-    match device.as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        DispatchDevice::Autodiff(inner) => matches!(&**inner, DispatchDevice::Flex(_)),
-        _ => false,
-    }
-}
-
 /// `layer_norm(x) · (1 + scale) + shift` in one pass, differentiable; flex devices only.
 /// `x: [.., T, H]`, `shift, scale: [.., 1, H]`.
 pub fn cpu_ln_modulate<const D: usize>(
@@ -416,7 +405,7 @@ pub fn cpu_gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with the fused CPU kernel,
-/// differentiable. The device must be flex ([`on_flex`]) and the tensors f32.
+/// differentiable. The device must be flex ([`crate::device::on_flex`]) and the tensors f32.
 pub fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
     let [b, h, lq, d] = q.dims();
     let lk = k.dims()[2];
@@ -448,7 +437,10 @@ mod tests {
     #[test]
     fn gradients_match_burns_attention() {
         let device = burn::tensor::Device::flex().autodiff();
-        assert!(on_flex(&device) && on_flex(&burn::tensor::Device::flex()));
+        assert!(
+            crate::device::on_flex(&device)
+                && crate::device::on_flex(&burn::tensor::Device::flex())
+        );
         let (b, h, t, steps, d) = (2, 3, 5, 3, 7);
         let l = t * steps;
         let draw = || Tensor::<4>::random([b, h, l, d], Distribution::Normal(0.0, 1.0), &device);

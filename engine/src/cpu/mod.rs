@@ -13,7 +13,11 @@ pub use backend::*;
 pub use linear::{CpuLinearBackend, cpu_linear};
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+
+use crate::ops::{AttentionMask, BurnKernels, Kernels};
 
 /// Tokens per lane of a CPU inference batch (see [`lanes`]).
 const LANE_TOKENS: usize = 512;
@@ -32,24 +36,56 @@ pub fn lanes(batch: usize, tokens: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// 0 = not decided yet (read `ARD_CPU_KERNELS` on first use), 1 = burn's, 2 = ours.
-static CPU_KERNELS: AtomicU8 = AtomicU8::new(0);
+/// Our CPU kernels on burn flex (f32): fused attention and LayerNorm + modulation with their
+/// own gradients, the GELU pass, the linear layer with its bias fused into the product, and
+/// inference batches split into lanes. [`crate::dispatch`] decides when they run.
+pub struct CpuKernels;
 
-/// Sets whether the model on flex uses our kernels (`true`, the default: fused attention, GELU)
-/// or burn's own ops (`false`); overrides `ARD_CPU_KERNELS`.
-pub fn set_cpu_kernels(fused: bool) {
-    CPU_KERNELS.store(if fused { 2 } else { 1 }, Relaxed);
-}
-
-/// Whether the model on `device` runs our CPU kernels: on flex, f32, unless
-/// `ARD_CPU_KERNELS=burn` or [`set_cpu_kernels`] chose burn's ops.
-pub fn use_cpu_kernels(device: &burn::tensor::Device, dtype: burn::tensor::DType) -> bool {
-    if CPU_KERNELS.load(Relaxed) == 0 {
-        let burn =
-            std::env::var("ARD_CPU_KERNELS").is_ok_and(|v| v.trim().eq_ignore_ascii_case("burn"));
-        set_cpu_kernels(!burn);
+impl Kernels for CpuKernels {
+    fn attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: AttentionMask,
+    ) -> Tensor<4> {
+        cpu_attention(q, k, v, mask)
     }
-    CPU_KERNELS.load(Relaxed) == 2 && dtype == burn::tensor::DType::F32 && on_flex(device)
+
+    fn linear<const D: usize>(&self, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+        match &layer.bias {
+            Some(bias) if layer.weight.val().dtype() == x.dtype() => {
+                cpu_linear(x, layer.weight.val(), bias.val())
+            }
+            _ => layer.forward(x),
+        }
+    }
+
+    fn gelu_tanh<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        cpu_gelu_tanh(x)
+    }
+
+    /// One fused pass when the modulation is one row of `[.., 1, H]` per group of rows;
+    /// burn's ops otherwise.
+    fn ln_modulate<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        shift: Tensor<D>,
+        scale: Tensor<D>,
+    ) -> Tensor<D> {
+        let (xd, sd) = (x.dims(), shift.dims());
+        let per_group =
+            sd == scale.dims() && (0..D).all(|i| sd[i] == xd[i] || (i == D - 2 && sd[i] == 1));
+        if per_group {
+            cpu_ln_modulate(x, shift, scale)
+        } else {
+            BurnKernels.ln_modulate(x, shift, scale)
+        }
+    }
+
+    fn lanes(&self, batch: usize, tokens: usize) -> Option<Vec<Range<usize>>> {
+        Some(lanes(batch, tokens))
+    }
 }
 
 #[cfg(test)]

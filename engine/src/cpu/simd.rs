@@ -102,8 +102,8 @@ fn gelu_tanh_grad_impl(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// LayerNorm's ε in DiT (`elementwise_affine=False, eps=1e-6`).
-pub const LAYER_NORM_EPS: f32 = 1e-6;
+/// LayerNorm's ε ([`crate::ops::LAYER_NORM_EPS`]) in f32.
+const LAYER_NORM_EPS: f32 = crate::ops::LAYER_NORM_EPS as f32;
 
 #[inline(always)]
 fn sum_impl(row: &[f32]) -> f32 {

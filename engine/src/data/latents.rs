@@ -79,7 +79,7 @@ impl LatentManifest {
 /// One image as `[3, size, size]` in [−1, 1]: the short side resized to `size` (bicubic; the
 /// filter widens with the reduction, so large images are antialiased) and the centre cropped.
 pub fn load_centre_crop(path: &Path, size: usize) -> Result<HostTensor> {
-    let img = crate::data::open_image(path)?;
+    let img = crate::data::datasets::open_image(path)?;
     let (w, h) = (img.width() as f64, img.height() as f64);
     let scale = size as f64 / w.min(h);
     let (rw, rh) = (

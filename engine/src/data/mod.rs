@@ -1,9 +1,10 @@
-//! Training and evaluation data: datasets, class names and prompt matching.
+//! Training and evaluation data: IDX and ImageFolder datasets, and latent folders (images
+//! encoded by the SD VAE).
 
-pub(crate) mod classes;
 pub(crate) mod datasets;
 pub(crate) mod latents;
+pub(crate) mod open;
 
-pub use classes::*;
 pub use datasets::*;
 pub use latents::*;
+pub use open::*;

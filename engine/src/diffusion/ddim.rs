@@ -11,8 +11,7 @@ use crate::io::host::labels_to_device;
 use crate::model::config::DitConfig;
 use crate::model::dit::Dit;
 
-/// The paper's teacher sampler: 25 DDIM steps respaced from the 1000 training steps.
-pub const DDIM_STEPS: usize = 25;
+pub use crate::model::config::DDIM_STEPS;
 /// The paper's guidance scale.
 pub const CFG_SCALE: f32 = 1.5;
 

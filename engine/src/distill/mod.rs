@@ -2,7 +2,9 @@
 //! teacher-forced regression loss (Kim et al., CVPR 2025).
 
 pub(crate) mod loss;
+pub(crate) mod self_forcing;
 pub(crate) mod trajectories;
 
 pub use loss::*;
+pub use self_forcing::*;
 pub use trajectories::*;

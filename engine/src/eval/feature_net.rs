@@ -8,20 +8,16 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
-use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::activation::gelu;
 use burn::tensor::module::adaptive_avg_pool2d;
-use burn::tensor::{Device, Tensor, TensorData};
-use rand::Rng;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::datasets::Dataset;
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
 use crate::io::weights::TensorFile;
 use crate::io::writer::Storage;
 use crate::model::params::{Init, LinearInit, ParamSource, ParamWriter};
-use crate::train::options::{LrSchedule, TrainOptions};
-use crate::train::trainer::Trainer;
 
 /// Header key of a feature-network file.
 pub const FEATURES_KEY: &str = "ard_studio_feature_net";
@@ -42,23 +38,6 @@ pub struct FeatureNetConfig {
     /// Accuracy on the test split, when measured.
     #[serde(default)]
     pub test_accuracy: Option<f64>,
-}
-
-/// How the feature network is trained by default: 3000 Adam steps of batch 128 (6.4 epochs of
-/// Fashion-MNIST) at lr 1e-3 on a cosine schedule, no EMA, no clipping.
-pub fn feature_net_training() -> TrainOptions {
-    TrainOptions {
-        iterations: 3000,
-        batch_size: 128,
-        lr: 1e-3,
-        ema_decay: 0.0,
-        grad_clip: 0.0,
-        seed: 0,
-        lr_schedule: LrSchedule::Cosine {
-            warmup: 100,
-            final_fraction: 0.02,
-        },
-    }
 }
 
 /// The first feature networks' layers: three convolutions, 32/64/128 wide (80.1% on
@@ -262,55 +241,6 @@ pub fn accuracy(logits: &HostTensor, labels: &[i64]) -> f64 {
         })
         .count();
     hits as f64 / labels.len().max(1) as f64
-}
-
-/// Trains a feature network with `layers` on `train` (cross-entropy, AdamW) and measures it on
-/// `test`.
-pub fn train_feature_net(
-    train: &Dataset,
-    test: &Dataset,
-    layers: &[(usize, usize)],
-    dense: Option<DenseHead>,
-    options: &TrainOptions,
-    device: &Device,
-    mut on_progress: impl FnMut(u64, f32),
-) -> Result<FeatureNet> {
-    let train_device = device.clone().autodiff();
-    device.seed(options.seed);
-    train_device.seed(options.seed);
-    let config = FeatureNetConfig {
-        in_channels: train.channels(),
-        num_classes: train.class_names.len(),
-        class_names: train.class_names.clone(),
-        layers: layers.to_vec(),
-        dense,
-        test_accuracy: None,
-    };
-    let mut trainer = Trainer::new(FeatureNet::new(config, &train_device), options.clone());
-    let classes = train.class_names.len();
-    while !trainer.done() {
-        let loss = trainer.step(|net, rng| {
-            let idx: Vec<usize> = (0..options.batch_size)
-                .map(|_| rng.random_range(0..train.len()))
-                .collect();
-            let (x, y) = train.batch(&idx);
-            let mut onehot = vec![0f32; idx.len() * classes];
-            for (i, &l) in y.iter().enumerate() {
-                onehot[i * classes + l as usize] = 1.0;
-            }
-            let onehot = Tensor::<2>::from_data(
-                TensorData::new(onehot, [idx.len(), classes]),
-                &train_device,
-            );
-            let logp = log_softmax(net.logits(net.features(x.to_device(&train_device)?)), 1);
-            Ok((logp * onehot).sum_dim(1).mean().neg())
-        })?;
-        on_progress(trainer.iteration, loss);
-    }
-    let mut net = trainer.model.valid();
-    let (_, logits) = features_and_logits(&net, &test.images, &device.clone())?;
-    net.config.test_accuracy = Some(accuracy(&logits, &test.labels));
-    Ok(net)
 }
 
 #[cfg(test)]

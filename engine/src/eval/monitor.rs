@@ -9,7 +9,8 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::datasets::{Split, load as load_dataset};
+use crate::data::datasets::Split;
+use crate::data::open::load_dataset;
 use crate::diffusion::ddim::DdimOptions;
 use crate::error::{EngineError, Result};
 use crate::eval::feature_net::{FeatureNet, accuracy, features_and_logits};
@@ -18,6 +19,13 @@ use crate::io::host::HostTensor;
 use crate::io::writer::write_atomically;
 use crate::model::config::ModelMeta;
 use crate::model::loaded::LoadedModel;
+
+/// Evaluation point (FID, class agreement of the EMA and raw weights) every this many
+/// iterations, when a run evaluates as it goes.
+pub const EVAL_EVERY: u64 = 1000;
+/// Samples per model and evaluation point during training (FID's bias at this count is large
+/// but the same at every point, so the curve's shape and the gap between runs are what count).
+pub const TRAINING_EVAL_SAMPLES: usize = 1000;
 
 /// The run directory's evaluation log, one JSON point per line.
 pub const EVAL_LOG: &str = "eval.jsonl";

@@ -12,12 +12,34 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 use crate::gan::spectral::SpectralConv1d;
 use crate::io::host::HostTensor;
 use crate::model::params::{Init, InitOptions, LinearInit, ParamSource};
-use crate::train::options::DiscriminatorConfig;
+
+/// Shape of the discriminator's heads (one per teacher block).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiscriminatorConfig {
+    /// Width of the class/time projection.
+    pub cmap_dim: usize,
+    /// Kernel of the residual block's 1-D convolution over the tokens (odd, circular padding).
+    pub kernel: usize,
+    /// Images per group of the local batch normalisation.
+    pub virtual_batch: usize,
+}
+
+impl Default for DiscriminatorConfig {
+    /// The reference's head: a projection of width 64, a kernel of 9, norm groups of 8.
+    fn default() -> Self {
+        Self {
+            cmap_dim: 64,
+            kernel: 9,
+            virtual_batch: 8,
+        }
+    }
+}
 
 /// Slope of the heads' leaky ReLU.
 const LEAKY_SLOPE: f64 = 0.2;

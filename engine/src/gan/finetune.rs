@@ -18,29 +18,95 @@
 //!
 //! The teacher's parameters never require a gradient: it only passes gradients through.
 
-use std::path::PathBuf;
-
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, Tensor};
 use rand::Rng;
 use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
 
 use crate::data::datasets::Dataset;
 use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
+use crate::distill::loss::DistillLoss;
 use crate::distill::loss::step_distance;
 use crate::distill::trajectories::TrajectorySet;
 use crate::error::{EngineError, Result};
-use crate::gan::discriminator::{Discriminator, renoise};
+use crate::gan::discriminator::{Discriminator, DiscriminatorConfig, renoise};
 use crate::gan::loss::{adaptive_weight, hinge_discriminator, hinge_generator};
 use crate::io::host::{HostTensor, labels_to_device};
 use crate::model::dit::Dit;
 use crate::model::loaded::{LoadedModel, Model};
 use crate::model::student::ArdStudent;
-use crate::train::jobs::{JobHooks, RunDir, drive};
 use crate::train::optim::clip_global_norm;
-use crate::train::options::GanOptions;
+use crate::train::options::{SMALL_DISTILL_BATCH, SMALL_DISTILL_EMA, TrainOptions};
 use crate::train::trainer::{Detach, Trainer, iteration_rng};
+
+/// The adversarial stage's generator learning rate (the and LADD's 1e-4).
+pub const GAN_GENERATOR_LR: f64 = 1e-4;
+/// The discriminator heads' learning rate: ten times the generator's, so that the heads keep
+/// up with a generator that starts converged.
+pub const GAN_DISCRIMINATOR_LR: f64 = 1e-3;
+/// Factor on the adaptive weight ‖∇L_reg‖ / ‖∇L_adv‖ at the last layer (VQGAN's scheme).
+pub const GAN_WEIGHT_FACTOR: f64 = 1.0;
+/// Upper clamp of the adaptive weight before the factor (VQGAN's and the reference's 1e4).
+pub const GAN_MAX_WEIGHT: f64 = 1e4;
+/// Iterations at the start in which the adversarial weight is zero: the discriminator learns
+/// to tell the converged student from real images before the generator listens to it.
+pub const GAN_WARMUP: u64 = 200;
+/// Iterations of the default fine-tuning run: FID was still falling at the end of shorter runs
+/// (docs/distillation.md).
+pub const GAN_ITERATIONS: u64 = 6000;
+/// Timesteps (of the 1000-step training schedule) at which samples are re-noised before the
+/// teacher sees them, drawn uniformly in `[min, max)` for reals and fakes alike. Low noise: the
+/// distilled students are blurred, and blur is what the teacher's features tell apart while the
+/// signal dominates (ᾱ ≥ 0.5 below t = 250; at t = 500, ᾱ ≈ 0.08 and only coarse layout is
+/// left). It ended with a lower FID than `[0, 500)` (docs/distillation.md).
+pub const GAN_NOISE_RANGE: [usize; 2] = [0, 250];
+
+/// The adversarial stage (`ard finetune-gan`): a distilled student trained further on its
+/// regression loss plus an adaptively weighted hinge GAN loss, against a discriminator made of
+/// the frozen teacher's block features and one light head per block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GanOptions {
+    /// The generator's (student's) optimisation: iterations, batch, lr, EMA, clip, seed.
+    pub train: TrainOptions,
+    /// The trajectory regression term of the generator's loss.
+    pub loss: DistillLoss,
+    /// The discriminator's AdamW learning rate (constant, no clipping).
+    pub disc_lr: f64,
+    /// Factor on the adaptive weight.
+    pub weight_factor: f64,
+    /// Clamp of the adaptive weight, before the factor.
+    pub max_weight: f64,
+    /// Iterations with adversarial weight 0 at the start.
+    pub warmup: u64,
+    /// Re-noising timesteps `[min, max)`.
+    pub noise_range: [usize; 2],
+    /// The discriminator heads' shape.
+    pub disc: DiscriminatorConfig,
+}
+
+impl Default for GanOptions {
+    /// [`GAN_ITERATIONS`] at batch [`SMALL_DISTILL_BATCH`], generator lr [`GAN_GENERATOR_LR`]
+    /// (constant), EMA [`SMALL_DISTILL_EMA`], the paper's clip; the other `GAN_*` constants.
+    fn default() -> Self {
+        Self {
+            train: TrainOptions {
+                batch_size: SMALL_DISTILL_BATCH,
+                lr: GAN_GENERATOR_LR,
+                ema_decay: SMALL_DISTILL_EMA,
+                ..TrainOptions::paper(GAN_ITERATIONS)
+            },
+            loss: DistillLoss::default(),
+            disc_lr: GAN_DISCRIMINATOR_LR,
+            weight_factor: GAN_WEIGHT_FACTOR,
+            max_weight: GAN_MAX_WEIGHT,
+            warmup: GAN_WARMUP,
+            noise_range: GAN_NOISE_RANGE,
+            disc: DiscriminatorConfig::default(),
+        }
+    }
+}
 
 /// What every GAN iteration records, in this order (`Trainer::metrics`, `JobEvent::Metrics`).
 pub const GAN_METRICS: [&str; 6] = [
@@ -378,143 +444,4 @@ pub fn gan_step(t: &mut Trainer<GanPair>, ctx: &GanContext) -> Result<f32> {
     }
     t.metrics.push((t.iteration, values));
     Ok(t.finish_iteration(gp.regression + gp.weight as f32 * gp.adversarial))
-}
-
-/// The options a run was started with (beside its checkpoint).
-const OPTIONS_FILE: &str = "gan-options.json";
-
-fn check_inputs(
-    teacher: &LoadedModel,
-    student: &LoadedModel,
-    set: &TrajectorySet,
-    real: &Dataset,
-    gan: &GanOptions,
-) -> Result<()> {
-    let fail = |m: String| Err(EngineError::Input(m));
-    let Some(s) = &student.meta.student else {
-        return fail("the adversarial stage starts from a distilled student, and this is a teacher (distil it first with `ard distill`)".into());
-    };
-    if !matches!(teacher.model, Model::Teacher(_)) {
-        return fail(
-            "the discriminator's feature extractor must be the teacher, and this is a student"
-                .into(),
-        );
-    }
-    let dit = &teacher.meta.dit;
-    if student.meta.dit != *dit {
-        return fail("the student was not distilled from a teacher of this architecture".into());
-    }
-    set.check_teacher(dit)?;
-    if set.manifest.anchors != s.anchors || set.manifest.ddim_steps != s.teacher_steps {
-        return fail(format!(
-            "the trajectory set's anchors {:?} of a {}-step DDIM differ from the student's {:?} of {} steps",
-            set.manifest.anchors, set.manifest.ddim_steps, s.anchors, s.teacher_steps
-        ));
-    }
-    if real.is_empty() {
-        return fail("there are no real images for the discriminator".into());
-    }
-    if real.class_names.len() != dit.num_classes {
-        return fail(format!(
-            "the real images have {} classes and the model {}: the discriminator conditions on the class, so they must be the same classes in the same order",
-            real.class_names.len(),
-            dit.num_classes
-        ));
-    }
-    if real.images.shape[1..] != dit.image_shape() {
-        return fail(format!(
-            "the real images are {:?} and the model makes {:?}{}",
-            &real.images.shape[1..],
-            dit.image_shape(),
-            if dit.in_channels == 4 {
-                " (a latent model needs its real images encoded by the VAE)"
-            } else {
-                ""
-            }
-        ));
-    }
-    if let Some(bad) = real
-        .labels
-        .iter()
-        .find(|&&l| l < 0 || l as usize >= dit.num_classes)
-    {
-        return fail(format!(
-            "the real images have label {bad}, and the model has {} classes",
-            dit.num_classes
-        ));
-    }
-    if gan.train.batch_size < 2 {
-        return fail("the adversarial stage needs a batch of at least 2 (a hinge loss on one image collapses)".into());
-    }
-    let [lo, hi] = gan.noise_range;
-    if lo >= hi || hi > TRAIN_TIMESTEPS {
-        return fail(format!(
-            "the re-noising range [{lo}, {hi}) must be non-empty and within the {TRAIN_TIMESTEPS} training timesteps"
-        ));
-    }
-    let finite = [gan.disc_lr, gan.weight_factor, gan.max_weight]
-        .iter()
-        .all(|v| v.is_finite());
-    if !(finite && gan.disc_lr > 0.0 && gan.weight_factor >= 0.0 && gan.max_weight >= 0.0) {
-        return fail(
-            "the discriminator's learning rate must be finite and > 0, the weight factor and clamp finite and ≥ 0"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
-/// Fine-tunes `student` (distilled from `teacher` on `set`) adversarially against `real`
-/// images; writes the EMA generator as `student.safetensors` in the run directory.
-#[allow(clippy::too_many_arguments)]
-pub fn finetune_gan(
-    teacher: &LoadedModel,
-    student: &LoadedModel,
-    set: &TrajectorySet,
-    real: &Dataset,
-    gan: &GanOptions,
-    run: &RunDir,
-    device: &Device,
-    hooks: JobHooks,
-) -> Result<PathBuf> {
-    check_inputs(teacher, student, set, real, gan)?;
-    let mut meta = student.meta.clone();
-    if let Some(s) = meta.student.as_mut() {
-        s.adversarial = true;
-    }
-    let train_device = device.clone().autodiff();
-    let ctx = GanContext::new(teacher, set, real, gan, &train_device)?;
-    let dit = &teacher.meta.dit;
-    let fresh = || -> Result<GanPair> {
-        let Model::Student(generator) = student.copy_to(&train_device)?.model else {
-            unreachable!("checked: a student")
-        };
-        let discriminator = Discriminator::fresh(
-            dit.depth,
-            dit.hidden_size,
-            &gan.disc,
-            gan.train.seed ^ 0xD15C,
-            &train_device,
-        )?;
-        Ok(GanPair {
-            generator,
-            discriminator,
-        })
-    };
-    let (resuming, _lock) = run.open(
-        |stored| *stored == meta,
-        "belongs to another run (another student or teacher); use a new directory",
-        OPTIONS_FILE,
-        gan,
-    )?;
-    let mut trainer = run.trainer(resuming, fresh()?, &gan.train, hooks.on_event)?;
-    drive(
-        &mut trainer,
-        run,
-        &meta,
-        "student.safetensors",
-        hooks,
-        |t| gan_step(t, &ctx),
-        |ema| Model::Student(ema.generator.clone()),
-    )
 }

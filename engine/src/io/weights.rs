@@ -1,4 +1,4 @@
-//! Weight and tensor files: safetensors (ours carry a [`ModelMeta`] in the header) and PyTorch
+//! Weight and tensor files: safetensors (ours carry the model's description in the header) and PyTorch
 //! `torch.save` checkpoints (read through burn-store's PyTorch reader).
 //!
 //! Opening a file reads its header only; each tensor's bytes are read when a model asks for
@@ -18,10 +18,6 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
-use crate::model::config::ModelMeta;
-
-/// Header key holding our [`ModelMeta`] as JSON.
-pub const META_KEY: &str = "ard_studio";
 
 /// The container a file was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,11 +271,6 @@ impl TensorFile {
             tensors,
             metadata: HashMap::new(),
         }
-    }
-
-    /// Our metadata, if the file carries it.
-    pub fn model_meta(&self) -> Result<Option<ModelMeta>> {
-        self.header_json(META_KEY)
     }
 
     /// A JSON value stored in the safetensors header under `key`, if present.

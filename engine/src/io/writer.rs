@@ -11,8 +11,6 @@ use safetensors::{Dtype, View};
 
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
-use crate::io::weights::META_KEY;
-use crate::model::config::ModelMeta;
 
 /// How floats are stored in a written file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -102,15 +100,9 @@ impl SafetensorsWriter {
         );
     }
 
-    /// One metadata key only: safetensors writes its metadata map in hash order, so a model
-    /// file with one key has the same bytes (and fingerprint) every time it is written.
-    pub fn set_meta(&mut self, meta: &ModelMeta) {
-        self.metadata.insert(
-            META_KEY.into(),
-            serde_json::to_string(meta).expect("metadata serialises"),
-        );
-    }
-
+    /// Stores `value` under `key` in the header. Keep to one key: safetensors writes its
+    /// metadata map in hash order, so a file with one key has the same bytes (and fingerprint)
+    /// every time it is written.
     pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.metadata.insert(key.into(), value.into());
     }

@@ -15,14 +15,11 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::cpu::{cpu_attention, use_cpu_kernels};
+use crate::dispatch::{attention, linear};
 use crate::error::Result;
-use crate::model::block::linear;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
-use crate::wgsl::{AttentionMask, fused_attention, use_fused_attention};
+use crate::ops::AttentionMask;
 
 /// How the tokens of a pass attend to each other.
 pub enum Mixing<'a> {
@@ -63,50 +60,19 @@ impl KvCache {
     }
 }
 
-/// Whether our WGSL kernel takes this attention (it reads f32 tensors).
-fn ours_on_wgpu(q: &Tensor<4>) -> bool {
-    q.dtype() == burn::tensor::DType::F32 && use_fused_attention(&q.device(), q.dims()[3])
-}
-
 /// softmax(q kᵀ / √d) v — `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]`.
-/// With `ARD_WGSL=1` on a wgpu device outside training this is our WGSL kernel
-/// (`shaders/attention.wgsl`); otherwise burn's attention.
 pub fn scaled_dot_product(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    if use_cpu_kernels(&q.device(), q.dtype()) {
-        return cpu_attention(q, k, v, AttentionMask::None);
-    }
-    if ours_on_wgpu(&q) {
-        return fused_attention(q, k, v, AttentionMask::None);
-    }
-    attention(q, k, v, None, None, AttentionModuleOptions::default())
+    attention(q, k, v, AttentionMask::None)
 }
 
-/// The block-causal pass over `steps` steps of tokens. With our kernel: one launch that skips
-/// the masked tiles. Otherwise: K attentions over growing key prefixes, so no masked score is
-/// formed either.
+/// The block-causal pass over `steps` steps of tokens: a token of step k sees the keys of
+/// steps ≤ k (every kernel skips the masked keys rather than scoring them).
 fn block_causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, steps: usize) -> Tensor<4> {
-    let t = q.dims()[2] / steps;
     let mask = AttentionMask::BlockCausal {
-        tokens_per_step: t,
+        tokens_per_step: q.dims()[2] / steps,
         q_step_offset: 0,
     };
-    if use_cpu_kernels(&q.device(), q.dtype()) {
-        return cpu_attention(q, k, v, mask);
-    }
-    if ours_on_wgpu(&q) {
-        return fused_attention(q, k, v, mask);
-    }
-    let outs = (0..steps)
-        .map(|s| {
-            let keys = (s + 1) * t;
-            scaled_dot_product(
-                q.clone().narrow(2, s * t, t),
-                k.clone().narrow(2, 0, keys),
-                v.clone().narrow(2, 0, keys),
-            )
-        })
-        .collect();
-    Tensor::cat(outs, 2)
+    attention(q, k, v, mask)
 }
 
 /// timm's `Attention`: fused qkv projection, heads, output projection.

@@ -4,75 +4,33 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::activation::silu;
 
+use crate::dispatch::{gelu_tanh, linear};
 use crate::error::Result;
 use crate::model::attention::{Mixing, SelfAttention};
 use crate::model::config::DitConfig;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
-use crate::model::precision::{cast_like, to_f32};
 
-/// LayerNorm over the last axis without affine parameters (eps 1e-6), as burn's fused
-/// `layer_norm` op (one SIMD pass per row on the CPU) with a unit scale. Half-precision
-/// activations are normalised in f32 and handed back in their own type.
-pub fn layer_norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let width = x.dims()[D - 1];
-    let gamma = Tensor::<1>::ones([width], &x.device());
-    let y = burn::tensor::module::layer_norm(to_f32(x.clone()), gamma, None, 1e-6);
-    cast_like(y, &x)
-}
+pub use crate::ops::layer_norm;
 
 /// `x · (1 + scale) + shift`
 pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
     x * (scale + 1.0) + shift
 }
 
-/// `modulate(layer_norm(x), shift, scale)`; on flex one fused pass with its own gradient
-/// (`crate::cpu`) when the modulation is one row of `[.., 1, H]` per group of rows.
+/// `modulate(layer_norm(x), shift, scale)`
 pub fn norm_modulate<const D: usize>(
     x: Tensor<D>,
     shift: Tensor<D>,
     scale: Tensor<D>,
 ) -> Tensor<D> {
-    let (xd, sd) = (x.dims(), shift.dims());
-    let per_group =
-        sd == scale.dims() && (0..D).all(|i| sd[i] == xd[i] || (i == D - 2 && sd[i] == 1));
-    if per_group && crate::cpu::use_cpu_kernels(&x.device(), x.dtype()) {
-        return crate::cpu::cpu_ln_modulate(x, shift, scale);
-    }
-    modulate(layer_norm(x), shift, scale)
+    crate::dispatch::ln_modulate(x, shift, scale)
 }
 
 /// Splits `[.., n·H]` into n tensors of `[.., H]`.
 pub fn split_last<const D: usize>(x: Tensor<D>, n: usize) -> Vec<Tensor<D>> {
     x.chunk(n, D - 1)
-}
-
-/// GELU with the tanh approximation (timm's `approx_gelu`), written as
-/// `x · σ(2·√(2/π)·(x + 0.044715·x³))` — the same function as
-/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` without a `powf` and a `tanh` per element, which
-/// were a third of the CPU student's time (docs/benchmarks.md).
-/// On flex this is one vectorised pass with its own gradient (`crate::cpu`).
-pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if crate::cpu::use_cpu_kernels(&x.device(), x.dtype()) {
-        return crate::cpu::cpu_gelu_tanh(x);
-    }
-    const TWO_SQRT_2_OVER_PI: f64 =
-        2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
-    let inner = x.clone() * (x.clone() * x.clone() * 0.044715 + 1.0) * TWO_SQRT_2_OVER_PI;
-    x * sigmoid(inner)
-}
-
-/// `layer(x)`: on flex (f32) one gemm whose output starts as the bias rows, with its own
-/// gradient (`crate::cpu::linear`); elsewhere burn's `Linear`.
-pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if let Some(bias) = &layer.bias
-        && layer.weight.val().dtype() == x.dtype()
-        && crate::cpu::use_cpu_kernels(&x.device(), x.dtype())
-    {
-        return crate::cpu::cpu_linear(x, layer.weight.val(), bias.val());
-    }
-    layer.forward(x)
 }
 
 /// timm's `Mlp` with tanh-approximated GELU.

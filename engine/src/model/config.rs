@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::diffusion::ddim::DDIM_STEPS;
 use crate::error::{EngineError, Result};
+use crate::io::weights::TensorFile;
+use crate::io::writer::SafetensorsWriter;
 
 /// DiT architecture (Peebles & Xie), as in the reference `models.py`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,6 +238,10 @@ fn default_teacher_steps() -> usize {
     DDIM_STEPS
 }
 
+/// The paper's teacher sampler: 25 DDIM steps respaced from the 1000 training steps (the
+/// trajectories a student's anchors index, and `diffusion::DdimOptions`' default).
+pub const DDIM_STEPS: usize = 25;
+
 /// The reference student's time marker of step 0 (`t = 999`; step k gets `t·(K−k)/K`).
 pub const REFERENCE_TIME_MARKER: f64 = 999.0;
 
@@ -335,7 +340,23 @@ pub struct ModelMeta {
     pub clip_denoised: bool,
 }
 
+/// Header key of a safetensors file holding its [`ModelMeta`] as JSON.
+pub const META_KEY: &str = "ard_studio";
+
 impl ModelMeta {
+    /// The description `file` carries, if any.
+    pub fn read(file: &TensorFile) -> Result<Option<Self>> {
+        file.header_json(META_KEY)
+    }
+
+    /// Stores this description in the header `w` writes (its one metadata key).
+    pub fn write_to(&self, w: &mut SafetensorsWriter) {
+        w.set_metadata(
+            META_KEY,
+            serde_json::to_string(self).expect("metadata serialises"),
+        );
+    }
+
     /// A pixel-space teacher (its x0 predictions clamped to [−1, 1]) with these class names.
     pub fn pixel_teacher(dit: DitConfig, class_names: Option<Vec<String>>) -> Self {
         Self {

@@ -157,11 +157,11 @@ impl Dit {
         let b = labels.len();
         let device = x.device();
         let null = vec![self.y_embedder.null_class(); b];
-        // On the CPU the conditional and unconditional halves run as lanes side by side
-        // (`crate::cpu::lanes`; docs/benchmarks.md); elsewhere as one batch of 2B.
-        let out = if crate::cpu::use_cpu_kernels(&device, x.dtype()) {
+        // Where the kernels split a batch into lanes (the CPU's), the conditional and
+        // unconditional halves run lane by lane side by side; elsewhere as one batch of 2B.
+        let lanes = crate::dispatch::lanes(&device, x.dtype(), b, self.config().num_patches());
+        let out = if let Some(lanes) = lanes {
             use rayon::prelude::*;
-            let lanes = crate::cpu::lanes(b, self.config().num_patches());
             let work: Vec<(&[i64], std::ops::Range<usize>)> = [labels, &null[..]]
                 .into_iter()
                 .flat_map(|y| lanes.iter().map(move |r| (y, r.clone())))

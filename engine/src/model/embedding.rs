@@ -7,8 +7,8 @@ use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::dispatch::linear;
 use crate::error::Result;
-use crate::model::block::linear;
 use crate::model::config::DitConfig;
 use crate::model::params::{Init, LinearInit, ParamSource, ParamWriter};
 use crate::model::precision::cast_like;

@@ -6,8 +6,9 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
+use crate::dispatch::linear;
 use crate::error::Result;
-use crate::model::block::{linear, norm_modulate, split_last};
+use crate::model::block::{norm_modulate, split_last};
 use crate::model::config::DitConfig;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
 

@@ -107,7 +107,7 @@ impl LoadedModel {
             Model::Teacher(d) => d.save(&mut w),
             Model::Student(s) => s.save(&mut w),
         }
-        w.writer.set_meta(&self.meta);
+        self.meta.write_to(&mut w.writer);
         w.writer
     }
 
@@ -172,13 +172,13 @@ fn expect_rank(key: &str, shape: &[usize], rank: usize) -> Result<()> {
 pub fn resolve_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta> {
     let mut meta = stored_or_inferred_meta(file, options)?;
     if meta.class_names.is_none() && meta.dit.num_classes == 1000 {
-        meta.class_names = Some(crate::data::classes::imagenet());
+        meta.class_names = Some(crate::conditioning::imagenet());
     }
     Ok(meta)
 }
 
 fn stored_or_inferred_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta> {
-    if let Some(meta) = file.model_meta()? {
+    if let Some(meta) = ModelMeta::read(&file)? {
         if let Some(h) = options.num_heads.filter(|&h| h != meta.dit.num_heads) {
             return Err(EngineError::Input(format!(
                 "the file says {} attention heads but {h} were asked for",

@@ -228,13 +228,10 @@ impl ArdStudent {
     ) -> Vec<Tensor<4>> {
         let c = self.step_conditions(y); // [B, K, H]
         let b = c.dims()[0];
-        // On the CPU the batch runs as lanes side by side, each with its own caches
-        // (`crate::cpu::lanes`); elsewhere as one batch.
-        let lanes = if crate::cpu::use_cpu_kernels(&c.device(), noise.dtype()) {
-            crate::cpu::lanes(b, self.dit.config().num_patches())
-        } else {
-            std::iter::once(0..b).collect()
-        };
+        // Lanes run side by side, each with its own caches (one lane off the CPU).
+        let tokens = self.dit.config().num_patches();
+        let lanes = crate::dispatch::lanes(&c.device(), noise.dtype(), b, tokens)
+            .unwrap_or_else(|| vec![0..b]);
         let mut lanes: Vec<(Tensor<4>, Tensor<3>, Vec<KvCache>)> = lanes
             .into_iter()
             .map(|r| {

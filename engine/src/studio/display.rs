@@ -17,7 +17,7 @@ pub fn model_info(model: &LoadedModel, source: String, fingerprint: String) -> M
         .class_names
         .clone()
         .filter(|n| n.len() == d.num_classes)
-        .or_else(|| (d.num_classes == 1000).then(crate::data::classes::imagenet))
+        .or_else(|| (d.num_classes == 1000).then(crate::conditioning::imagenet))
         .unwrap_or_else(|| (0..d.num_classes).map(|i| format!("class {i}")).collect());
     let student = meta.student.as_ref();
     ModelInfo {

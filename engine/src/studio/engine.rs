@@ -29,10 +29,10 @@ use crate::model::config::{ModelKind, ModelMeta};
 use crate::model::loaded::{LoadOptions, LoadedModel, Model};
 use crate::model::precision::Precision;
 use crate::studio::display::{difference_images, model_info};
+use crate::studio::pipeline::run_pipeline;
 use crate::studio::protocol::{
     Event, GenerateRequest, ModelInfo, Request, Role, StepEvent, TrainingEvent, TrainingRequest,
 };
-use crate::train::pipeline::run_pipeline;
 use crate::vae::{AutoencoderKL, is_vae};
 use image::RgbImage;
 

@@ -1,17 +1,22 @@
 //! The request/event protocol between the app and its engine thread: what the window asks
 //! ([`Request`]) and what the engine reports ([`Event`]), each step of a generation as soon as it
-//! is computed. Training runs speak the pipeline's own events ([`TrainingEvent`]).
+//! is computed. A training run reports the training loop's own events ([`TrainingEvent`],
+//! defined with the loop in `train/events.rs`), unchanged.
 
 use std::path::PathBuf;
 
 use image::RgbImage;
 
+use crate::distill::trajectories::TrajectoryOptions;
+use crate::eval::monitor::{EVAL_EVERY, TRAINING_EVAL_SAMPLES};
+use crate::gan::finetune::GanOptions;
+use crate::jobs::{DistillOptions, TeacherOptions};
 use crate::model::config::ModelKind;
 use crate::model::loaded::LoadOptions;
 use crate::model::precision::Precision;
-pub use crate::train::pipeline::{
-    EvalRequest, GanRequest, Phase, TeacherSource, TrainingEvent, TrainingRequest,
-};
+use crate::train::run_dir::SAMPLE_EVERY;
+
+pub use crate::train::events::{Phase, TrainingEvent};
 
 /// What the app asks of the engine.
 #[derive(Clone, Debug)]
@@ -145,4 +150,85 @@ pub enum Event {
         message: String,
     },
     Training(TrainingEvent),
+}
+
+/// Where the teacher of a pipeline run comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TeacherSource {
+    File(PathBuf),
+    /// Train one first on a dataset (`fashion-mnist`, an IDX folder or an ImageFolder tree;
+    /// `image_size` and `channels` apply to ImageFolder images).
+    Train {
+        dataset: String,
+        image_size: usize,
+        channels: usize,
+        options: TeacherOptions,
+    },
+}
+
+/// A distillation run, launched from the training tab; every setting has the same default as
+/// the `ard` command that runs that phase alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingRequest {
+    /// Everything of the run goes here; starting again with the same folder resumes.
+    pub run_dir: PathBuf,
+    pub teacher: TeacherSource,
+    /// The trajectory set (its `student_steps` is the student's K).
+    pub trajectories: TrajectoryOptions,
+    pub distill: DistillOptions,
+    /// Sample previews every this many iterations.
+    pub preview_every: u64,
+    /// Score the student along the way, when given.
+    pub eval: Option<EvalRequest>,
+    /// Fine-tune the distilled student adversarially afterwards, when given.
+    pub gan: Option<GanRequest>,
+}
+
+/// The adversarial phase of a run (`ard finetune-gan`'s settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GanRequest {
+    /// Start from this distilled student; the run's own distillation phase is then skipped.
+    pub student: Option<PathBuf>,
+    /// Real images for the discriminator: `fashion-mnist`, an IDX folder or an ImageFolder tree
+    /// (training split, read at the teacher's image size).
+    pub data: String,
+    pub options: GanOptions,
+}
+
+/// Evaluation during the distillation phase: a feature network and the real images it compares
+/// samples with (their test split).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalRequest {
+    pub feature_net: PathBuf,
+    /// `fashion-mnist`, an IDX folder or an ImageFolder tree (read at the teacher's image size).
+    pub data: String,
+    pub every: u64,
+    pub samples: usize,
+}
+
+impl EvalRequest {
+    /// Every [`EVAL_EVERY`] iterations on [`TRAINING_EVAL_SAMPLES`] samples.
+    pub fn new(feature_net: impl Into<PathBuf>, data: impl Into<String>) -> Self {
+        Self {
+            feature_net: feature_net.into(),
+            data: data.into(),
+            every: EVAL_EVERY,
+            samples: TRAINING_EVAL_SAMPLES,
+        }
+    }
+}
+
+impl TrainingRequest {
+    /// A run in `run_dir` distilling the teacher in `teacher` with every default.
+    pub fn new(run_dir: impl Into<PathBuf>, teacher: TeacherSource) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            teacher,
+            trajectories: TrajectoryOptions::default(),
+            distill: DistillOptions::default(),
+            preview_every: SAMPLE_EVERY,
+            eval: None,
+            gan: None,
+        }
+    }
 }

@@ -48,7 +48,7 @@ impl<M: Module> Trainer<M> {
             metrics: self.metrics.clone(),
         };
         w.set_metadata(CHECKPOINT_KEY, serde_json::to_string(&header).unwrap());
-        w.set_meta(meta);
+        meta.write_to(&mut w);
         for (key, bytes) in [("model", model), ("ema", ema), ("optimizer", optim)] {
             w.add_bytes(key, bytes);
         }
@@ -100,8 +100,7 @@ impl<M: Module> Trainer<M> {
 
 /// The model description stored in a checkpoint.
 pub fn checkpoint_meta(path: &Path) -> Result<ModelMeta> {
-    TensorFile::read(path)?
-        .model_meta()?
+    ModelMeta::read(&TensorFile::read(path)?)?
         .ok_or_else(|| EngineError::bad_file(path, "checkpoint without a model description"))
 }
 
@@ -218,13 +217,30 @@ fn differences(at: &str, was: &serde_json::Value, now: &serde_json::Value, out: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::options::DistillOptions;
+    use crate::train::options::TrainOptions;
+
+    /// A job's options as the distillation job keeps them: a nested recipe and its length.
+    #[derive(Clone, Serialize)]
+    struct Recipe {
+        history_layers: usize,
+        self_forcing: SelfForcing,
+        train: TrainOptions,
+    }
+
+    #[derive(Clone, Serialize)]
+    struct SelfForcing {
+        fraction: f64,
+    }
 
     #[test]
     fn run_options_refuse_another_recipe_but_not_another_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("distill-options.json");
-        let ours = DistillOptions::default();
+        let ours = Recipe {
+            history_layers: 2,
+            self_forcing: SelfForcing { fraction: 0.0 },
+            train: TrainOptions::paper(100),
+        };
         // A run folder from before the options were kept resumes, and keeps them from now on.
         keep_run_options(&path, &ours, true).unwrap();
         assert!(path.exists());

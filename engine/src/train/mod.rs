@@ -1,19 +1,26 @@
-//! Training: the options and their defaults (defined once, in `options.rs`), the optimisation
-//! loop (AdamW, gradient clipping, EMA, checkpoints), the long jobs (teacher training,
-//! distillation) and the teacher → trajectories → distillation pipeline the app runs.
+//! Training: the one training loop every job runs (`training_loop.rs`), one step of it
+//! (`trainer.rs`: AdamW, clipping, EMA, data-parallel shards), checkpoints and run folders that
+//! resume exactly, the learning-rate schedule, the events a run reports, and the options every
+//! job shares. The jobs themselves are in `jobs/`.
 
 pub(crate) mod checkpoint;
 pub(crate) mod ema;
-pub(crate) mod jobs;
+pub(crate) mod events;
 pub(crate) mod optim;
 pub(crate) mod options;
-pub(crate) mod pipeline;
+pub(crate) mod preview;
+pub(crate) mod run_dir;
+pub(crate) mod schedule;
 pub(crate) mod trainer;
+pub(crate) mod training_loop;
 
 pub use checkpoint::*;
 pub use ema::*;
-pub use jobs::*;
+pub use events::*;
 pub use optim::*;
 pub use options::*;
-pub use pipeline::*;
+pub use preview::*;
+pub use run_dir::*;
+pub use schedule::*;
 pub use trainer::*;
+pub use training_loop::*;

@@ -65,7 +65,7 @@ pub fn micro_batch_rows(heads: usize, tokens: usize) -> usize {
 /// Worker threads for data-parallel steps on `device`: one per CPU core on the CPU (or
 /// `ARD_TRAIN_THREADS`), one on a GPU (whose kernels already fill it).
 pub fn train_workers(device: &Device) -> usize {
-    if crate::wgsl::on_wgpu(device) {
+    if crate::device::on_wgpu(device) {
         return 1;
     }
     std::env::var("ARD_TRAIN_THREADS")

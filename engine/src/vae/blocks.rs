@@ -191,10 +191,11 @@ impl SpatialAttention {
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
         let heads = |t: Tensor<3>| t.unsqueeze_dim::<4>(1);
-        let attended = crate::model::attention::scaled_dot_product(
+        let attended = crate::dispatch::attention(
             heads(self.q.forward(tokens.clone())),
             heads(self.k.forward(tokens.clone())),
             heads(self.v.forward(tokens)),
+            crate::ops::AttentionMask::None,
         );
         let out = self.out.forward(attended.squeeze_dim::<3>(1));
         x + out.swap_dims(1, 2).reshape([b, c, h, w])

@@ -2,15 +2,17 @@
 //! burn's own wgpu tensors, and the process-wide switch that routes the model's attention to it.
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
-use burn::backend::{Backend, DispatchDevice, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 use burn::cubecl::prelude::{ExecutionMode, KernelId};
 use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Tensor};
 
 use super::tiling::{
-    AttentionMask, AttentionShape, Precision, TileConfig, buffer_size, kernel_params, tile_config,
+    AttentionShape, Precision, TileConfig, buffer_size, kernel_params, tile_config,
 };
+use crate::device::on_wgpu;
+use crate::ops::{AttentionMask, Kernels};
 
 /// ARD's attention as a burn backend extension: on cubecl (wgpu) devices it launches
 /// `shaders/attention.wgsl` on the tensors' own buffers; inside fusion it is a lazy custom op.
@@ -102,70 +104,16 @@ pub fn fused_attention_supported(device: &burn::tensor::Device, head_dim: usize)
     !device.is_autodiff() && on_wgpu(device) && TileConfig::for_head_dim(head_dim).is_some()
 }
 
-/// Whether `device` is one of burn's cubecl (wgpu) devices, where the kernel can run.
-pub fn on_wgpu(device: &burn::tensor::Device) -> bool {
-    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
-}
-
-/// Whether and how the model's attention uses the kernel on wgpu devices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FusedAttention {
-    /// burn's attention.
-    Off,
-    /// Our kernel on the f32 tensors.
-    F32,
-    /// Our kernel with queries, keys, values and output stored as f16 (cast around the kernel;
-    /// f32 arithmetic inside); where the device has no f16, as `F32`.
-    F16,
-}
-
-impl FusedAttention {
-    /// From `ARD_WGSL`: `1` or `f32`, `f16` (any case); anything else (or unset) is off.
-    pub fn from_env() -> Self {
-        let value = std::env::var("ARD_WGSL").unwrap_or_default();
-        match value.trim().to_ascii_lowercase().as_str() {
-            "1" | "f32" => Self::F32,
-            "f16" => Self::F16,
-            _ => Self::Off,
-        }
-    }
-}
-
-/// 0 = not decided yet (read `ARD_WGSL` on first use), 1 = off, 2 = f32, 3 = f16.
-static FUSED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Sets the model's use of the kernel for this process (overrides `ARD_WGSL`).
-pub fn set_fused_attention(mode: FusedAttention) {
-    let code = match mode {
-        FusedAttention::Off => 1,
-        FusedAttention::F32 => 2,
-        FusedAttention::F16 => 3,
-    };
-    FUSED.store(code, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn fused_mode() -> FusedAttention {
-    use std::sync::atomic::Ordering::Relaxed;
-    if FUSED.load(Relaxed) == 0 {
-        set_fused_attention(FusedAttention::from_env());
-    }
-    match FUSED.load(Relaxed) {
-        2 => FusedAttention::F32,
-        3 => FusedAttention::F16,
-        _ => FusedAttention::Off,
-    }
-}
-
-/// Whether the model's attention uses the kernel: where supported and switched on (`ARD_WGSL`
-/// or [`set_fused_attention`]). Off by default: on the one adapter measured so far (lavapipe)
-/// burn's autotuned attention is faster (docs/benchmarks.md).
-pub fn use_fused_attention(device: &burn::tensor::Device, head_dim: usize) -> bool {
-    fused_mode() != FusedAttention::Off && fused_attention_supported(device, head_dim)
-}
-
 /// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with our kernel on burn's wgpu
-/// device. Check [`fused_attention_supported`] first.
-pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
+/// device. Check [`fused_attention_supported`] first. `f16_mode` stores
+/// q, k, v and the output as f16 where the device has f16 shaders.
+pub fn fused_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: AttentionMask,
+    f16_mode: bool,
+) -> Tensor<4> {
     let [b, h, lq, d] = q.dims();
     let lk = k.dims()[2];
     let shape = AttentionShape {
@@ -178,7 +126,6 @@ pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Attention
     let dtype = q.dtype();
     // The kernel reads f32 or f16. f16 mode on an f32 model casts q, k and v (the whole key/value
     // cache) around every call.
-    let f16_mode = fused_mode() == FusedAttention::F16;
     let device_f16 = f16_mode && q.device().supports_dtype(DType::F16);
     if f16_mode && !device_f16 {
         static WARNED: std::sync::Once = std::sync::Once::new();
@@ -198,4 +145,22 @@ pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Attention
     Tensor::<3>::from_dispatch(out)
         .cast(dtype)
         .reshape([b, h, lq, d])
+}
+
+/// Our WGSL attention (`shaders/attention.wgsl`) on burn's wgpu devices; the other ops are
+/// burn's. `f16` stores the kernel's inputs and output as f16 (f32 arithmetic inside).
+pub struct WgslKernels {
+    pub f16: bool,
+}
+
+impl Kernels for WgslKernels {
+    fn attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: AttentionMask,
+    ) -> Tensor<4> {
+        fused_attention(q, k, v, mask, self.f16)
+    }
 }

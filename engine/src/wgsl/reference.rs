@@ -1,6 +1,7 @@
 //! The float64 CPU definition of masked attention that the WGSL kernel is tested against.
 
-use super::tiling::{AttentionMask, AttentionShape};
+use super::tiling::AttentionShape;
+use crate::ops::AttentionMask;
 
 /// Float64 attention on the CPU, the definition the kernel is tested against.
 pub fn attention_reference(

@@ -7,10 +7,11 @@ use std::sync::Mutex;
 use wgpu::util::DeviceExt;
 
 use super::tiling::{
-    AttentionMask, AttentionShape, Precision, TileConfig, buffer_size, decode_values,
-    encode_values, kernel_params, tile_config,
+    AttentionShape, Precision, TileConfig, buffer_size, decode_values, encode_values,
+    kernel_params, tile_config,
 };
 use crate::error::{EngineError, Result};
+use crate::ops::AttentionMask;
 
 struct Pipeline {
     pipeline: wgpu::ComputePipeline,

@@ -4,6 +4,7 @@
 //! uniform parameters, and the byte layout of its buffers.
 
 use crate::error::{EngineError, Result};
+use crate::ops::AttentionMask;
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/attention.wgsl");
 /// Workgroup memory the kernel may use: WebGPU's default limit, so it runs on every adapter.
@@ -165,58 +166,24 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-/// Which keys a query sees. Tokens come in steps of `tokens_per_step`; query i is in step
-/// `q_step_offset + i / tokens_per_step` (with a KV cache: the current step's index).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionMask {
-    None,
-    BlockCausal {
-        tokens_per_step: usize,
-        q_step_offset: usize,
-    },
-    BlockDiagonal {
-        tokens_per_step: usize,
-        q_step_offset: usize,
-    },
-}
-
-impl AttentionMask {
-    /// Keys `[lo, hi)` visible to query row `i` of `tk` keys.
-    pub fn key_range(&self, i: usize, tk: usize) -> (usize, usize) {
-        match *self {
-            Self::None => (0, tk),
-            Self::BlockCausal {
-                tokens_per_step: t,
-                q_step_offset,
-            } => (0, tk.min((q_step_offset + i / t + 1) * t)),
-            Self::BlockDiagonal {
-                tokens_per_step: t,
-                q_step_offset,
-            } => {
-                let step = q_step_offset + i / t;
-                (tk.min(step * t), tk.min((step + 1) * t))
-            }
-        }
-    }
-
-    pub(crate) fn params(&self) -> (u32, u32, u32) {
-        match *self {
-            Self::None => (0, 1, 0),
-            Self::BlockCausal {
-                tokens_per_step,
-                q_step_offset,
-            } => (1, tokens_per_step as u32, q_step_offset as u32),
-            Self::BlockDiagonal {
-                tokens_per_step,
-                q_step_offset,
-            } => (2, tokens_per_step as u32, q_step_offset as u32),
-        }
+/// The mask as the kernel's (mode, tokens per step, query step offset).
+fn mask_params(mask: AttentionMask) -> (u32, u32, u32) {
+    match mask {
+        AttentionMask::None => (0, 1, 0),
+        AttentionMask::BlockCausal {
+            tokens_per_step,
+            q_step_offset,
+        } => (1, tokens_per_step as u32, q_step_offset as u32),
+        AttentionMask::BlockDiagonal {
+            tokens_per_step,
+            q_step_offset,
+        } => (2, tokens_per_step as u32, q_step_offset as u32),
     }
 }
 
 /// The kernel's `Params` uniform: bh, tq, tk, tokens per step, query step offset, mode, scale.
 pub(crate) fn kernel_params(shape: AttentionShape, mask: AttentionMask) -> [u32; 8] {
-    let (mode, tokens_per_step, q_step_offset) = mask.params();
+    let (mode, tokens_per_step, q_step_offset) = mask_params(mask);
     let scale = (1.0 / (shape.head_dim as f64).sqrt()) as f32;
     [
         shape.bh as u32,

@@ -12,12 +12,13 @@ use ard_engine::HostTensor;
 use ard_engine::burn::tensor::Device;
 use ard_engine::diffusion::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
 use ard_engine::diffusion::{noised_batch, teacher_loss_rows};
+use ard_engine::distill::DistillLoss;
 use ard_engine::distill::distill_loss;
 use ard_engine::io::seeded_noise;
 use ard_engine::model::{
     DitConfig, InitOptions, Model, StudentConfig, init_teacher, student_from_teacher,
 };
-use ard_engine::train::{DistillLoss, TrainOptions, Trainer, train_workers};
+use ard_engine::train::{TrainOptions, Trainer, train_workers};
 use rand::Rng;
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (USER_HZ = 100).

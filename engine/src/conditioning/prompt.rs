@@ -1,76 +1,8 @@
-//! Class names: label lists for the known datasets, and resolving a typed name to a label.
-//!
-//! A class name may list synonyms separated by commas; the first is the one displayed
-//! ("tench, Tinca tinca").
+//! Free-text prompts for class-conditional models: ranking the classes a prompt may mean by
+//! their names and synonyms.
 
+use crate::conditioning::classes::display_name;
 use crate::error::{EngineError, Result};
-
-const IMAGENET_TSV: &str = include_str!("../../../assets/imagenet_classes.tsv");
-
-/// The 1000 ImageNet classes in the standard order, each with its synonyms.
-pub fn imagenet() -> Vec<String> {
-    IMAGENET_TSV
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split('\t').nth(2).map(str::to_string))
-        .collect()
-}
-
-/// Fashion-MNIST's 10 classes in label order.
-pub fn fashion_mnist() -> Vec<String> {
-    [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ]
-    .map(str::to_string)
-    .to_vec()
-}
-
-/// The displayed part of a class name.
-pub fn display_name(name: &str) -> &str {
-    name.split(',').next().unwrap_or(name).trim()
-}
-
-/// Resolves one label given as an index or a class name (any synonym, any case).
-pub fn resolve_label(item: &str, num_classes: usize, names: Option<&[String]>) -> Result<i64> {
-    let item = item.trim();
-    let label = match item.parse::<i64>() {
-        Ok(v) => v,
-        Err(_) => names
-            .and_then(|names| {
-                names.iter().position(|n| {
-                    n.split(',')
-                        .any(|syn| syn.trim().eq_ignore_ascii_case(item))
-                })
-            })
-            .map(|i| i as i64)
-            .ok_or_else(|| {
-                EngineError::Input(if names.is_some() {
-                    format!("unknown class `{item}`: no class has that name")
-                } else {
-                    format!(
-                        "unknown class `{item}`: this model has no class names, use 0..={}",
-                        num_classes - 1
-                    )
-                })
-            })?,
-    };
-    if label < 0 || label >= num_classes as i64 {
-        return Err(EngineError::Input(format!(
-            "unknown class {label}: the model has {num_classes} classes (0..={})",
-            num_classes - 1
-        )));
-    }
-    Ok(label)
-}
 
 /// A class a prompt may mean, best first in [`match_prompt`]'s list.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,25 +86,29 @@ pub fn match_prompt(prompt: &str, names: &[String]) -> Vec<PromptMatch> {
     matches
 }
 
+/// The classes `prompt` may mean for a class-conditional model with class `names`, best first
+/// (never empty), or an error naming the model's classes when none matches.
+pub fn resolve_prompt(prompt: &str, names: Option<&[String]>) -> Result<Vec<PromptMatch>> {
+    let Some(names) = names else {
+        return Err(EngineError::Input(
+            "this class-conditional model has no class names to match a prompt against: give class labels".into(),
+        ));
+    };
+    let matches = match_prompt(prompt, names);
+    if matches.is_empty() {
+        let classes: Vec<&str> = names.iter().map(|n| display_name(n)).collect();
+        return Err(EngineError::Input(format!(
+            "no class of this class-conditional model matches `{prompt}`; its classes: {}",
+            classes.join(", ")
+        )));
+    }
+    Ok(matches)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn imagenet_list_is_complete_and_ordered() {
-        let names = imagenet();
-        assert_eq!(names.len(), 1000);
-        assert_eq!(display_name(&names[0]), "tench");
-        assert_eq!(resolve_label("goldfish", 1000, Some(&names)).unwrap(), 1);
-        assert_eq!(
-            resolve_label("Carcharodon carcharias", 1000, Some(&names)).unwrap(),
-            2
-        );
-        assert_eq!(resolve_label("207", 1000, Some(&names)).unwrap(), 207);
-        assert!(resolve_label("unicorn", 1000, Some(&names)).is_err());
-        assert!(resolve_label("1000", 1000, Some(&names)).is_err());
-        assert!(resolve_label("-1", 1000, None).is_err());
-    }
+    use crate::conditioning::classes::{fashion_mnist, imagenet};
 
     #[test]
     fn prompts_resolve_by_names_and_synonyms() {
@@ -195,5 +131,10 @@ mod tests {
         assert!(match_prompt("a unicorn", &fashion).is_empty());
         // Alternatives come after the best match.
         assert!(match_prompt("shark", &imagenet).len() > 1);
+        let err = resolve_prompt("a unicorn", Some(&fashion))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Ankle boot"), "{err}");
+        assert!(resolve_prompt("boots", None).is_err());
     }
 }

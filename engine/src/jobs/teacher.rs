@@ -1,0 +1,155 @@
+//! Training a class-conditional DiT teacher from scratch on a dataset: epsilon prediction,
+//! label dropout for guidance (DiT, Peebles & Xie 2023), on the training loop.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::data::datasets::Dataset;
+use crate::diffusion::loss::{noised_batch, teacher_loss_rows};
+use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
+use crate::error::Result;
+use crate::model::config::{DitConfig, ModelMeta};
+use crate::model::dit::Dit;
+use crate::model::init::init_teacher;
+use crate::model::loaded::Model;
+use crate::model::params::InitOptions;
+use crate::train::events::Hooks;
+use crate::train::options::TrainOptions;
+use crate::train::run_dir::RunDir;
+use crate::train::schedule::LrSchedule;
+use crate::train::training_loop::{JobModel, training_loop};
+
+/// The options a teacher run was started with (beside its checkpoint).
+const TEACHER_OPTIONS_FILE: &str = "teacher-options.json";
+
+/// DiT's probability of training an example with the null class (for guidance).
+pub const DIT_LABEL_DROPOUT: f64 = 0.1;
+/// A small teacher trained from scratch: at small budgets the adaLN-Zero label pathway learns
+/// slowly at 1e-4, and 3e-4 left samples blind to their class after 1000 steps (see the toy test
+/// in `tests/pipeline.rs`).
+pub const SMALL_TEACHER_LR: f64 = 1e-3;
+/// Iterations of a small teacher, on a cosine schedule: a third as many at a constant rate left
+/// it far from converged (docs/distillation.md).
+pub const SMALL_TEACHER_ITERATIONS: u64 = 24000;
+/// Training a pixel-space teacher from scratch: its architecture (the image size, channels and
+/// classes come from the data) and its optimisation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TeacherOptions {
+    pub patch_size: usize,
+    pub hidden_size: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub label_dropout: f64,
+    pub train: TrainOptions,
+}
+
+impl Default for TeacherOptions {
+    /// [`DitConfig::fashion_mnist`]'s architecture, [`SMALL_TEACHER_ITERATIONS`] iterations at
+    /// peak rate [`SMALL_TEACHER_LR`] on the cosine schedule.
+    fn default() -> Self {
+        let arch = DitConfig::fashion_mnist();
+        Self {
+            patch_size: arch.patch_size,
+            hidden_size: arch.hidden_size,
+            depth: arch.depth,
+            num_heads: arch.num_heads,
+            label_dropout: DIT_LABEL_DROPOUT,
+            train: TrainOptions {
+                lr: SMALL_TEACHER_LR,
+                lr_schedule: LrSchedule::cosine(),
+                ..TrainOptions::paper(SMALL_TEACHER_ITERATIONS)
+            },
+        }
+    }
+}
+
+impl TeacherOptions {
+    /// The teacher's architecture for `size`×`size` images of `channels` channels and `classes`
+    /// classes (epsilon prediction only: pixel-space teachers sample with a fixed variance).
+    pub fn architecture(&self, size: usize, channels: usize, classes: usize) -> DitConfig {
+        DitConfig::fashion_mnist()
+            .with_image(size, channels)
+            .with_patch(self.patch_size)
+            .with_hidden(self.hidden_size)
+            .with_depth(self.depth)
+            .with_heads(self.num_heads)
+            .with_classes(classes)
+    }
+}
+
+/// Trains a class-conditional teacher on `data` (epsilon prediction, label dropout for
+/// guidance) with the architecture of `teacher` fitted to the data.
+pub fn train_teacher(
+    data: &Dataset,
+    teacher: &TeacherOptions,
+    run: &RunDir,
+    device: &Device,
+    mut hooks: Hooks,
+) -> Result<PathBuf> {
+    let dit = &teacher.architecture(data.image_size(), data.channels(), data.class_names.len());
+    dit.validate()?;
+    let options = &teacher.train;
+    let label_dropout = teacher.label_dropout;
+    let train_device = device.clone().autodiff();
+    let fresh = || -> Result<Dit> {
+        let m = init_teacher(
+            dit,
+            Some(data.class_names.clone()),
+            InitOptions {
+                seed: options.seed,
+                zero_init: true,
+            },
+            &train_device,
+        )?;
+        match m.model {
+            Model::Teacher(d) => Ok(d),
+            Model::Student(_) => unreachable!(),
+        }
+    };
+    let meta = ModelMeta::pixel_teacher(dit.clone(), Some(data.class_names.clone()));
+    let (resuming, _lock) = run.open(
+        |stored| stored.dit == *dit,
+        "was made with another architecture; resume without changing it, or use a new directory",
+        TEACHER_OPTIONS_FILE,
+        teacher,
+    )?;
+    let mut trainer = run.trainer(resuming, fresh()?, options, &mut hooks)?;
+    trainer.split_for(device, dit.num_heads, dit.num_patches());
+    let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
+    let batch = options.batch_size;
+    let model = JobModel {
+        meta: &meta,
+        file_name: "teacher.safetensors",
+        as_model: &|ema: &Dit| Model::Teacher(ema.clone()),
+    };
+    training_loop(&mut trainer, run, model, hooks, |t| {
+        let null = dit.num_classes as i64;
+        t.step_sharded(
+            batch,
+            |rng| {
+                let idx: Vec<usize> = (0..batch)
+                    .map(|_| rng.random_range(0..data.len()))
+                    .collect();
+                let (x0, y) = data.batch(&idx);
+                Ok(noised_batch(&x0, &y, &alpha_bar, null, label_dropout, rng))
+            },
+            |model, b, rows| teacher_loss_rows(model, b, rows, &train_device),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_teacher_is_the_fashion_mnist_preset() {
+        assert_eq!(
+            TeacherOptions::default().architecture(28, 1, 10),
+            DitConfig::fashion_mnist()
+        );
+    }
+}
