@@ -5,8 +5,8 @@
 use ard_engine::HostTensor;
 use ard_engine::burn::tensor::module::attention;
 use ard_engine::burn::tensor::{Bool, Device, Tensor, TensorData};
-use ard_engine::ops::AttentionMask;
-use ard_engine::wgsl::{AttentionKernel, AttentionShape, attention_reference};
+use ard_engine::ops::{AttentionMask, AttentionShape, attention_reference};
+use ard_engine::wgsl::AttentionKernel;
 use ard_studio::PARITY;
 
 fn kernel() -> Option<AttentionKernel> {

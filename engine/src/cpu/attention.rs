@@ -289,7 +289,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wgsl::{AttentionShape, attention_reference};
+    use crate::ops::{AttentionShape, attention_reference};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     fn random(n: usize, rng: &mut StdRng) -> Vec<f32> {

@@ -4,8 +4,10 @@
 //! backend it runs on.
 
 pub mod mask;
+pub mod reference;
 
 pub use mask::AttentionMask;
+pub use reference::{AttentionShape, attention_reference};
 
 use std::ops::Range;
 

@@ -53,30 +53,26 @@ impl LrSchedule {
 
 #[cfg(test)]
 mod tests {
-    use crate::train::options::{PAPER_LR, TrainOptions};
-    use crate::train::schedule::LrSchedule;
+    use super::LrSchedule;
 
     #[test]
     fn the_cosine_schedule_warms_up_then_decays_to_its_floor() {
-        let o = TrainOptions {
-            lr: 1e-3,
-            lr_schedule: LrSchedule::Cosine {
-                warmup: 10,
-                final_fraction: 0.1,
-            },
-            ..TrainOptions::paper(110)
+        let cosine = LrSchedule::Cosine {
+            warmup: 10,
+            final_fraction: 0.1,
         };
-        assert!((o.lr_at(0) - 1e-4).abs() < 1e-12);
-        assert!((o.lr_at(9) - 1e-3).abs() < 1e-12);
-        assert!((o.lr_at(10) - 1e-3).abs() < 1e-12);
-        assert!((o.lr_at(60) - 0.55e-3).abs() < 1e-12, "{}", o.lr_at(60));
-        assert!((o.lr_at(110) - 1e-4).abs() < 1e-12);
+        let lr_at = |i| cosine.rate(1e-3, 110, i);
+        assert!((lr_at(0) - 1e-4).abs() < 1e-12);
+        assert!((lr_at(9) - 1e-3).abs() < 1e-12);
+        assert!((lr_at(10) - 1e-3).abs() < 1e-12);
+        assert!((lr_at(60) - 0.55e-3).abs() < 1e-12, "{}", lr_at(60));
+        assert!((lr_at(110) - 1e-4).abs() < 1e-12);
         assert!(
-            (o.lr_at(500) - 1e-4).abs() < 1e-12,
+            (lr_at(500) - 1e-4).abs() < 1e-12,
             "past the end it stays at the floor"
         );
-        let lrs: Vec<f64> = (10..110).map(|i| o.lr_at(i)).collect();
+        let lrs: Vec<f64> = (10..110).map(lr_at).collect();
         assert!(lrs.windows(2).all(|w| w[1] <= w[0]));
-        assert_eq!(TrainOptions::paper(5).lr_at(3), PAPER_LR);
+        assert_eq!(LrSchedule::Constant.rate(1e-4, 5, 3), 1e-4);
     }
 }

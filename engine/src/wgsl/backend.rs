@@ -8,11 +8,9 @@ use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Tensor};
 
-use super::tiling::{
-    AttentionShape, Precision, TileConfig, buffer_size, kernel_params, tile_config,
-};
+use super::tiling::{Precision, TileConfig, buffer_size, kernel_params, tile_config};
 use crate::device::on_wgpu;
-use crate::ops::{AttentionMask, Kernels};
+use crate::ops::{AttentionMask, AttentionShape, Kernels};
 
 /// ARD's attention as a burn backend extension: on cubecl (wgpu) devices it launches
 /// `shaders/attention.wgsl` on the tensors' own buffers; inside fusion it is a lazy custom op.

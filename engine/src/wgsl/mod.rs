@@ -4,11 +4,9 @@
 //! burn backend extension the model calls ([`backend`]).
 
 pub(crate) mod backend;
-pub(crate) mod reference;
 pub(crate) mod runner;
 pub(crate) mod tiling;
 
 pub use backend::*;
-pub use reference::*;
 pub use runner::*;
 pub use tiling::*;

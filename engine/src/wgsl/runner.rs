@@ -7,11 +7,10 @@ use std::sync::Mutex;
 use wgpu::util::DeviceExt;
 
 use super::tiling::{
-    AttentionShape, Precision, TileConfig, buffer_size, decode_values, encode_values,
-    kernel_params, tile_config,
+    Precision, TileConfig, buffer_size, decode_values, encode_values, kernel_params, tile_config,
 };
 use crate::error::{EngineError, Result};
-use crate::ops::AttentionMask;
+use crate::ops::{AttentionMask, AttentionShape};
 
 struct Pipeline {
     pipeline: wgpu::ComputePipeline,

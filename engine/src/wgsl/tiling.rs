@@ -4,7 +4,7 @@
 //! uniform parameters, and the byte layout of its buffers.
 
 use crate::error::{EngineError, Result};
-use crate::ops::AttentionMask;
+use crate::ops::{AttentionMask, AttentionShape};
 
 pub(crate) const SOURCE: &str = include_str!("../../../shaders/attention.wgsl");
 /// Workgroup memory the kernel may use: WebGPU's default limit, so it runs on every adapter.
@@ -155,15 +155,6 @@ pub(crate) fn tile_config(head_dim: usize, precision: Precision) -> Result<TileC
              of workgroup memory"
         ))
     })
-}
-
-/// `[bh, tq, head_dim]` queries against `[bh, tk, head_dim]` keys and values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionShape {
-    pub bh: usize,
-    pub tq: usize,
-    pub tk: usize,
-    pub head_dim: usize,
 }
 
 /// The mask as the kernel's (mode, tokens per step, query step offset).

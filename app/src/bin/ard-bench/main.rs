@@ -40,8 +40,8 @@ use ard_engine::model::LoadedModel;
 use ard_engine::model::Precision as ModelPrecision;
 use ard_engine::model::{DitConfig, StudentConfig};
 use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
-use ard_engine::ops::AttentionMask;
-use ard_engine::wgsl::{AttentionKernel, AttentionShape, Precision};
+use ard_engine::ops::{AttentionMask, AttentionShape};
+use ard_engine::wgsl::{AttentionKernel, Precision};
 use clap::Parser;
 
 #[derive(Parser)]

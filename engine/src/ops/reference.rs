@@ -1,9 +1,17 @@
-//! The float64 CPU definition of masked attention that the WGSL kernel is tested against.
+//! The float64 definition of masked attention that every attention kernel is tested against.
 
-use super::tiling::AttentionShape;
 use crate::ops::AttentionMask;
 
-/// Float64 attention on the CPU, the definition the kernel is tested against.
+/// `[bh, tq, head_dim]` queries against `[bh, tk, head_dim]` keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub bh: usize,
+    pub tq: usize,
+    pub tk: usize,
+    pub head_dim: usize,
+}
+
+/// Float64 attention on the CPU, the definition the kernels are tested against.
 pub fn attention_reference(
     q: &[f32],
     k: &[f32],
