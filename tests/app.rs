@@ -72,6 +72,72 @@ fn the_engine_streams_each_step_before_the_run_ends() {
     );
 }
 
+/// Cancel stops a generation between steps: the engine answers `Cancelled`, never `Done`,
+/// and the steps it sent are fewer than the run's.
+#[test]
+fn cancel_stops_a_generation_between_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, _) = tiny_models(dir.path());
+    let studio = Studio::spawn(StudioOptions {
+        device: Device::flex(),
+        device_label: "cpu".into(),
+        initial_models: vec![teacher],
+        notify: Arc::new(|| {}),
+    });
+    // A teacher as the generator, 1000 DDIM steps: far longer than the Cancel takes to arrive.
+    studio.send(Request::Generate(GenerateRequest {
+        id: 9,
+        labels: vec![0; 16],
+        seed: 1,
+        cfg_scale: 1.5,
+        teacher_steps: 1000,
+        compare_teacher: false,
+    }));
+    let mut steps = 0;
+    loop {
+        match studio
+            .events
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap()
+        {
+            Event::Step(s) => {
+                assert_eq!((s.id, s.total), (9, 1000));
+                steps += 1;
+                if steps == 1 {
+                    studio.send(Request::Cancel);
+                }
+            }
+            Event::Cancelled { id } => {
+                assert_eq!(id, 9);
+                break;
+            }
+            Event::Done { .. } => panic!("the run finished despite Cancel"),
+            Event::GenerateFailed { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    assert!(steps < 1000, "{steps} steps arrived");
+    // The engine is free again: a new generation runs to its end.
+    studio.send(Request::Generate(GenerateRequest {
+        id: 10,
+        labels: vec![1],
+        seed: 2,
+        cfg_scale: 1.0,
+        teacher_steps: 2,
+        compare_teacher: false,
+    }));
+    loop {
+        match studio.events.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::Done { id, images, .. } => {
+                assert_eq!((id, images.len()), (10, 1));
+                break;
+            }
+            Event::GenerateFailed { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn generate_shows_every_step_on_the_canvas() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,6 +178,48 @@ fn generate_shows_every_step_on_the_canvas() {
         run.zoom.as_ref().map(|z| z.caption.as_str()),
         Some("image 2 · infer_z0")
     );
+}
+
+/// File > Copy image puts the finished grid on the clipboard, pixel for pixel.
+#[test]
+fn copy_image_puts_the_final_grid_on_the_clipboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, student) = tiny_models(dir.path());
+    let mut harness = app_harness(vec![teacher, student], dir.path());
+    wait_for(&mut harness, "the student", 60, |a| {
+        loaded(a, "student.safetensors")
+    });
+    harness.state_mut().conditioning.compare = false;
+    click_generate(&mut harness);
+    wait_for(&mut harness, "the run", 120, |a| {
+        a.run.as_ref().is_some_and(|r| !r.running)
+    });
+    let grid = harness.state().run.as_ref().unwrap().final_grid().unwrap();
+    harness.get_by_label("File").click();
+    harness.run_steps(2);
+    harness.get_by_label("Copy image").click();
+    harness.step();
+    let copied: Vec<&egui::ColorImage> = harness
+        .output()
+        .platform_output
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::CopyImage(img) => Some(img),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copied.len(), 1, "one image copied");
+    assert_eq!(
+        copied[0].size,
+        [grid.width() as usize, grid.height() as usize]
+    );
+    let first = grid.get_pixel(0, 0).0;
+    assert_eq!(copied[0].pixels[0].to_array()[..3], first);
+    assert!(matches!(
+        &harness.state().notice,
+        Some(ard_app::gui::Notice::Note(n)) if n.contains("copied")
+    ));
 }
 
 #[test]

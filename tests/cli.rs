@@ -148,15 +148,30 @@ fn seeded_sampling_is_repeatable_and_labels_are_checked() {
 
 #[test]
 fn info_reads_reference_and_own_files() {
-    run_args(["ard", "info", &arg(&reference("dit_teacher.pt"))]).unwrap();
-    run_args([
-        "ard",
-        "info",
+    let info = |args: &[&str]| {
+        let mut all = vec!["ard", "info"];
+        all.extend(args);
+        ard_app::cli::run_args_output(all).unwrap()
+    };
+    let teacher = info(&[&arg(&reference("dit_teacher.pt"))]);
+    for line in [
+        "format:      PyTorch",
+        "kind:        teacher",
+        "classes:     ",
+    ] {
+        assert!(teacher.contains(line), "missing `{line}` in:\n{teacher}");
+    }
+    let student = info(&[
         &arg(&reference("ard_student.safetensors")),
         "--history-layers",
         "2",
-    ])
-    .unwrap();
+    ]);
+    for line in [
+        "kind:        student",
+        "outputs:     infer_z15, infer_z10, infer_z5, infer_z0",
+    ] {
+        assert!(student.contains(line), "missing `{line}` in:\n{student}");
+    }
     let err = run_args(["ard", "info", "/nonexistent.safetensors"]).unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent.safetensors"));
 }
@@ -210,21 +225,32 @@ fn the_attention_flag_runs_our_kernel_and_refuses_the_cpu() {
     let err = run("cpu", "wgsl", &out).unwrap_err().to_string();
     assert!(err.contains("needs --device wgpu"), "{err}");
     assert!(!out.exists());
-    if std::env::var_os("ARD_SKIP_WGPU").is_some() {
+    if !ard_studio::wgpu_runs("--attention on wgpu") {
         return;
     }
+    use ard_engine::dispatch::{KernelSet, attention_calls};
+    let wgsl_calls = || attention_calls()[KernelSet::Wgsl as usize];
     let want = TensorFile::read(reference("ard_io.safetensors")).unwrap();
     // f16 buffers: 5e-6 measured on lavapipe (f32: 3e-7); the outputs pass through the gated
     // residuals, so the rounding of q, k, v shrinks.
     for attention in ["wgsl", "wgsl-f16"] {
+        let before = wgsl_calls();
         run("wgpu", attention, &out).unwrap();
+        // The flag is not ignored: our kernel computed the student's attention (burn's would
+        // meet the same tolerance).
+        assert!(
+            wgsl_calls() > before,
+            "--attention {attention}: our kernel never ran"
+        );
         let got = TensorFile::read(&out).unwrap();
         for key in ["infer_z15", "infer_z10", "infer_z5", "infer_z0"] {
             let err = assert_close(key, &got.f32(key).unwrap(), &want.f32(key).unwrap(), PARITY);
             eprintln!("--attention {attention}, {key}: {err:.2e}");
         }
     }
+    let before = wgsl_calls();
     run("wgpu", "burn", &out).unwrap();
+    assert_eq!(wgsl_calls(), before, "--attention burn ran our kernel");
 }
 
 /// A tiny named 10-class (Fashion-MNIST) teacher; returns its path.

@@ -10,7 +10,7 @@ use ard_engine::model::ArdStudent;
 use ard_engine::model::sincos_pos_embed_2d;
 use ard_engine::model::{LoadOptions, LoadedModel, Model};
 use ard_engine::{Device, ModelKind};
-use ard_studio::{PARITY, assert_close, load_reference, reference, reference_file};
+use ard_studio::{CPU_PARITY as PARITY, assert_close, load_reference, reference, reference_file};
 
 fn cpu() -> Device {
     Device::flex()

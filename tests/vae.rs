@@ -54,8 +54,7 @@ fn decode_and_encode_match_diffusers_on_cpu() {
 
 #[test]
 fn decode_and_encode_match_diffusers_on_wgpu() {
-    if ard_engine::device::wgpu_adapter_name().is_none() {
-        eprintln!("no wgpu adapter: skipped");
+    if !ard_studio::wgpu_runs("VAE parity on wgpu") {
         return;
     }
     parity_on(&ard_engine::device::DeviceChoice::Wgpu.device().unwrap());

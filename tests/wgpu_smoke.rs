@@ -10,12 +10,10 @@ use ard_studio::{PARITY, assert_close, load_reference, reference_file, reference
 
 #[test]
 fn reference_vectors_on_wgpu() {
-    if std::env::var_os("ARD_SKIP_WGPU").is_some() {
-        eprintln!("ARD_SKIP_WGPU set: skipping");
+    if !ard_studio::wgpu_runs("reference vectors on wgpu") {
         return;
     }
-    let adapter = wgpu_adapter_name()
-        .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set ARD_SKIP_WGPU=1");
+    let adapter = wgpu_adapter_name().expect("checked by wgpu_runs");
     eprintln!("adapter: {adapter}");
     let device = DeviceChoice::Wgpu.device().unwrap();
     let student = load_reference("ard_student.safetensors", &device);

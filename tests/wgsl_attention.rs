@@ -10,8 +10,7 @@ use ard_engine::wgsl::AttentionKernel;
 use ard_studio::PARITY;
 
 fn kernel() -> Option<AttentionKernel> {
-    if std::env::var_os("ARD_SKIP_WGPU").is_some() {
-        eprintln!("ARD_SKIP_WGPU set: skipping");
+    if !ard_studio::wgpu_runs("our WGSL kernel") {
         return None;
     }
     Some(AttentionKernel::on_default_adapter().unwrap_or_else(|e| {
@@ -339,7 +338,7 @@ fn f16_tensors_on_burns_own_wgpu_device() {
     }
     let device = DeviceChoice::Wgpu.device().unwrap();
     if !device.supports_dtype(DType::F16) {
-        eprintln!("no f16 on this device: skipped");
+        ard_studio::skip("f16 tensors through our kernel", "no f16 on this device");
         return;
     }
     // An odd count of f16 elements too (1 × 1 × 3·5 × 33).

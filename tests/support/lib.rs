@@ -70,8 +70,55 @@ pub fn reference_student_request() -> SampleRequest {
     }
 }
 
-/// Relative error below which a float32 result counts as the reference's.
+/// Relative error below which a float32 result counts as the reference's (wgpu, the VAE).
 pub const PARITY: f64 = 1e-4;
+
+/// The same on the CPU: ≈6× the worst error measured against the reference vectors (3.1e-7),
+/// so a slip such as LayerNorm's ε at 1e-5 instead of 1e-6 fails.
+pub const CPU_PARITY: f64 = 2e-6;
+
+/// Whether this run is CI (`CI=true`), where everything the tests need is installed.
+pub fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Says on stderr that `what` is skipped and why. On CI, where lavapipe and the data are
+/// installed, a skip means something broke: it fails instead.
+pub fn skip(what: &str, why: &str) {
+    assert!(!on_ci(), "{what} would be skipped on CI: {why}");
+    eprintln!("SKIPPED {what}: {why}");
+}
+
+/// Whether a test that needs a wgpu adapter runs here; if not, [`skip`]s it (`ARD_SKIP_WGPU=1`
+/// skips on purpose; on CI that fails too).
+pub fn wgpu_runs(what: &str) -> bool {
+    if std::env::var_os("ARD_SKIP_WGPU").is_some() {
+        skip(what, "ARD_SKIP_WGPU is set");
+        return false;
+    }
+    if ard_engine::device::wgpu_adapter_name().is_none() {
+        skip(
+            what,
+            "no wgpu adapter (install mesa-vulkan-drivers for lavapipe)",
+        );
+        return false;
+    }
+    true
+}
+
+/// A fresh seed for a random test (printed, so a failure can be replayed with `ARD_TEST_SEED`).
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("ARD_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: seed {seed} (ARD_TEST_SEED={seed} replays it)");
+    seed
+}
 
 /// Asserts `‖got − want‖ / ‖want‖ < tol`, NaN failing; returns the error.
 pub fn assert_close(name: &str, got: &HostTensor, want: &HostTensor, tol: f64) -> f64 {

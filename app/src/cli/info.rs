@@ -1,5 +1,6 @@
 //! `ard info`: what a weight file holds.
 
+use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::Result;
@@ -10,10 +11,13 @@ use ard_engine::model::{LoadOptions, resolve_meta};
 
 use super::ArchArgs;
 
-pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
+/// What `ard info` prints about the file at `path`.
+pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<String> {
+    let mut out = String::new();
     let mut file = TensorFile::read(path)?;
     if ard_engine::vae::is_vae(&file) {
-        return vae_info(path, &file);
+        vae_info(path, &file, &mut out)?;
+        return Ok(out);
     }
     file.strip_prefix_to("x_embedder.proj.weight");
     let stored = ModelMeta::read(&file)?.is_some();
@@ -32,8 +36,9 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
         .map(|t| t.shape.iter().product::<usize>())
         .sum();
     let d = &meta.dit;
-    println!("file:        {}", path.display());
-    println!(
+    writeln!(out, "file:        {}", path.display())?;
+    writeln!(
+        out,
         "format:      {:?}{}",
         file.format,
         if stored {
@@ -41,22 +46,25 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
         } else {
             " (reference names, no metadata)"
         }
-    );
-    println!("kind:        {}", meta.kind);
-    println!(
+    )?;
+    writeln!(out, "kind:        {}", meta.kind)?;
+    writeln!(
+        out,
         "parameters:  {params} ({:.2} M) in {} tensors",
         params as f64 / 1e6,
         file.tensors.len()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "input:       {} channels x {}x{}, patch {} ({} tokens per image)",
         d.in_channels,
         d.input_size,
         d.input_size,
         d.patch_size,
         d.num_patches()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "transformer: hidden {}, depth {}, heads {}, MLP {}",
         d.hidden_size,
         d.depth,
@@ -66,20 +74,26 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
             "not stored (give --heads to load)".into()
         },
         d.mlp_hidden
-    );
-    println!("classes:     {} (+ null class for guidance)", d.num_classes);
-    println!(
+    )?;
+    writeln!(
+        out,
+        "classes:     {} (+ null class for guidance)",
+        d.num_classes
+    )?;
+    writeln!(
+        out,
         "learn_sigma: {} ({} output channels)",
         d.learn_sigma,
         d.out_channels()
-    );
+    )?;
     if let Some(s) = &meta.student {
         let n = if history_known {
             s.history_layers.to_string()
         } else {
             "not stored (give --history-layers to load)".into()
         };
-        println!(
+        writeln!(
+            out,
             "student:     K = {} steps, history layers N = {n}{}",
             s.steps,
             if s.adversarial {
@@ -87,22 +101,23 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<()> {
             } else {
                 ""
             }
-        );
-        println!("markers:     {:?}", s.time_markers);
-        println!("outputs:     {}", s.output_names("infer").join(", "));
+        )?;
+        writeln!(out, "markers:     {:?}", s.time_markers)?;
+        writeln!(out, "outputs:     {}", s.output_names("infer").join(", "))?;
     }
     if let Some(names) = &meta.class_names {
         let shown: Vec<&str> = names.iter().take(12).map(|n| display_name(n)).collect();
-        println!(
+        writeln!(
+            out,
             "class names: {}{}",
             shown.join(", "),
             if names.len() > 12 { ", …" } else { "" }
-        );
+        )?;
     }
-    Ok(())
+    Ok(out)
 }
 
-fn vae_info(path: &Path, file: &TensorFile) -> Result<()> {
+fn vae_info(path: &Path, file: &TensorFile, out: &mut String) -> Result<()> {
     let config = ard_engine::vae::VaeConfig::for_weights(path, file)?;
     let params: usize = file
         .tensors
@@ -110,25 +125,29 @@ fn vae_info(path: &Path, file: &TensorFile) -> Result<()> {
         .map(|t| t.shape.iter().product::<usize>())
         .sum();
     let beside = path.with_file_name("config.json");
-    println!("file:        {}", path.display());
-    println!("format:      {:?}", file.format);
-    println!("kind:        VAE (AutoencoderKL, diffusers key names)");
-    println!(
+    writeln!(out, "file:        {}", path.display())?;
+    writeln!(out, "format:      {:?}", file.format)?;
+    writeln!(out, "kind:        VAE (AutoencoderKL, diffusers key names)")?;
+    writeln!(
+        out,
         "parameters:  {params} ({:.2} M) in {} tensors",
         params as f64 / 1e6,
         file.tensors.len()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "levels:      {:?} channels, {} ResNet blocks each, {}x down-sampling",
         config.block_out_channels,
         config.layers_per_block,
         config.downsampling()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "latent:      {} channels, scaling factor {}",
         config.latent_channels, config.scaling_factor
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "groups:      {} ({})",
         config.norm_num_groups,
         if beside.is_file() {
@@ -136,6 +155,6 @@ fn vae_info(path: &Path, file: &TensorFile) -> Result<()> {
         } else {
             "SD default: no config.json beside the weights".into()
         }
-    );
+    )?;
     Ok(())
 }

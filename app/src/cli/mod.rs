@@ -76,24 +76,38 @@ where
     run(Cli::try_parse_from(args)?)
 }
 
+/// Parses `args` (program name first) and runs the command, returning what it prints on
+/// standard output (`ard info` and `ard defaults` print there; the others report on stderr).
+pub fn run_args_output<I, T>(args: I) -> Result<String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    output(Cli::try_parse_from(args)?)
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    print!("{}", output(cli)?);
+    Ok(())
+}
+
+/// Runs a parsed command line; returns its standard output.
+fn output(cli: Cli) -> Result<String> {
+    let done = |r: Result<()>| r.map(|()| String::new());
     match cli.command {
         Command::Info { file, arch } => info::info(&file, &arch),
-        Command::Sample(args) => sample::sample_cmd(args),
-        Command::TrainTeacher(args) => train::train_teacher_cmd(args),
-        Command::Trajectories(args) => trajectories::trajectories_cmd(args),
-        Command::Distill(args) => train::distill_cmd(args),
-        Command::FinetuneGan(args) => gan::finetune_gan_cmd(args),
-        Command::TrainFeatures(args) => train::train_features_cmd(args),
-        Command::Eval(args) => eval::eval_cmd(args),
-        Command::StepError(args) => eval::step_error_cmd(args),
-        Command::Decode(args) => vae::decode_cmd(args),
-        Command::Encode(args) => vae::encode_cmd(args),
-        Command::Defaults => {
-            println!("{}", train::defaults_json());
-            Ok(())
-        }
+        Command::Sample(args) => done(sample::sample_cmd(args)),
+        Command::TrainTeacher(args) => done(train::train_teacher_cmd(args)),
+        Command::Trajectories(args) => done(trajectories::trajectories_cmd(args)),
+        Command::Distill(args) => done(train::distill_cmd(args)),
+        Command::FinetuneGan(args) => done(gan::finetune_gan_cmd(args)),
+        Command::TrainFeatures(args) => done(train::train_features_cmd(args)),
+        Command::Eval(args) => done(eval::eval_cmd(args)),
+        Command::StepError(args) => done(eval::step_error_cmd(args)),
+        Command::Decode(args) => done(vae::decode_cmd(args)),
+        Command::Encode(args) => done(vae::encode_cmd(args)),
+        Command::Defaults => Ok(format!("{}\n", train::defaults_json())),
     }
 }
 

@@ -197,7 +197,7 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
         let images = pixels(&out.images)?;
         // Seeded runs record their settings, so the app can restore them from the PNG.
         match (args.noise.is_none(), file_fingerprint(&args.weights)) {
-            (true, Ok(fingerprint)) => png_settings::save_png(
+            (true, Ok(fingerprint)) => png_settings::save_png_with_settings(
                 &batch_grid(&images),
                 &GenerationSettings {
                     model_file: args

@@ -14,7 +14,7 @@ mod training;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ard_engine::io::png_settings::{GenerationSettings, read_settings, save_png};
+use ard_engine::io::png_settings::{GenerationSettings, read_settings, save_png_with_settings};
 use ard_engine::studio::{Event, ModelInfo, Request, Role, Studio, StudioOptions};
 use ard_engine::{Device, ModelKind};
 use eframe::egui;
@@ -321,7 +321,7 @@ impl StudioApp {
     pub fn save_result(&mut self, path: &Path) -> Result<(), String> {
         let run = self.run.as_ref().ok_or("nothing generated yet")?;
         let image = run.final_grid().ok_or("the run has not finished")?;
-        save_png(&image, &run.settings, path).map_err(|e| e.to_string())?;
+        save_png_with_settings(&image, &run.settings, path).map_err(|e| e.to_string())?;
         self.notice = Some(Notice::Note(format!("saved {}", path.display())));
         Ok(())
     }

@@ -56,7 +56,11 @@ pub fn encode_png(image: &RgbImage, settings: &GenerationSettings) -> Result<Vec
 }
 
 /// Writes `image` with `settings` to `path` (atomically: a full disk leaves no broken file).
-pub fn save_png(image: &RgbImage, settings: &GenerationSettings, path: &Path) -> Result<()> {
+pub fn save_png_with_settings(
+    image: &RgbImage,
+    settings: &GenerationSettings,
+    path: &Path,
+) -> Result<()> {
     write_atomically(path, &encode_png(image, settings)?)
 }
 

@@ -66,7 +66,7 @@ impl Studio {
                     tx: event_tx,
                     notify: options.notify.clone(),
                 };
-                Engine::new(options.device, emitter, request_rx)
+                EngineThread::new(options.device, emitter, request_rx)
                     .run(options.device_label, options.initial_models);
             })
             .expect("spawn the engine thread");
@@ -115,7 +115,7 @@ struct Training {
     thread: JoinHandle<()>,
 }
 
-struct Engine {
+struct EngineThread {
     device: Device,
     events: Emitter,
     requests: Receiver<Request>,
@@ -128,7 +128,7 @@ struct Engine {
     training: Option<Training>,
 }
 
-impl Engine {
+impl EngineThread {
     fn new(device: Device, events: Emitter, requests: Receiver<Request>) -> Self {
         Self {
             device,
