@@ -111,7 +111,7 @@ impl DeviceChoice {
 /// the same large activation buffers; glibc's default returns the top of the heap to the
 /// kernel as soon as 128 KiB are free there and maps anything over its (adaptive) threshold
 /// afresh, so each step paid for page faults and for zeroing pages (a fifth of a distillation
-/// step's time in `perf`, docs/benchmarks.md). Raises the trim threshold to 2 GiB and fixes the
+/// step's time under `perf`). Raises the trim threshold to 2 GiB and fixes the
 /// mmap threshold at glibc's maximum (32 MiB). Process-wide, once; elsewhere than glibc a no-op.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -82,7 +82,7 @@ pub fn set_fused_attention(mode: FusedAttention) {
 }
 
 /// The WGSL attention mode in force. Off by default: on the one adapter measured so far
-/// (lavapipe) burn's autotuned attention is faster (docs/benchmarks.md).
+/// (lavapipe) burn's autotuned attention is faster (`ard-bench`, docs/benchmarks.md).
 pub fn fused_attention() -> FusedAttention {
     if FUSED.load(Relaxed) == 0 {
         set_fused_attention(FusedAttention::from_env());

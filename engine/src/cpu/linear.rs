@@ -2,7 +2,7 @@
 //! rows, and its gradients (`dx = dy·Wᵀ`, `dW = xᵀ·dy`, `db = Σ dy`) as two gemm calls reading
 //! the transposes by strides plus a column sum. burn flex's `linear` adds the bias in a separate
 //! broadcast pass that cost more than the product itself for DiT's qkv projection
-//! (docs/benchmarks.md); everything else is the same gemm crate burn flex multiplies with.
+//! (a profile of the CPU student); everything else is the same gemm crate burn flex multiplies with.
 //!
 //! Shapes: `x: [rows, d_in]`, `w: [d_in, d_out]` (burn's layout), `b: [d_out]`, row-major.
 

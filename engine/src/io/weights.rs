@@ -3,7 +3,7 @@
 //!
 //! Opening a file reads its header only; each tensor's bytes are read when a model asks for
 //! them, so loading a model never holds a second copy of the whole file (DiT-XL/2's 2.7 GB
-//! load in about the model's own size; docs/benchmarks.md).
+//! loads in about the model's own size, `ard-bench --imagenet DIR --load-only`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

@@ -24,6 +24,7 @@
 //!   `--rounds R`, each row R times, ours then theirs, the best of each kept and every round's
 //!   ratio printed.
 
+mod report;
 mod scale;
 mod training;
 
@@ -43,6 +44,7 @@ use ard_engine::model::{InitOptions, init_teacher, student_from_teacher};
 use ard_engine::ops::{AttentionMask, AttentionShape};
 use ard_engine::wgsl::{AttentionKernel, Precision};
 use clap::Parser;
+use report::out;
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +95,9 @@ struct Args {
     /// The SD VAE at 256 px: decode and encode times.
     #[arg(long)]
     vae_256: bool,
+    /// Also write the report (Markdown, headed by this command) to this file.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
     /// The authors' speed anchor (`torch_speed.py`), run on the same shapes for comparison.
     #[arg(long)]
     torch: Option<std::path::PathBuf>,
@@ -196,13 +201,13 @@ fn burn_attention_ms(
 
 fn attention_table(device: &Device, repeats: usize) {
     let Ok(kernel) = AttentionKernel::on_default_adapter() else {
-        println!("(no wgpu adapter: the WGSL attention needs one)\n");
+        out!("(no wgpu adapter: the WGSL attention needs one)\n");
         return;
     };
-    println!("### Attention: ours (WGSL) vs burn's, same adapter\n");
+    out!("### Attention: ours (WGSL) vs burn's, same adapter\n");
     let f16 = kernel.supports_f16();
-    println!("| shapes | case | ours ms | ours, f16 buffers ms | burn ms | burn / ours |");
-    println!("|---|---|---|---|---|---|");
+    out!("| shapes | case | ours ms | ours, f16 buffers ms | burn ms | burn / ours |");
+    out!("|---|---|---|---|---|---|");
     let cases = [
         AttentionCase {
             name: "default model (batch 16, 4 heads × 16, 49 tokens/step)",
@@ -276,14 +281,14 @@ fn attention_table(device: &Device, repeats: usize) {
                 "(no f16)".to_string()
             };
             let theirs = burn_attention_ms(device, bh, tq, tk, c.head_dim, causal, repeats);
-            println!(
+            out!(
                 "| {} | {case} | {ours:.3} | {ours_f16} | {theirs:.3} | {:.2}x |",
                 c.name,
                 theirs / ours
             );
         }
     }
-    println!();
+    out!();
 }
 
 fn models(dit: &DitConfig, history: usize, device: &Device) -> (LoadedModel, LoadedModel) {
@@ -312,11 +317,11 @@ fn end_to_end(device: &Device, label: &str, args: &Args) {
     if which == "none" {
         return;
     }
-    println!("### End to end on {label}\n");
-    println!(
+    out!("### End to end on {label}\n");
+    out!(
         "| model | batch | teacher 25-step guided ms/img | ARD 4-step ms/img | speed-up | ARD images/s | ARD GFLOP/s | share of matmul rate |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    out!("|---|---|---|---|---|---|---|---|");
     let configs = [
         (
             "default (hidden 64, depth 4, 28×28×1, N=2)",
@@ -415,7 +420,7 @@ fn end_to_end(device: &Device, label: &str, args: &Args) {
                 )
             };
             let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ard_ms / 1e3);
-            println!(
+            out!(
                 "| {name} | {batch} | {teacher_col} | {ard_ms:.2} | {speed_up} | {:.1} | {gflops:.1} | {:.0}% |",
                 1e3 / ard_ms,
                 100.0 * share
@@ -428,30 +433,41 @@ fn end_to_end(device: &Device, label: &str, args: &Args) {
             }
         }
     }
-    println!();
+    out!();
     if !against.is_empty() {
-        println!(
+        out!(
             "#### DiT-S/2 against the authors' PyTorch code (ms/img, best of {rounds} rounds, each ours then theirs)\n"
         );
-        println!("| row | batch | ours | PyTorch | ours / PyTorch | each round |");
-        println!("|---|---|---|---|---|---|");
+        out!("| row | batch | ours | PyTorch | ours / PyTorch | each round |");
+        out!("|---|---|---|---|---|---|");
         for (what, batch, paired) in against {
             let [theirs, ratio, each] = paired.cells();
-            println!(
+            out!(
                 "| {what} | {batch} | {:.1} | {theirs} | {ratio} | {each} |",
                 paired.ours()
             );
         }
-        println!();
+        out!();
         for line in lines {
-            println!("- PyTorch, DiT-S/2 shapes: `{line}`");
+            out!("- PyTorch, DiT-S/2 shapes: `{line}`");
         }
-        println!();
+        out!();
     }
 }
 
 fn main() {
     let args = Args::parse();
+    run(&args);
+    if let Some(path) = &args.out
+        && args.probe_scale.is_none()
+        && let Err(e) = report::write_to(path)
+    {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) {
     if let Some(path) = &args.probe_scale {
         let choice = args.device.parse().expect("one device");
         scale::probe(path, choice, args.precision[0], args.load_only);
@@ -464,7 +480,7 @@ fn main() {
             std::process::exit(2)
         })],
     };
-    println!(
+    out!(
         "# ard-bench\n\nthreads: {}; wgpu adapter: {}\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         wgpu_adapter_name().unwrap_or_else(|| "none".into())
@@ -482,19 +498,19 @@ fn main() {
         let device = match choice.device() {
             Ok(d) => d,
             Err(e) => {
-                println!("## {choice}: skipped ({e})\n");
+                out!("## {choice}: skipped ({e})\n");
                 continue;
             }
         };
-        println!("## {}\n", choice.describe());
+        out!("## {}\n", choice.describe());
         let matmul = matmul_gflops(&device, args.repeats);
-        println!("matmul rate (1024², f32, burn, sustained 1 s): {matmul:.1} GFLOP/s\n");
+        out!("matmul rate (1024², f32, burn, sustained 1 s): {matmul:.1} GFLOP/s\n");
         if choice == DeviceChoice::Wgpu && !args.no_attention {
             attention_table(&device, args.repeats);
         }
         if args.train {
-            training::training_table(&device, &args);
+            training::training_table(&device, args);
         }
-        end_to_end(&device, &choice.describe(), &args);
+        end_to_end(&device, &choice.describe(), args);
     }
 }

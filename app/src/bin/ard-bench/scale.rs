@@ -22,6 +22,8 @@ use ard_engine::vae::{AutoencoderKL, VaeConfig};
 
 use crate::training::{peak_memory_mib, reset_peak_memory};
 
+use crate::report::out;
+
 /// ARD's history layers for DiT-XL/2 (the paper's N = 6 of 28).
 const XL_HISTORY_LAYERS: usize = 6;
 
@@ -52,12 +54,12 @@ pub fn scale_table(
 ) {
     let path = weights(dir);
     let size_mib = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1048576.0);
-    println!("## DiT-XL/2 at 256 px (32×32×4 latents), random weights\n");
-    println!("weights file: {size_mib:.0} MiB (f32 safetensors)\n");
-    println!(
+    out!("## DiT-XL/2 at 256 px (32×32×4 latents), random weights\n");
+    out!("weights file: {size_mib:.0} MiB (f32 safetensors)\n");
+    out!(
         "| device | precision | load s | memory after load MiB | peak during load MiB | peak / file | teacher guided step s | ARD step s (1, 2, 3, 4) | ARD 4 steps s | peak while sampling MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    out!("|---|---|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("own path");
     for (choice, precision) in devices
         .iter()
@@ -73,8 +75,8 @@ pub fn scale_table(
             .expect("run the probe");
         let line = String::from_utf8_lossy(&out.stdout);
         match line.lines().find(|l| l.starts_with('|')) {
-            Some(row) => println!("{row}"),
-            None => println!(
+            Some(row) => out!("{row}"),
+            None => out!(
                 "| {choice} | {precision} | failed: {} |",
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
@@ -83,7 +85,7 @@ pub fn scale_table(
             ),
         }
     }
-    println!();
+    out!();
 }
 
 /// Seconds between successive calls of the returned closure (the first from `start`).
@@ -101,7 +103,7 @@ fn laps() -> impl FnMut() -> f64 {
 pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision, load_only: bool) {
     let device = choice.device().expect("device");
     if let Err(e) = precision.check(&device) {
-        println!("| {} | {precision} | {e} |", choice.describe());
+        out!("| {} | {precision} | {e} |", choice.describe());
         return;
     }
     // Memory before the load: the program, and the device's own set-up as it stands now
@@ -124,7 +126,7 @@ pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision, load_only:
         (peak_load - base) / file_mib,
     );
     if load_only {
-        println!("{load_columns} – | – | – | – |");
+        out!("{load_columns} – | – | – | – |");
         return;
     }
     reset_peak_memory();
@@ -153,7 +155,7 @@ pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision, load_only:
     sample(&student, &req(25), &device, |_| student_steps.push(lap())).expect("student");
     let peak_sampling = peak_memory_mib().unwrap_or(0.0);
     let steps: Vec<String> = student_steps.iter().map(|s| format!("{s:.2}")).collect();
-    println!(
+    out!(
         "{load_columns} {teacher_s:.2} | {} | {:.2} | {peak_sampling:.0} |",
         steps.join(", "),
         student_steps.iter().sum::<f64>(),
@@ -172,9 +174,9 @@ fn current_memory_mib() -> Option<f64> {
 /// latent models use it: decoding one 32×32×4 latent (each step the app shows, each final
 /// image), and encoding one image (`ard encode --folder`). Best of `repeats` after a warm-up.
 pub fn vae_table(devices: &[DeviceChoice], repeats: usize) {
-    println!("## SD VAE at 256 px (its architecture, random weights)\n");
-    println!("| device | decode 32×32×4 → 256² s | encode 256² → 32×32×4 s |");
-    println!("|---|---|---|");
+    out!("## SD VAE at 256 px (its architecture, random weights)\n");
+    out!("| device | decode 32×32×4 → 256² s | encode 256² → 32×32×4 s |");
+    out!("|---|---|---|");
     for choice in devices {
         let Ok(device) = choice.device() else {
             continue;
@@ -204,7 +206,7 @@ pub fn vae_table(devices: &[DeviceChoice], repeats: usize) {
             let x = image.to_device::<4>(&device).expect("image");
             let _ = HostTensor::from_tensor(vae.encode(x).mean);
         });
-        println!("| {} | {decode:.2} | {encode:.2} |", choice.describe());
+        out!("| {} | {decode:.2} | {encode:.2} |", choice.describe());
     }
-    println!();
+    out!();
 }

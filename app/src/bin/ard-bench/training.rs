@@ -21,6 +21,8 @@ use ard_engine::model::{
 use ard_engine::train::{TrainOptions, Trainer, train_workers};
 use rand::Rng;
 
+use crate::report::out;
+
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (USER_HZ = 100).
 fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -259,14 +261,14 @@ impl Paired {
 pub fn training_table(device: &Device, args: &crate::Args) {
     let (rounds, torch) = (args.rounds, args.torch.as_deref());
     let workers = args.workers.unwrap_or_else(|| train_workers(device));
-    println!(
+    out!(
         "### Training steps ({workers} worker threads, {} warm-up steps, best of {rounds} rounds)\n",
         args.train_warmup
     );
-    println!(
+    out!(
         "| step | ours ms | CPU use | peak memory MiB | PyTorch ms (reference code) | ours / PyTorch | each round |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    out!("|---|---|---|---|---|---|---|");
     type Step = fn(&Device, usize, Plan) -> Timing;
     let rows: [(&str, Step, usize, &[&str]); 2] = [
         (
@@ -306,16 +308,18 @@ pub fn training_table(device: &Device, args: &crate::Args) {
         }
         let t = best.expect("at least one round");
         let [theirs, ratio, each] = paired.cells();
-        println!(
+        out!(
             "| {name} | {:.1} | {:.0}% | {:.0} | {theirs} | {ratio} | {each} |",
-            t.ms_per_step, t.cpu_percent, t.peak_mib
+            t.ms_per_step,
+            t.cpu_percent,
+            t.peak_mib
         );
     }
-    println!();
+    out!();
     for line in lines {
-        println!("- `{line}`");
+        out!("- `{line}`");
     }
-    println!();
+    out!();
 }
 
 #[cfg(test)]
