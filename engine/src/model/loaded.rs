@@ -178,7 +178,7 @@ pub fn resolve_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMet
 }
 
 fn stored_or_inferred_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta> {
-    if let Some(meta) = ModelMeta::read(&file)? {
+    if let Some(meta) = ModelMeta::read(file)? {
         if let Some(h) = options.num_heads.filter(|&h| h != meta.dit.num_heads) {
             return Err(EngineError::Input(format!(
                 "the file says {} attention heads but {h} were asked for",

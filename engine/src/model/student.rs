@@ -231,7 +231,7 @@ impl ArdStudent {
         // Lanes run side by side, each with its own caches (one lane off the CPU).
         let tokens = self.dit.config().num_patches();
         let lanes = crate::dispatch::lanes(&c.device(), noise.dtype(), b, tokens)
-            .unwrap_or_else(|| vec![0..b]);
+            .unwrap_or_else(|| std::iter::once(0..b).collect());
         let mut lanes: Vec<(Tensor<4>, Tensor<3>, Vec<KvCache>)> = lanes
             .into_iter()
             .map(|r| {
