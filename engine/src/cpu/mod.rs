@@ -38,7 +38,7 @@ pub fn lanes(batch: usize, tokens: usize) -> Vec<Range<usize>> {
 
 /// Our CPU kernels on burn flex (f32): fused attention and LayerNorm + modulation with their
 /// own gradients, the GELU pass, the linear layer with its bias fused into the product, and
-/// inference batches split into lanes. [`crate::dispatch`] decides when they run.
+/// inference batches split into lanes. `dispatch.rs` decides when they run.
 pub struct CpuKernels;
 
 impl Kernels for CpuKernels {

@@ -1,6 +1,6 @@
 //! The tensor operations the model is written in, as one interface ([`Kernels`]) whose default
 //! methods are burn's own ops. `cpu/` and `wgsl/` implement it with our kernels; the model calls
-//! only [`crate::dispatch`], which picks an implementation per call. The model never asks which
+//! only `dispatch.rs`, which picks an implementation per call. The model never asks which
 //! backend it runs on.
 
 pub mod mask;
