@@ -118,8 +118,8 @@ pub fn attention_kernels_for(device: &Device, dtype: DType, head_dim: usize) -> 
     }
 }
 
-/// Attention calls each set has computed in this process (burn, CPU, WGSL): what the CLI
-/// reports, and how a test knows which kernel ran.
+/// Attention calls each set has computed in this process (burn, CPU, WGSL): how a caller or a
+/// test knows which kernel ran.
 static ATTENTION_CALLS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 /// Attention calls so far per set, in the order burn, CPU, WGSL.

@@ -12,21 +12,9 @@ use crate::model::attention::{Mixing, SelfAttention};
 use crate::model::config::DitConfig;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
 
-pub use crate::ops::layer_norm;
-
-/// `x · (1 + scale) + shift`
-pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
-    x * (scale + 1.0) + shift
-}
-
-/// `modulate(layer_norm(x), shift, scale)`
-pub fn norm_modulate<const D: usize>(
-    x: Tensor<D>,
-    shift: Tensor<D>,
-    scale: Tensor<D>,
-) -> Tensor<D> {
-    crate::dispatch::ln_modulate(x, shift, scale)
-}
+/// adaLN's `modulate(layer_norm(x), shift, scale)`, on the kernels `dispatch.rs` picks.
+pub use crate::dispatch::ln_modulate as norm_modulate;
+pub use crate::ops::{layer_norm, modulate};
 
 /// Splits `[.., n·H]` into n tensors of `[.., H]`.
 pub fn split_last<const D: usize>(x: Tensor<D>, n: usize) -> Vec<Tensor<D>> {

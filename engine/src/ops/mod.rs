@@ -59,7 +59,7 @@ pub trait Kernels {
         shift: Tensor<D>,
         scale: Tensor<D>,
     ) -> Tensor<D> {
-        layer_norm(x) * (scale + 1.0) + shift
+        modulate(layer_norm(x), shift, scale)
     }
 
     /// How a batch of `batch` images of `tokens` tokens each is split into lanes that run side
@@ -73,6 +73,11 @@ pub trait Kernels {
 pub struct BurnKernels;
 
 impl Kernels for BurnKernels {}
+
+/// adaLN's modulation, `x · (1 + scale) + shift`.
+pub fn modulate<const D: usize>(x: Tensor<D>, shift: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
+    x * (scale + 1.0) + shift
+}
 
 /// LayerNorm over the last axis without affine parameters (ε [`LAYER_NORM_EPS`]), as burn's
 /// fused `layer_norm` with a unit scale. Half-precision activations are normalised in f32 and

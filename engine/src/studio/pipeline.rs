@@ -100,17 +100,14 @@ impl Pipeline<'_> {
 
     /// The teacher's file: the given one, or one trained first (`None` if stopped).
     fn teacher(&self) -> Result<Option<PathBuf>> {
-        let TeacherSource::Train {
-            dataset,
-            image_size,
-            channels,
-            options,
-        } = &self.req.teacher
-        else {
-            let TeacherSource::File(path) = &self.req.teacher else {
-                unreachable!()
-            };
-            return Ok(Some(path.clone()));
+        let (dataset, image_size, channels, options) = match &self.req.teacher {
+            TeacherSource::File(path) => return Ok(Some(path.clone())),
+            TeacherSource::Train {
+                dataset,
+                image_size,
+                channels,
+                options,
+            } => (dataset, image_size, channels, options),
         };
         let data = load_dataset(dataset, *image_size, *channels, Split::Train)?;
         // A finished run resumes at its last iteration and returns at once.

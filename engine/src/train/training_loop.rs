@@ -140,7 +140,11 @@ impl<M: Module> Writer<'_, M> {
     /// The EMA weights' sample grid of this iteration.
     fn preview(&self, trainer: &Trainer<M>, phase: Phase) -> Result<TrainingEvent> {
         let iteration = trainer.iteration;
-        let path = (self.run.dir.join("samples")).join(format!("iter-{iteration:07}.png"));
+        let path = self
+            .run
+            .dir
+            .join("samples")
+            .join(format!("iter-{iteration:07}.png"));
         let image = sample_grid(
             &self.loaded(&trainer.ema),
             self.run.decoder.as_deref(),
