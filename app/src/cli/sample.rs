@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use ard_engine::HostTensor;
 use ard_engine::conditioning::{display_name, resolve_label, resolve_prompt};
-use ard_engine::diffusion::{SampleRequest, sample};
+use ard_engine::diffusion::{SampleOutput, SampleRequest, sample};
 use ard_engine::io::png_settings::{self, GenerationSettings};
 use ard_engine::io::{
     SafetensorsWriter, Storage, TensorFile, batch_grid, file_fingerprint, save_png, seeded_noise,
@@ -81,70 +81,83 @@ fn parse_labels(
 pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
     let (_, device) = args.device.choose()?;
     let model = LoadedModel::load_in(&args.weights, &args.arch.options(), args.precision, &device)?;
-    let d = model.meta.dit.clone();
     let vae = match &args.vae {
         Some(path) => {
             let vae = super::vae::load_vae(path, &device)?;
-            vae.check_fits(&d)?;
+            vae.check_fits(&model.meta.dit)?;
             Some(vae)
         }
         None => None,
     };
-    let pixels = |t: &HostTensor| -> Result<HostTensor> {
-        Ok(match &vae {
-            Some(vae) => vae.decode_host(t, &device)?,
-            None => t.clone(),
-        })
-    };
-
-    let labels = match &args.labels_from {
-        Some(r) => {
-            let (f, k) = split_tensor_ref(r)?;
-            TensorFile::read(&f)?.labels(&k)?
-        }
-        None if !args.labels.is_empty() => parse_labels(
-            &args.labels,
-            d.num_classes,
-            model.meta.class_names.as_deref(),
-        )?,
-        None if args.prompt.is_some() => {
-            let prompt = args.prompt.as_deref().unwrap_or_default();
-            let names = model.meta.class_names.as_deref();
-            let matches = resolve_prompt(prompt, names)?;
-            let (best, names) = (&matches[0], names.unwrap_or_default());
-            eprintln!(
-                "prompt `{prompt}` -> class {} ({}); also: {}",
-                best.label,
-                display_name(&names[best.label]),
-                matches
-                    .iter()
-                    .skip(1)
-                    .take(4)
-                    .map(|m| display_name(&names[m.label]).to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            vec![best.label as i64; args.batch]
-        }
-        None => bail!(
-            "give the classes to sample: --labels 3,7, --prompt TEXT or --labels-from FILE:KEY"
-        ),
-    };
+    let labels = labels(&args, &model)?;
     let noise = match &args.noise {
         Some(r) => {
             let (f, k) = split_tensor_ref(r)?;
             TensorFile::read(&f)?.f32(&k)?
         }
-        None => {
-            let seed = args.seed.unwrap_or(0);
-            seeded_noise(d.batch_shape(labels.len()), seed)
-        }
+        None => seeded_noise(
+            model.meta.dit.batch_shape(labels.len()),
+            args.seed.unwrap_or(0),
+        ),
     };
     let req = SampleRequest {
-        noise: noise.clone(),
-        labels: labels.clone(),
+        noise,
+        labels,
         ddim: args.ddim.options(args.clip),
     };
+    let out = run(&args, &model, &req, &device)?;
+    if let Some(path) = &args.save_steps {
+        save_steps(path, &model, &req, &out)?;
+    }
+    if let Some(path) = &args.png {
+        let pixels = |t: &HostTensor| -> Result<HostTensor> {
+            Ok(match &vae {
+                Some(vae) => vae.decode_host(t, &device)?,
+                None => t.clone(),
+            })
+        };
+        save_pngs(path, &args, &model, &req, &out, pixels)?;
+    }
+    Ok(())
+}
+
+/// One label per image: from a tensor file, `--labels`, or the class `--prompt` means.
+fn labels(args: &SampleArgs, model: &LoadedModel) -> Result<Vec<i64>> {
+    let names = model.meta.class_names.as_deref();
+    if let Some(r) = &args.labels_from {
+        let (f, k) = split_tensor_ref(r)?;
+        return Ok(TensorFile::read(&f)?.labels(&k)?);
+    }
+    if !args.labels.is_empty() {
+        return parse_labels(&args.labels, model.meta.dit.num_classes, names);
+    }
+    let Some(prompt) = args.prompt.as_deref() else {
+        bail!("give the classes to sample: --labels 3,7, --prompt TEXT or --labels-from FILE:KEY")
+    };
+    let matches = resolve_prompt(prompt, names)?;
+    let (best, names) = (&matches[0], names.unwrap_or_default());
+    let others: Vec<&str> = matches
+        .iter()
+        .skip(1)
+        .take(4)
+        .map(|m| display_name(&names[m.label]))
+        .collect();
+    eprintln!(
+        "prompt `{prompt}` -> class {} ({}); also: {}",
+        best.label,
+        display_name(&names[best.label]),
+        others.join(", ")
+    );
+    Ok(vec![best.label as i64; args.batch])
+}
+
+/// Samples `req`, reporting each step and the time per image.
+fn run(
+    args: &SampleArgs,
+    model: &LoadedModel,
+    req: &SampleRequest,
+    device: &ard_engine::Device,
+) -> Result<SampleOutput> {
     let kind = match &model.model {
         Model::Teacher(_) => format!(
             "teacher: {}-step DDIM, guidance {}",
@@ -156,9 +169,10 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
             s.config().history_layers
         ),
     };
-    eprintln!("{kind}; {} images of classes {labels:?}", labels.len());
+    let n = req.labels.len();
+    eprintln!("{kind}; {n} images of classes {:?}", req.labels);
     let start = Instant::now();
-    let out = sample(&model, &req, &device, |s| {
+    let out = sample(model, req, device, |s| {
         eprintln!(
             "  step {}/{}: {} ({:.2} s)",
             s.step + 1,
@@ -169,69 +183,95 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
     })?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "sampled {} images in {secs:.2} s ({:.1} ms per image)",
-        labels.len(),
-        secs * 1e3 / labels.len() as f64
+        "sampled {n} images in {secs:.2} s ({:.1} ms per image)",
+        secs * 1e3 / n as f64
     );
+    Ok(out)
+}
 
-    if let Some(path) = &args.save_steps {
-        let mut w = SafetensorsWriter::new();
-        let noise_key = if matches!(model.model, Model::Student(_)) {
-            "zT"
-        } else {
-            "noise"
-        };
-        w.add_f32(noise_key, &noise, Storage::F32);
-        w.add_i64("y", &labels);
-        for (name, t) in &out.tensors {
-            w.add_f32(name, t, Storage::F32);
-        }
-        w.write(path)?;
-        eprintln!(
-            "wrote {} tensors to {}",
-            out.tensors.len() + 2,
-            path.display()
-        );
+/// Every step's tensors under the reference names, with the starting noise and the labels.
+fn save_steps(
+    path: &std::path::Path,
+    model: &LoadedModel,
+    req: &SampleRequest,
+    out: &SampleOutput,
+) -> Result<()> {
+    let mut w = SafetensorsWriter::new();
+    let noise_key = if matches!(model.model, Model::Student(_)) {
+        "zT"
+    } else {
+        "noise"
+    };
+    w.add_f32(noise_key, &req.noise, Storage::F32);
+    w.add_i64("y", &req.labels);
+    for (name, t) in &out.tensors {
+        w.add_f32(name, t, Storage::F32);
     }
-    if let Some(path) = &args.png {
-        let images = pixels(&out.images)?;
-        // Seeded runs record their settings, so the app can restore them from the PNG.
-        match (args.noise.is_none(), file_fingerprint(&args.weights)) {
-            (true, Ok(fingerprint)) => png_settings::save_png_with_settings(
-                &batch_grid(&images),
-                &GenerationSettings {
-                    model_file: args
-                        .weights
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    model_fingerprint: fingerprint,
-                    labels: labels.clone(),
-                    class_name: model
-                        .meta
-                        .class_names
-                        .as_ref()
-                        .and_then(|n| n.get(labels[0] as usize))
-                        .map(|n| display_name(n).to_string()),
-                    prompt: args.prompt.clone(),
-                    seed: args.seed.unwrap_or(0),
-                    steps: match &model.model {
-                        Model::Teacher(_) => args.ddim.steps,
-                        Model::Student(s) => s.steps(),
-                    },
-                    cfg_scale: args.ddim.cfg,
-                },
-                path,
-            )?,
-            _ => save_png(&batch_grid(&images), path)?,
-        }
-        let mut strip = vec![pixels(&noise)?];
-        for step in &out.steps {
-            strip.push(pixels(step)?);
-        }
-        let strip_path = path.with_extension("steps.png");
-        save_png(&step_strip(&strip), &strip_path)?;
-        eprintln!("wrote {} and {}", path.display(), strip_path.display());
-    }
+    w.write(path)?;
+    eprintln!(
+        "wrote {} tensors to {}",
+        out.tensors.len() + 2,
+        path.display()
+    );
     Ok(())
+}
+
+/// The final images at `path` (with the settings of a seeded run, which the app restores) and
+/// the strip of steps beside it, through `pixels` (a latent model's VAE).
+fn save_pngs(
+    path: &std::path::Path,
+    args: &SampleArgs,
+    model: &LoadedModel,
+    req: &SampleRequest,
+    out: &SampleOutput,
+    pixels: impl Fn(&HostTensor) -> Result<HostTensor>,
+) -> Result<()> {
+    let grid = batch_grid(&pixels(&out.images)?);
+    match (args.noise.is_none(), file_fingerprint(&args.weights)) {
+        (true, Ok(fingerprint)) => png_settings::save_png_with_settings(
+            &grid,
+            &settings(args, model, &req.labels, fingerprint),
+            path,
+        )?,
+        _ => save_png(&grid, path)?,
+    }
+    let mut strip = vec![pixels(&req.noise)?];
+    for step in &out.steps {
+        strip.push(pixels(step)?);
+    }
+    let strip_path = path.with_extension("steps.png");
+    save_png(&step_strip(&strip), &strip_path)?;
+    eprintln!("wrote {} and {}", path.display(), strip_path.display());
+    Ok(())
+}
+
+/// What a PNG of a seeded run records, so the app can restore it.
+fn settings(
+    args: &SampleArgs,
+    model: &LoadedModel,
+    labels: &[i64],
+    fingerprint: String,
+) -> GenerationSettings {
+    GenerationSettings {
+        model_file: args
+            .weights
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        model_fingerprint: fingerprint,
+        labels: labels.to_vec(),
+        class_name: model
+            .meta
+            .class_names
+            .as_ref()
+            .and_then(|n| n.get(labels[0] as usize))
+            .map(|n| display_name(n).to_string()),
+        prompt: args.prompt.clone(),
+        seed: args.seed.unwrap_or(0),
+        steps: match &model.model {
+            Model::Teacher(_) => args.ddim.steps,
+            Model::Student(s) => s.steps(),
+        },
+        cfg_scale: args.ddim.cfg,
+    }
 }

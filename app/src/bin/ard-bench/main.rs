@@ -35,7 +35,7 @@ use ard_engine::burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use ard_engine::device::{DeviceChoice, wgpu_adapter_name};
 use ard_engine::diffusion::DdimOptions;
 use ard_engine::diffusion::{SampleRequest, sample};
-use ard_engine::eval::student_flops;
+use ard_engine::eval::{ddim_flops, reference_student_flops, student_flops};
 use ard_engine::io::seeded_noise;
 use ard_engine::model::LoadedModel;
 use ard_engine::model::Precision as ModelPrecision;
@@ -312,8 +312,7 @@ fn models(dit: &DitConfig, history: usize, device: &Device) -> (LoadedModel, Loa
 
 /// The end-to-end table on `device`, with the rows against PyTorch when `args.torch` is given.
 fn end_to_end(device: &Device, label: &str, args: &Args) {
-    let (repeats, rounds, which) = (args.repeats, args.rounds, args.models.as_str());
-    let (no_teacher, torch) = (args.no_teacher, args.torch.as_deref());
+    let which = args.models.as_str();
     if which == "none" {
         return;
     }
@@ -334,7 +333,7 @@ fn end_to_end(device: &Device, label: &str, args: &Args) {
             3,
         ),
     ];
-    // Rows against the authors' code: (what, batch, ours and theirs per round).
+    // Rows against the authors' code: (what, batch, ours and theirs per round, both FLOPs).
     let mut against = Vec::new();
     let mut lines = Vec::new();
     for (name, dit, history) in configs {
@@ -348,111 +347,170 @@ fn end_to_end(device: &Device, label: &str, args: &Args) {
             continue;
         }
         // The authors' anchor runs DiT-S/2's shapes only.
-        let torch = torch.filter(|_| name.starts_with("DiT-S/2"));
-        let (teacher, student) = models(&dit, history, device);
+        let torch = args
+            .torch
+            .as_deref()
+            .filter(|_| name.starts_with("DiT-S/2"));
+        let models = models(&dit, history, device);
         let s_cfg = StudentConfig::new(4, history);
         for &batch in &args.batches {
-            let req = SampleRequest {
-                noise: seeded_noise(dit.batch_shape(batch), 1),
-                labels: (0..batch as i64)
-                    .map(|i| i % dit.num_classes as i64)
-                    .collect(),
-                ddim: DdimOptions::default(),
-            };
-            let run_once = |m: &LoadedModel| {
-                let start = Instant::now();
-                sample(m, &req, device, |_| {}).unwrap();
-                sync(device);
-                start.elapsed().as_secs_f64() * 1e3 / batch as f64
-            };
-            let run = |m: &LoadedModel| {
-                best(repeats, || {
-                    sample(m, &req, device, |_| {}).unwrap();
-                    sync(device);
-                })
-                .as_secs_f64()
-                    * 1e3
-                    / batch as f64
-            };
-            // The machine's speed drifts (shared cores): each student timing is paired with a
-            // matmul-rate measurement taken right before it, and the share is the median of the
-            // pairs' ratios. With `torch`, each round of ours is followed by the authors' code
-            // on the same batch.
-            let mut shares = Vec::new();
-            let (mut ard, mut guided) = (training::Paired::default(), training::Paired::default());
-            for _ in 0..rounds.max(1) {
-                run_once(&student);
-                let mut ard_ms = f64::INFINITY;
-                for _ in 0..repeats.max(1) {
-                    let rate = matmul_gflops(device, 1);
-                    let ms = run_once(&student);
-                    let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ms / 1e3);
-                    shares.push(gflops / rate);
-                    ard_ms = ard_ms.min(ms);
-                }
-                let teacher_ms = (!no_teacher).then(|| run(&teacher));
-                let theirs = torch.map(|script| {
-                    let reps = repeats.to_string();
-                    let line = training::torch_line(
-                        script,
-                        &["infer", "--batch", &batch.to_string(), "--reps", &reps],
-                    );
-                    let ms = training::torch_ms(&line);
-                    lines.push(line);
-                    ms
-                });
-                let theirs = |i: usize| theirs.as_ref().and_then(|ms| ms.get(i).copied());
-                ard.push(ard_ms, theirs(0));
-                if let Some(teacher_ms) = teacher_ms {
-                    guided.push(teacher_ms, theirs(1));
-                }
-            }
-            shares.sort_by(f64::total_cmp);
-            let share = shares[shares.len() / 2];
-            let ard_ms = ard.ours();
-            let (teacher_col, speed_up) = if no_teacher {
-                ("–".to_string(), "–".to_string())
-            } else {
-                let teacher_ms = guided.ours();
-                (
-                    format!("{teacher_ms:.1}"),
-                    format!("{:.1}x", teacher_ms / ard_ms),
-                )
-            };
-            let gflops = student_flops(&dit, &s_cfg) / 1e9 / (ard_ms / 1e3);
-            out!(
-                "| {name} | {batch} | {teacher_col} | {ard_ms:.2} | {speed_up} | {:.1} | {gflops:.1} | {:.0}% |",
-                1e3 / ard_ms,
-                100.0 * share
+            let row = time_row(
+                device, &dit, &s_cfg, &models, batch, args, torch, &mut lines,
+            );
+            print_row(
+                name,
+                batch,
+                &row,
+                student_flops(&dit, &s_cfg),
+                args.no_teacher,
             );
             if torch.is_some() {
-                against.push(("ARD 4-step", batch, ard));
-                if !no_teacher {
-                    against.push(("teacher 25-step guided DDIM", batch, guided));
+                let flops = [
+                    student_flops(&dit, &s_cfg),
+                    reference_student_flops(&dit, &s_cfg),
+                ];
+                against.push(("ARD 4-step", batch, row.ard, flops));
+                if !args.no_teacher {
+                    let flops = [ddim_flops(&dit, 25, true); 2];
+                    against.push(("teacher 25-step guided DDIM", batch, row.guided, flops));
                 }
             }
         }
     }
     out!();
-    if !against.is_empty() {
-        out!(
-            "#### DiT-S/2 against the authors' PyTorch code (ms/img, best of {rounds} rounds, each ours then theirs)\n"
-        );
-        out!("| row | batch | ours | PyTorch | ours / PyTorch | each round |");
-        out!("|---|---|---|---|---|---|");
-        for (what, batch, paired) in against {
-            let [theirs, ratio, each] = paired.cells();
-            out!(
-                "| {what} | {batch} | {:.1} | {theirs} | {ratio} | {each} |",
-                paired.ours()
+    print_against(against, args.rounds, lines);
+}
+
+/// One model at one batch: the ARD student and the guided teacher, each side's rounds paired
+/// with the authors' code when `torch` is given, and the student's share of the matmul rate.
+struct Row {
+    ard: training::Paired,
+    guided: training::Paired,
+    share: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn time_row(
+    device: &Device,
+    dit: &DitConfig,
+    s_cfg: &StudentConfig,
+    (teacher, student): &(LoadedModel, LoadedModel),
+    batch: usize,
+    args: &Args,
+    torch: Option<&std::path::Path>,
+    lines: &mut Vec<String>,
+) -> Row {
+    let repeats = args.repeats;
+    let req = SampleRequest {
+        noise: seeded_noise(dit.batch_shape(batch), 1),
+        labels: (0..batch as i64)
+            .map(|i| i % dit.num_classes as i64)
+            .collect(),
+        ddim: DdimOptions::default(),
+    };
+    let run_once = |m: &LoadedModel| {
+        let start = Instant::now();
+        sample(m, &req, device, |_| {}).unwrap();
+        sync(device);
+        start.elapsed().as_secs_f64() * 1e3 / batch as f64
+    };
+    let run = |m: &LoadedModel| {
+        best(repeats, || {
+            sample(m, &req, device, |_| {}).unwrap();
+            sync(device);
+        })
+        .as_secs_f64()
+            * 1e3
+            / batch as f64
+    };
+    // The machine's speed drifts (shared cores): each student timing is paired with a
+    // matmul-rate measurement taken right before it, and the share is the median of the
+    // pairs' ratios. With `torch`, each round of ours is followed by the authors' code
+    // on the same batch.
+    let mut shares = Vec::new();
+    let (mut ard, mut guided) = (training::Paired::default(), training::Paired::default());
+    for _ in 0..args.rounds.max(1) {
+        run_once(student);
+        let mut ard_ms = f64::INFINITY;
+        for _ in 0..repeats.max(1) {
+            let rate = matmul_gflops(device, 1);
+            let ms = run_once(student);
+            let gflops = student_flops(dit, s_cfg) / 1e9 / (ms / 1e3);
+            shares.push(gflops / rate);
+            ard_ms = ard_ms.min(ms);
+        }
+        let teacher_ms = (!args.no_teacher).then(|| run(teacher));
+        let theirs = torch.map(|script| {
+            let reps = repeats.to_string();
+            let line = training::torch_line(
+                script,
+                &["infer", "--batch", &batch.to_string(), "--reps", &reps],
             );
+            let ms = training::torch_ms(&line);
+            lines.push(line);
+            ms
+        });
+        let theirs = |i: usize| theirs.as_ref().and_then(|ms| ms.get(i).copied());
+        ard.push(ard_ms, theirs(0));
+        if let Some(teacher_ms) = teacher_ms {
+            guided.push(teacher_ms, theirs(1));
         }
-        out!();
-        for line in lines {
-            out!("- PyTorch, DiT-S/2 shapes: `{line}`");
-        }
-        out!();
     }
+    shares.sort_by(f64::total_cmp);
+    let share = shares[shares.len() / 2];
+    Row { ard, guided, share }
+}
+
+/// A row of the end-to-end table; `flops`: the student's per image.
+fn print_row(name: &str, batch: usize, row: &Row, flops: f64, no_teacher: bool) {
+    let ard_ms = row.ard.ours();
+    let (teacher_col, speed_up) = if no_teacher {
+        ("–".to_string(), "–".to_string())
+    } else {
+        let teacher_ms = row.guided.ours();
+        (
+            format!("{teacher_ms:.1}"),
+            format!("{:.1}x", teacher_ms / ard_ms),
+        )
+    };
+    let gflops = flops / 1e9 / (ard_ms / 1e3);
+    out!(
+        "| {name} | {batch} | {teacher_col} | {ard_ms:.2} | {speed_up} | {:.1} | {gflops:.1} | {:.0}% |",
+        1e3 / ard_ms,
+        100.0 * row.share
+    );
+}
+
+/// The rows against the authors' code, with both sides' FLOPs, and the lines their script
+/// printed.
+fn print_against(
+    against: Vec<(&str, usize, training::Paired, [f64; 2])>,
+    rounds: usize,
+    lines: Vec<String>,
+) {
+    if against.is_empty() {
+        return;
+    }
+    out!(
+        "#### DiT-S/2 against the authors' PyTorch code (ms/img, best of {rounds} rounds, each ours then theirs)\n"
+    );
+    out!(
+        "| row | batch | ours | PyTorch | ours / PyTorch | each round | ours GFLOP/img | PyTorch GFLOP/img | ours / PyTorch per FLOP |"
+    );
+    out!("|---|---|---|---|---|---|---|---|---|");
+    for (what, batch, paired, [ours_flops, theirs_flops]) in against {
+        let [theirs, ratio, each] = paired.cells();
+        let [ours_g, theirs_g, per_flop] = paired.flop_cells(ours_flops, theirs_flops);
+        out!(
+            "| {what} | {batch} | {:.1} | {theirs} | {ratio} | {each} | {ours_g} | {theirs_g} | {per_flop} |",
+            paired.ours()
+        );
+    }
+    out!();
+    for line in lines {
+        out!("- PyTorch, DiT-S/2 shapes: `{line}`");
+    }
+    out!();
 }
 
 fn main() {

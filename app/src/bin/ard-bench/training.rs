@@ -14,6 +14,7 @@ use ard_engine::diffusion::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas}
 use ard_engine::diffusion::{noised_batch, teacher_loss_rows};
 use ard_engine::distill::DistillLoss;
 use ard_engine::distill::distill_loss;
+use ard_engine::eval::{reference_teacher_forced_flops, student_flops, teacher_forward_flops};
 use ard_engine::io::seeded_noise;
 use ard_engine::model::{
     DitConfig, InitOptions, Model, StudentConfig, init_teacher, student_from_teacher,
@@ -131,7 +132,7 @@ fn teacher_step(device: &Device, workers: usize, plan: Plan) -> Timing {
 /// depth 4, 4 heads, N = 2) at batch 32: MSE over the 4 steps, AdamW, clip 1, EMA.
 fn distill_step(device: &Device, workers: usize, plan: Plan) -> Timing {
     let train = device.clone().autodiff();
-    let dit = DitConfig::fashion_mnist().with_image(32, 1).with_patch(2);
+    let dit = distill_config();
     let teacher = init_teacher(&dit, None, init(), &train).unwrap();
     let Model::Student(model) = student_from_teacher(teacher, StudentConfig::new(4, 2))
         .unwrap()
@@ -169,6 +170,11 @@ fn distill_step(device: &Device, workers: usize, plan: Plan) -> Timing {
             )
             .unwrap();
     })
+}
+
+/// The distillation row's architecture: the reference's 4×256 tokens at the default width.
+fn distill_config() -> DitConfig {
+    DitConfig::fashion_mnist().with_image(32, 1).with_patch(2)
 }
 
 fn init() -> InitOptions {
@@ -253,6 +259,20 @@ impl Paired {
             rounds.join(", "),
         ]
     }
+
+    /// The FLOP cells of a pair whose sides compute `ours` and `theirs` FLOPs for the same
+    /// function: both counts (GFLOP) and the ratio of time per FLOP (what is kernel, once the
+    /// algorithm's difference is taken out).
+    pub fn flop_cells(&self, ours: f64, theirs: f64) -> [String; 3] {
+        let per_flop = self.theirs().map_or("–".into(), |t| {
+            format!("{:.2}", (self.ours() / ours) / (t / theirs))
+        });
+        [
+            format!("{:.3}", ours / 1e9),
+            format!("{:.3}", theirs / 1e9),
+            per_flop,
+        ]
+    }
 }
 
 /// The training table, with the PyTorch pair when `args.torch` is given: `args.rounds` rounds
@@ -266,26 +286,35 @@ pub fn training_table(device: &Device, args: &crate::Args) {
         args.train_warmup
     );
     out!(
-        "| step | ours ms | CPU use | peak memory MiB | PyTorch ms (reference code) | ours / PyTorch | each round |"
+        "| step | ours ms | CPU use | peak memory MiB | PyTorch ms (reference code) | ours / PyTorch | each round | ours GFLOP | PyTorch GFLOP | ours / PyTorch per FLOP |"
     );
-    out!("|---|---|---|---|---|---|---|");
+    out!("|---|---|---|---|---|---|---|---|---|---|");
     type Step = fn(&Device, usize, Plan) -> Timing;
-    let rows: [(&str, Step, usize, &[&str]); 2] = [
+    // A training step's FLOPs: forward and backward, about three forwards, per image × batch.
+    let (teacher, student) = (DitConfig::fashion_mnist(), distill_config());
+    let s = StudentConfig::new(4, 2);
+    let teacher_step_flops = 3.0 * 64.0 * teacher_forward_flops(&teacher);
+    let rows: [(&str, Step, usize, &[&str], [f64; 2]); 2] = [
         (
             "teacher, default model (28×28×1, patch 4, hidden 64, depth 4, batch 64)",
             teacher_step,
             10,
             &["teacher", "--batch", "64"],
+            [teacher_step_flops, teacher_step_flops],
         ),
         (
             "ARD teacher-forced, 4×256 tokens (32×32×1, patch 2, hidden 64, depth 4, N = 2, batch 32)",
             distill_step,
             3,
             &["distill", "--batch", "32", "--history", "2", "--iters", "3"],
+            [
+                3.0 * 32.0 * student_flops(&student, &s),
+                3.0 * 32.0 * reference_teacher_forced_flops(&student, &s),
+            ],
         ),
     ];
     let mut lines = Vec::new();
-    for (name, step, steps, torch_args) in rows {
+    for (name, step, steps, torch_args, [ours_flops, theirs_flops]) in rows {
         let plan = Plan {
             warmup: args.train_warmup,
             repeats: args.repeats,
@@ -308,8 +337,9 @@ pub fn training_table(device: &Device, args: &crate::Args) {
         }
         let t = best.expect("at least one round");
         let [theirs, ratio, each] = paired.cells();
+        let [ours_g, theirs_g, per_flop] = paired.flop_cells(ours_flops, theirs_flops);
         out!(
-            "| {name} | {:.1} | {:.0}% | {:.0} | {theirs} | {ratio} | {each} |",
+            "| {name} | {:.1} | {:.0}% | {:.0} | {theirs} | {ratio} | {each} | {ours_g} | {theirs_g} | {per_flop} |",
             t.ms_per_step,
             t.cpu_percent,
             t.peak_mib
