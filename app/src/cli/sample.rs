@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use ard_engine::HostTensor;
-use ard_engine::conditioning::{display_name, resolve_label, resolve_prompt};
+use ard_engine::conditioning::{display_name, first_class_name, resolve_label, resolve_prompt};
 use ard_engine::diffusion::{SampleOutput, SampleRequest, sample};
 use ard_engine::io::png_settings::{self, GenerationSettings};
 use ard_engine::io::{
@@ -260,12 +260,10 @@ fn settings(
             .unwrap_or_default(),
         model_fingerprint: fingerprint,
         labels: labels.to_vec(),
-        class_name: model
-            .meta
-            .class_names
-            .as_ref()
-            .and_then(|n| n.get(labels[0] as usize))
-            .map(|n| display_name(n).to_string()),
+        class_name: first_class_name(
+            labels,
+            model.meta.class_names.as_deref().unwrap_or_default(),
+        ),
         prompt: args.prompt.clone(),
         seed: args.seed.unwrap_or(0),
         steps: match &model.model {

@@ -2,7 +2,7 @@
 //! the batch size, and the teacher's guidance.
 
 use ard_engine::ModelKind;
-use ard_engine::conditioning::{PromptMatch, display_name, match_prompt};
+use ard_engine::conditioning::{PromptMatch, display_name, first_class_name, match_prompt};
 use ard_engine::io::png_settings::GenerationSettings;
 use ard_engine::studio::{GenerateRequest, ModelInfo};
 use eframe::egui;
@@ -130,11 +130,7 @@ impl Conditioning {
             model_file: model.source.clone(),
             model_fingerprint: model.fingerprint.clone(),
             labels: request.labels.clone(),
-            class_name: request
-                .labels
-                .first()
-                .and_then(|&l| model.class_names.get(l as usize))
-                .map(|n| display_name(n).to_string()),
+            class_name: first_class_name(&request.labels, &model.class_names),
             prompt: (self.mode == Mode::Prompt).then(|| self.prompt.clone()),
             seed: request.seed,
             steps: match model.kind {

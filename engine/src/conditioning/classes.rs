@@ -39,6 +39,13 @@ pub fn display_name(name: &str) -> &str {
     name.split(',').next().unwrap_or(name).trim()
 }
 
+/// The displayed name of the class `labels` start with (what a saved image records), when the
+/// model names its classes.
+pub fn first_class_name(labels: &[i64], names: &[String]) -> Option<String> {
+    let label = usize::try_from(*labels.first()?).ok()?;
+    names.get(label).map(|n| display_name(n).to_string())
+}
+
 /// Resolves one label given as an index or a class name (any synonym, any case).
 pub fn resolve_label(item: &str, num_classes: usize, names: Option<&[String]>) -> Result<i64> {
     let item = item.trim();
