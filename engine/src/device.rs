@@ -23,7 +23,7 @@ impl FromStr for DeviceChoice {
         match s.to_ascii_lowercase().as_str() {
             "cpu" | "flex" => Ok(Self::Cpu),
             "wgpu" | "gpu" => Ok(Self::Wgpu),
-            other => Err(EngineError::Input(format!(
+            other => Err(EngineError::InvalidSetting(format!(
                 "unknown device `{other}` (use cpu or wgpu)"
             ))),
         }

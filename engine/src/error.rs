@@ -35,8 +35,38 @@ pub enum EngineError {
     UnexpectedKeys { keys: Vec<String> },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A label or prompt that names no class of the model.
     #[error("{0}")]
-    Input(String),
+    UnknownClass(String),
+    /// A model, file or data set of another kind than the one asked for (a student where a
+    /// teacher is needed, a file that is not a VAE).
+    #[error("{0}")]
+    WrongKind(String),
+    /// Models, files or data that do not fit each other (shapes, classes, the teacher a set
+    /// was made by).
+    #[error("{0}")]
+    Mismatch(String),
+    /// An option, argument or request outside what it may be.
+    #[error("{0}")]
+    InvalidSetting(String),
+    /// Data that is not where it was looked for, or not complete.
+    #[error("{0}")]
+    DataNotFound(String),
+    /// A run folder that belongs to another run, or is held by another job.
+    #[error("{0}")]
+    RunFolder(String),
+    /// Encoding or decoding a format (PNG, safetensors, JSON) failed.
+    #[error("{0}")]
+    Format(String),
+    /// What this device or kernel cannot compute.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Training diverged (non-finite values).
+    #[error("{0}")]
+    Diverged(String),
+    /// A request that needs a loaded model, and none is.
+    #[error("{0}")]
+    NothingLoaded(String),
     #[error("device: {0}")]
     Device(String),
 }

@@ -60,7 +60,7 @@ pub fn resolve_label(item: &str, num_classes: usize, names: Option<&[String]>) -
             })
             .map(|i| i as i64)
             .ok_or_else(|| {
-                EngineError::Input(if names.is_some() {
+                EngineError::UnknownClass(if names.is_some() {
                     format!("unknown class `{item}`: no class has that name")
                 } else {
                     format!(
@@ -71,7 +71,7 @@ pub fn resolve_label(item: &str, num_classes: usize, names: Option<&[String]>) -
             })?,
     };
     if label < 0 || label >= num_classes as i64 {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::UnknownClass(format!(
             "unknown class {label}: the model has {num_classes} classes (0..={})",
             num_classes - 1
         )));

@@ -90,14 +90,14 @@ pub fn match_prompt(prompt: &str, names: &[String]) -> Vec<PromptMatch> {
 /// (never empty), or an error naming the model's classes when none matches.
 pub fn resolve_prompt(prompt: &str, names: Option<&[String]>) -> Result<Vec<PromptMatch>> {
     let Some(names) = names else {
-        return Err(EngineError::Input(
+        return Err(EngineError::UnknownClass(
             "this class-conditional model has no class names to match a prompt against: give class labels".into(),
         ));
     };
     let matches = match_prompt(prompt, names);
     if matches.is_empty() {
         let classes: Vec<&str> = names.iter().map(|n| display_name(n)).collect();
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::UnknownClass(format!(
             "no class of this class-conditional model matches `{prompt}`; its classes: {}",
             classes.join(", ")
         )));
@@ -131,10 +131,12 @@ mod tests {
         assert!(match_prompt("a unicorn", &fashion).is_empty());
         // Alternatives come after the best match.
         assert!(match_prompt("shark", &imagenet).len() > 1);
-        let err = resolve_prompt("a unicorn", Some(&fashion))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("Ankle boot"), "{err}");
-        assert!(resolve_prompt("boots", None).is_err());
+        let err = resolve_prompt("a unicorn", Some(&fashion)).unwrap_err();
+        assert!(matches!(err, EngineError::UnknownClass(_)), "{err:?}");
+        assert!(err.to_string().contains("Ankle boot"), "{err}");
+        assert!(matches!(
+            resolve_prompt("boots", None),
+            Err(EngineError::UnknownClass(_))
+        ));
     }
 }

@@ -171,7 +171,7 @@ pub fn fashion_mnist_from(dir: &Path, split: Split) -> Result<Dataset> {
             .map(|n| dir.join(n))
             .find(|p| p.exists())
             .ok_or_else(|| {
-                EngineError::Input(format!(
+                EngineError::DataNotFound(format!(
                     "Fashion-MNIST not found: no {stem}(.gz) in {} (install Debian's \
                      dataset-fashion-mnist package, or point --data at the IDX files)",
                     dir.display()
@@ -252,7 +252,7 @@ pub fn list_image_folder(
 /// centre-cropped to a square and resized to `size`, as grey (`channels` = 1) or RGB (3).
 pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset> {
     if channels != 1 && channels != 3 {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::InvalidSetting(format!(
             "images can have 1 or 3 channels, not {channels}"
         )));
     }

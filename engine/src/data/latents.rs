@@ -111,13 +111,13 @@ pub fn latent_shard_path(dir: &Path, s: usize) -> PathBuf {
 
 fn check_options(options: &LatentOptions, factor: usize) -> Result<()> {
     if options.size == 0 || !options.size.is_multiple_of(factor) {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::InvalidSetting(format!(
             "image size {} must be a positive multiple of {factor} (the VAE's down-sampling)",
             options.size
         )));
     }
     if options.shard_size == 0 || options.per_class == Some(0) {
-        return Err(EngineError::Input(
+        return Err(EngineError::InvalidSetting(
             "shard size and images per class must be at least 1".into(),
         ));
     }
@@ -144,7 +144,7 @@ pub fn encode_image_folder(
     let factor = vae.config.downsampling();
     check_options(options, factor)?;
     if parts == 0 || part >= parts {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::InvalidSetting(format!(
             "shard {part}/{parts}: need 0 ≤ i < n"
         )));
     }

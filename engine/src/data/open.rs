@@ -18,14 +18,14 @@ pub fn load_dataset(spec: &str, size: usize, channels: usize, split: Split) -> R
     }
     let path = Path::new(spec);
     if !path.is_dir() {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::DataNotFound(format!(
             "dataset `{spec}`: not `fashion-mnist` and not a directory"
         )));
     }
     if is_latent_folder(path) {
         let data = load_latents(path)?;
         if (data.channels(), data.image_size()) != (channels, size) {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "{spec}: latents of {}×{}×{}, and the model works on {channels}×{size}×{size}",
                 data.channels(),
                 data.image_size(),

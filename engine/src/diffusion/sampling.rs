@@ -55,38 +55,40 @@ pub fn validate_request(meta: &ModelMeta, req: &SampleRequest) -> Result<()> {
     let d = &meta.dit;
     let want = d.batch_shape(req.labels.len());
     if req.noise.shape != want {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::Mismatch(format!(
             "noise has shape {:?}; this model needs {want:?} (one image per label)",
             req.noise.shape
         )));
     }
     if !(1..=crate::diffusion::schedule::TRAIN_TIMESTEPS).contains(&req.ddim.steps) {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::InvalidSetting(format!(
             "DDIM steps must be between 1 and {}, got {}",
             crate::diffusion::schedule::TRAIN_TIMESTEPS,
             req.ddim.steps
         )));
     }
     if !req.ddim.cfg_scale.is_finite() || req.ddim.cfg_scale < 0.0 {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::InvalidSetting(format!(
             "guidance scale {} must be a finite number ≥ 0 (1 = no guidance)",
             req.ddim.cfg_scale
         )));
     }
     if req.ddim.guided_channels == Some(0) {
-        return Err(EngineError::Input(
+        return Err(EngineError::InvalidSetting(
             "guidance needs at least one guided channel".into(),
         ));
     }
     if req.labels.is_empty() {
-        return Err(EngineError::Input("no labels: nothing to sample".into()));
+        return Err(EngineError::InvalidSetting(
+            "no labels: nothing to sample".into(),
+        ));
     }
     if let Some(&bad) = req
         .labels
         .iter()
         .find(|&&l| l < 0 || l >= d.num_classes as i64)
     {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::UnknownClass(format!(
             "unknown class {bad}: the model has {} classes (0..={})",
             d.num_classes,
             d.num_classes - 1

@@ -39,7 +39,7 @@ impl std::str::FromStr for AnchorKind {
         match s {
             "x0" => Ok(Self::X0),
             "state" | "xt" => Ok(Self::State),
-            _ => Err(EngineError::Input(format!(
+            _ => Err(EngineError::InvalidSetting(format!(
                 "anchor kind `{s}`: use x0 or state"
             ))),
         }
@@ -163,7 +163,7 @@ impl TrajectoryManifest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let fail = |m: String| Err(EngineError::Input(m));
+        let fail = |m: String| Err(EngineError::InvalidSetting(m));
         if self.count == 0 || self.shard_size == 0 {
             return fail("a trajectory set needs at least one trajectory per shard".into());
         }
@@ -344,7 +344,7 @@ pub fn write_trajectory_set_until(
 ) -> Result<usize> {
     manifest.validate()?;
     if parts == 0 || part >= parts {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::InvalidSetting(format!(
             "shard {part}/{parts}: need 0 ≤ i < n"
         )));
     }
@@ -410,7 +410,7 @@ impl TrajectorySet {
     pub fn check_teacher(&self, dit: &crate::model::config::DitConfig) -> Result<()> {
         let m = &self.manifest;
         if m.image_shape != dit.image_shape() || m.num_classes != dit.num_classes {
-            return Err(EngineError::Input(
+            return Err(EngineError::Mismatch(
                 "the trajectory set was not made by a teacher of this shape".into(),
             ));
         }
@@ -423,7 +423,7 @@ impl TrajectorySet {
     pub fn check_made_by(&self, teacher: &Path) -> Result<()> {
         let fingerprint = file_fingerprint(teacher)?;
         if fingerprint != self.manifest.teacher {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "the trajectory set was made by another teacher file (fingerprint {}; {} is \
                  {fingerprint}): make one with this teacher (`ard trajectories --teacher {}`), \
                  or pass --allow-other-teacher to train on it anyway",
@@ -449,7 +449,7 @@ impl TrajectorySet {
     pub fn load(dir: &Path) -> Result<Self> {
         let manifest_path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
-            EngineError::Input(format!(
+            EngineError::DataNotFound(format!(
                 "{}: not a trajectory set ({e}); make one with `ard trajectories`",
                 dir.display()
             ))
@@ -463,7 +463,7 @@ impl TrajectorySet {
         for s in 0..manifest.num_shards() {
             let path = shard_path(dir, s);
             let f = TensorFile::read(&path).map_err(|e| {
-                EngineError::Input(format!(
+                EngineError::DataNotFound(format!(
                     "trajectory set incomplete: {e} (finish it with `ard trajectories`)"
                 ))
             })?;

@@ -358,7 +358,7 @@ pub fn evaluate(
     mut on_model: impl FnMut(&EvalRow),
 ) -> Result<EvalReport> {
     if nets.is_empty() {
-        return Err(crate::error::EngineError::Input(
+        return Err(crate::error::EngineError::InvalidSetting(
             "evaluation needs a feature network".into(),
         ));
     }

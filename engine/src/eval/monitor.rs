@@ -73,7 +73,7 @@ impl TrainingEval {
         device: &Device,
     ) -> Result<Self> {
         if every == 0 || samples < 2 {
-            return Err(EngineError::Input(
+            return Err(EngineError::InvalidSetting(
                 "evaluation during training needs an interval > 0 and at least 2 samples".into(),
             ));
         }
@@ -112,7 +112,7 @@ impl TrainingEval {
     pub fn check(&self, meta: &ModelMeta) -> Result<()> {
         let shape = meta.dit.image_shape();
         if shape != self.image_shape {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "evaluation during training: the model makes {shape:?} images and the evaluation data has {:?}",
                 self.image_shape
             )));
@@ -148,7 +148,7 @@ impl TrainingEval {
 fn check_net(net: &FeatureNet, meta: &ModelMeta) -> Result<()> {
     let (c, d) = (&net.config, &meta.dit);
     if c.in_channels != d.in_channels || c.num_classes != d.num_classes {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::Mismatch(format!(
             "evaluation during training: the feature network takes {} channels and {} classes, the model {} and {}",
             c.in_channels, c.num_classes, d.in_channels, d.num_classes
         )));

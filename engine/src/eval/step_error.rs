@@ -64,7 +64,7 @@ pub fn step_errors(
 ) -> Result<StepErrors> {
     let k = student.steps();
     if set.anchors.len() != k {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::Mismatch(format!(
             "the trajectory set has {} anchors per trajectory and the student takes {k} steps",
             set.anchors.len()
         )));
@@ -72,7 +72,7 @@ pub fn step_errors(
     set.check_teacher(student.dit.config())?;
     let count = count.min(set.labels.len());
     if count == 0 || batch == 0 {
-        return Err(EngineError::Input(
+        return Err(EngineError::InvalidSetting(
             "nothing to compare: the set is empty, or the count or batch is 0".into(),
         ));
     }

@@ -193,7 +193,7 @@ impl<'a> GanContext<'a> {
         device: &Device,
     ) -> Result<Self> {
         let Model::Teacher(dit) = teacher.copy_to(device)?.model else {
-            return Err(EngineError::Input(
+            return Err(EngineError::WrongKind(
                 "the discriminator's feature extractor must be a teacher".into(),
             ));
         };
@@ -337,7 +337,7 @@ pub fn generator_pass(
             last_layer_norm(g, &x, &c, grad_adv.clone()),
         );
         if !(reg_norm.is_finite() && adv_norm.is_finite() && value.is_finite()) {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Diverged(format!(
                 "the adversarial stage diverged (last-layer gradient norms {reg_norm} and {adv_norm}, adversarial loss {value}): lower the learning rates or the weight factor, and resume from the last checkpoint"
             )));
         }
@@ -436,7 +436,7 @@ pub fn gan_step(t: &mut Trainer<GanPair>, ctx: &GanContext) -> Result<f32> {
         dp.fake_logit,
     ];
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(EngineError::Input(format!(
+        return Err(EngineError::Diverged(format!(
             "the adversarial stage diverged at iteration {} ({}): lower the learning rates or the weight factor, and resume from the last checkpoint",
             t.iteration,
             describe_metrics(&values, ", ")

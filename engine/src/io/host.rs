@@ -38,7 +38,7 @@ impl HostTensor {
     /// Uploads to `device` as a rank-`D` tensor.
     pub fn to_device<const D: usize>(&self, device: &Device) -> Result<Tensor<D>> {
         if self.shape.len() != D {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "expected a rank-{D} tensor, got shape {:?}",
                 self.shape
             )));

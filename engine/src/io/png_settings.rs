@@ -42,16 +42,16 @@ pub fn encode_png(image: &RgbImage, settings: &GenerationSettings) -> Result<Vec
     let json = serde_json::to_string(settings).expect("settings serialise");
     encoder
         .add_itxt_chunk(PNG_KEY.to_string(), json)
-        .map_err(|e| EngineError::Input(format!("PNG text chunk: {e}")))?;
+        .map_err(|e| EngineError::Format(format!("PNG text chunk: {e}")))?;
     let mut writer = encoder
         .write_header()
-        .map_err(|e| EngineError::Input(format!("PNG header: {e}")))?;
+        .map_err(|e| EngineError::Format(format!("PNG header: {e}")))?;
     writer
         .write_image_data(image.as_raw())
-        .map_err(|e| EngineError::Input(format!("PNG data: {e}")))?;
+        .map_err(|e| EngineError::Format(format!("PNG data: {e}")))?;
     writer
         .finish()
-        .map_err(|e| EngineError::Input(format!("PNG: {e}")))?;
+        .map_err(|e| EngineError::Format(format!("PNG: {e}")))?;
     Ok(bytes)
 }
 
@@ -69,7 +69,7 @@ pub fn read_settings(bytes: &[u8]) -> Result<Option<GenerationSettings>> {
     let decoder = png::Decoder::new(Cursor::new(bytes));
     let reader = decoder
         .read_info()
-        .map_err(|e| EngineError::Input(format!("not a readable PNG: {e}")))?;
+        .map_err(|e| EngineError::Format(format!("not a readable PNG: {e}")))?;
     let info = reader.info();
     let text = info
         .utf8_text
@@ -77,7 +77,7 @@ pub fn read_settings(bytes: &[u8]) -> Result<Option<GenerationSettings>> {
         .find(|c| c.keyword == PNG_KEY)
         .map(|c| c.get_text())
         .transpose()
-        .map_err(|e| EngineError::Input(format!("PNG text chunk: {e}")))?
+        .map_err(|e| EngineError::Format(format!("PNG text chunk: {e}")))?
         .or_else(|| {
             info.uncompressed_latin1_text
                 .iter()
@@ -86,7 +86,7 @@ pub fn read_settings(bytes: &[u8]) -> Result<Option<GenerationSettings>> {
         });
     text.map(|t| {
         serde_json::from_str(&t)
-            .map_err(|e| EngineError::Input(format!("PNG settings are not readable: {e}")))
+            .map_err(|e| EngineError::Format(format!("PNG settings are not readable: {e}")))
     })
     .transpose()
 }

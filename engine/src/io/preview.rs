@@ -115,6 +115,6 @@ pub fn step_strip(steps: &[HostTensor]) -> RgbImage {
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, ImageFormat::Png)
-        .map_err(|e| EngineError::Input(format!("PNG encoding failed: {e}")))?;
+        .map_err(|e| EngineError::Format(format!("PNG encoding failed: {e}")))?;
     write_atomically(path, bytes.get_ref())
 }

@@ -110,7 +110,7 @@ impl SafetensorsWriter {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
         safetensors::serialize(self.entries.iter().map(|(k, v)| (k.as_str(), v)), meta)
-            .map_err(|e| EngineError::Input(format!("cannot serialise tensors: {e}")))
+            .map_err(|e| EngineError::Format(format!("cannot serialise tensors: {e}")))
     }
 
     /// Writes to a temporary file beside `path`, syncs it, then renames it into place, so a
@@ -152,9 +152,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| EngineError::Input(format!("{}: not a file path", path.display())))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        EngineError::InvalidSetting(format!("{}: not a file path", path.display()))
+    })?;
     // Unique per process and per call: workers of one set may share a folder (and a pid, on
     // different hosts), threads of one process may write the same path.
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -26,12 +26,14 @@ fn check_inputs(
     real: &Dataset,
     gan: &GanOptions,
 ) -> Result<()> {
-    let fail = |m: String| Err(EngineError::Input(m));
+    let fail = |m: String| Err(EngineError::Mismatch(m));
+    let wrong_kind = |m: String| Err(EngineError::WrongKind(m));
+    let bad_option = |m: String| Err(EngineError::InvalidSetting(m));
     let Some(s) = &student.meta.student else {
-        return fail("the adversarial stage starts from a distilled student, and this is a teacher (distil it first with `ard distill`)".into());
+        return wrong_kind("the adversarial stage starts from a distilled student, and this is a teacher (distil it first with `ard distill`)".into());
     };
     if !matches!(teacher.model, Model::Teacher(_)) {
-        return fail(
+        return wrong_kind(
             "the discriminator's feature extractor must be the teacher, and this is a student"
                 .into(),
         );
@@ -80,11 +82,11 @@ fn check_inputs(
         ));
     }
     if gan.train.batch_size < 2 {
-        return fail("the adversarial stage needs a batch of at least 2 (a hinge loss on one image collapses)".into());
+        return bad_option("the adversarial stage needs a batch of at least 2 (a hinge loss on one image collapses)".into());
     }
     let [lo, hi] = gan.noise_range;
     if lo >= hi || hi > TRAIN_TIMESTEPS {
-        return fail(format!(
+        return bad_option(format!(
             "the re-noising range [{lo}, {hi}) must be non-empty and within the {TRAIN_TIMESTEPS} training timesteps"
         ));
     }
@@ -92,7 +94,7 @@ fn check_inputs(
         .iter()
         .all(|v| v.is_finite());
     if !(finite && gan.disc_lr > 0.0 && gan.weight_factor >= 0.0 && gan.max_weight >= 0.0) {
-        return fail(
+        return bad_option(
             "the discriminator's learning rate must be finite and > 0, the weight factor and clamp finite and ≥ 0"
                 .into(),
         );

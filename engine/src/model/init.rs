@@ -35,7 +35,7 @@ pub fn init_teacher(
 /// A student built from `teacher` (every head a copy of the teacher's final layer).
 pub fn student_from_teacher(teacher: LoadedModel, student: StudentConfig) -> Result<LoadedModel> {
     let Model::Teacher(dit) = teacher.model else {
-        return Err(crate::error::EngineError::Input(
+        return Err(crate::error::EngineError::WrongKind(
             "a student is made from a teacher, and this model is already a student".into(),
         ));
     };

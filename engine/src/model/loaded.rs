@@ -180,7 +180,7 @@ pub fn resolve_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMet
 fn stored_or_inferred_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta> {
     if let Some(meta) = ModelMeta::read(file)? {
         if let Some(h) = options.num_heads.filter(|&h| h != meta.dit.num_heads) {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "the file says {} attention heads but {h} were asked for",
                 meta.dit.num_heads
             )));
@@ -188,7 +188,7 @@ fn stored_or_inferred_meta(file: &TensorFile, options: &LoadOptions) -> Result<M
         if let (Some(n), Some(s)) = (options.history_layers, &meta.student)
             && n != s.history_layers
         {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "the file says {} history layers but {n} were asked for",
                 s.history_layers
             )));
@@ -245,7 +245,7 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
         .num_heads
         .or(official.map(|(_, h)| h))
         .ok_or_else(|| {
-            EngineError::Input(
+            EngineError::InvalidSetting(
             "this file carries no ARD Studio metadata, and the number of attention heads cannot \
              be read off its shapes: give it (--heads H; DiT-XL/2 has 16)"
                 .into(),
@@ -281,7 +281,7 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
         });
     }
     let history_layers = options.history_layers.ok_or_else(|| {
-        EngineError::Input(format!(
+        EngineError::InvalidSetting(format!(
             "this is a {heads}-step ARD student without ARD Studio metadata: give the number of \
              history layers (--history-layers N)"
         ))

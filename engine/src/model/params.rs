@@ -121,7 +121,7 @@ impl<'a> ParamSource<'a> {
         if pending >= SYNC_EVERY_BYTES {
             self.device
                 .sync()
-                .map_err(|e| EngineError::Input(format!("the device failed: {e:?}")))?;
+                .map_err(|e| EngineError::Unsupported(format!("the device failed: {e:?}")))?;
             self.unsynced.set(0);
         } else {
             self.unsynced.set(pending);

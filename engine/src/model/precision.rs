@@ -49,7 +49,7 @@ impl Precision {
         if self == Self::F32 || device.supports_dtype(self.dtype()) {
             Ok(())
         } else {
-            Err(EngineError::Input(format!(
+            Err(EngineError::Unsupported(format!(
                 "this device does not compute in {self}; use f32{}",
                 if self == Self::BF16 { " or f16" } else { "" }
             )))
@@ -64,7 +64,7 @@ impl FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::BF16),
-            other => Err(EngineError::Input(format!(
+            other => Err(EngineError::InvalidSetting(format!(
                 "precision `{other}`: expected f32, f16 or bf16"
             ))),
         }

@@ -139,7 +139,7 @@ impl ArdStudent {
     ) -> Result<(Tensor<4>, Tensor<3>)> {
         let steps = self.steps();
         if inputs.len() != steps {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "the student takes {steps} inputs (x_T and {} history states), got {}",
                 steps - 1,
                 inputs.len()

@@ -292,7 +292,7 @@ impl EngineThread {
     /// `Ok(false)` when cancelled.
     fn try_generate(&mut self, req: &GenerateRequest) -> Result<bool> {
         let Some(generator) = self.generator.take() else {
-            return Err(EngineError::Input(
+            return Err(EngineError::NothingLoaded(
                 "no model is loaded: open or drop a weight file".into(),
             ));
         };
@@ -304,7 +304,7 @@ impl EngineThread {
         let generator = self.generator.as_ref().expect("just put back");
         if req.compare_teacher && generator.info.kind == ModelKind::Student {
             let Some(teacher) = self.teacher.take() else {
-                return Err(EngineError::Input(
+                return Err(EngineError::NothingLoaded(
                     "no teacher loaded to compare with: open or drop the teacher's file".into(),
                 ));
             };
@@ -369,7 +369,7 @@ impl EngineThread {
         if (s.input_size, s.in_channels, s.num_classes)
             != (t.input_size, t.in_channels, t.num_classes)
         {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "the loaded teacher ({}) makes {}×{}×{} images of {} classes, the student {}×{}×{} \
                  of {}: load the student's own teacher to compare",
                 teacher.info.source,

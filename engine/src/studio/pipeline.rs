@@ -120,7 +120,7 @@ impl Pipeline<'_> {
     fn load_teacher(&self, path: &Path) -> Result<LoadedModel> {
         let teacher = LoadedModel::load(path, &LoadOptions::default(), self.device)?;
         if !matches!(teacher.model, Model::Teacher(_)) {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::WrongKind(format!(
                 "{}: distillation needs a teacher, and this is a student",
                 path.display()
             )));

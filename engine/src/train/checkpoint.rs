@@ -35,7 +35,7 @@ impl<M: Module> Trainer<M> {
     pub fn save_checkpoint(&self, path: &Path, meta: &ModelMeta) -> Result<()> {
         let to_bytes = |r: std::result::Result<Bytes, _>, what: &str| {
             r.map(|b: Bytes| b.to_vec())
-                .map_err(|e| EngineError::Input(format!("cannot serialise the {what}: {e:?}")))
+                .map_err(|e| EngineError::Format(format!("cannot serialise the {what}: {e:?}")))
         };
         let model = to_bytes(self.model.clone().into_record().into_bytes(), "model")?;
         let ema = to_bytes(self.ema.clone().into_record().into_bytes(), "EMA")?;
@@ -123,7 +123,7 @@ pub fn keep_run_options<T: Serialize>(path: &Path, options: &T, resuming: bool) 
                 differ.retain(|d| !d.starts_with("train.iterations:"));
                 if !differ.is_empty() {
                     let dir = path.parent().unwrap_or(path);
-                    return Err(EngineError::Input(format!(
+                    return Err(EngineError::RunFolder(format!(
                         "{} was started with other settings ({}; see {}): resume with the same ones (only --iterations may change), or use a new directory",
                         dir.display(),
                         differ.join(", "),
@@ -164,7 +164,7 @@ pub fn lock_run_folder(dir: &Path) -> Result<RunLock> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::RunFolder(format!(
                 "{}: another job is running in this folder (it holds {}); wait for it to end or use another directory",
                 dir.display(),
                 path.display()
@@ -286,7 +286,9 @@ mod tests {
         }
         assert!(run.join("checkpoint.safetensors").exists());
         // A second job is refused while the first holds the folder, and not after.
-        let msg = lock_run_folder(&run).unwrap_err().to_string();
+        let err = lock_run_folder(&run).unwrap_err();
+        assert!(matches!(err, EngineError::RunFolder(_)), "{err:?}");
+        let msg = err.to_string();
         assert!(msg.contains("another job is running"), "{msg}");
         assert!(msg.contains(&run.display().to_string()), "{msg}");
         drop(held);

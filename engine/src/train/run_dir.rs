@@ -69,7 +69,7 @@ impl RunDir {
         let lock = lock_run_folder(&self.dir)?;
         let resuming = self.resume && self.checkpoint().exists();
         if resuming && !same_model(&checkpoint_meta(&self.checkpoint())?) {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::RunFolder(format!(
                 "{} {other}",
                 self.checkpoint().display()
             )));

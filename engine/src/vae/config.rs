@@ -68,7 +68,7 @@ impl VaeConfig {
     /// Parses a diffusers `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
         let config: Self = serde_json::from_str(text)
-            .map_err(|e| EngineError::Input(format!("VAE config.json: {e}")))?;
+            .map_err(|e| EngineError::Format(format!("VAE config.json: {e}")))?;
         config.check()?;
         Ok(config)
     }
@@ -96,7 +96,7 @@ impl VaeConfig {
             widths.push(s[0]);
         }
         if widths.is_empty() {
-            return Err(EngineError::Input(
+            return Err(EngineError::WrongKind(
                 "not an AutoencoderKL: no `encoder.down_blocks.0.resnets.0.conv1.weight` (diffusers key names expected)".into(),
             ));
         }
@@ -129,7 +129,7 @@ impl VaeConfig {
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |what: String| Err(EngineError::Input(format!("VAE config: {what}")));
+        let bad = |what: String| Err(EngineError::InvalidSetting(format!("VAE config: {what}")));
         if self.block_out_channels.is_empty() || self.layers_per_block == 0 {
             return bad("needs at least one level and one layer per block".into());
         }

@@ -214,7 +214,7 @@ impl AutoencoderKL {
     /// As [`Self::from_file`] for a file already read.
     pub fn from_tensor_file(path: &Path, file: &TensorFile, device: &Device) -> Result<Self> {
         if !is_vae(file) {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::WrongKind(format!(
                 "{} is not a VAE (AutoencoderKL with diffusers key names: encoder.*, decoder.*, post_quant_conv.*)",
                 path.display()
             )));
@@ -234,7 +234,7 @@ impl AutoencoderKL {
     /// Refuses a diffusion model whose samples are not this VAE's latents.
     pub fn check_fits(&self, dit: &crate::model::config::DitConfig) -> Result<()> {
         if self.config.latent_channels != dit.in_channels {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::Mismatch(format!(
                 "the VAE's latents have {} channels, the model's samples {}",
                 self.config.latent_channels, dit.in_channels
             )));

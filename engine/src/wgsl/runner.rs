@@ -172,7 +172,9 @@ impl AttentionKernel {
         mask: AttentionMask,
     ) -> Result<()> {
         if shape.bh == 0 || shape.tq == 0 || shape.tk == 0 {
-            return Err(EngineError::Input(format!("empty attention {shape:?}")));
+            return Err(EngineError::InvalidSetting(format!(
+                "empty attention {shape:?}"
+            )));
         }
         let q_bytes = buffer_size(shape.bh * shape.tq * shape.head_dim, buffers.precision);
         let kv_bytes = buffer_size(shape.bh * shape.tk * shape.head_dim, buffers.precision);
@@ -181,7 +183,7 @@ impl AttentionKernel {
             || buffers.k.size() < kv_bytes
             || buffers.v.size() < kv_bytes
         {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::InvalidSetting(format!(
                 "attention buffers are smaller than {shape:?} needs"
             )));
         }
@@ -252,7 +254,7 @@ impl AttentionKernel {
             head_dim,
         } = shape;
         if q.len() != bh * tq * head_dim || k.len() != bh * tk * head_dim || v.len() != k.len() {
-            return Err(EngineError::Input(format!(
+            return Err(EngineError::InvalidSetting(format!(
                 "attention {shape:?}: got {} / {} / {} values",
                 q.len(),
                 k.len(),

@@ -150,7 +150,7 @@ pub(crate) fn tile_config(head_dim: usize, precision: Precision) -> Result<TileC
     TileConfig::for_head_dim(head_dim)
         .map(|c| c.with_precision(precision))
         .ok_or_else(|| {
-        EngineError::Input(format!(
+        EngineError::Unsupported(format!(
             "head dimension {head_dim} does not fit the WGSL attention's {WORKGROUP_BYTES} bytes \
              of workgroup memory"
         ))
