@@ -322,170 +322,189 @@ impl TrainingPanel {
     fn form(&mut self, ui: &mut egui::Ui, loaded_teacher: Option<&str>) -> Option<Request> {
         ui.heading("Distillation");
         ui.add_enabled_ui(!self.running, |ui| {
-            ui.checkbox(&mut self.train_teacher, "Train a new teacher first");
-            if self.train_teacher {
-                let name = ui.label("Dataset (fashion-mnist or an ImageFolder / IDX folder)");
-                ui.horizontal(|ui| {
-                    ui.text_edit_singleline(&mut self.dataset)
-                        .labelled_by(name.id);
-                    if ui.button("Browse…").clicked()
-                        && let Some(dir) = rfd::FileDialog::new().pick_folder()
-                    {
-                        self.dataset = dir.display().to_string();
-                    }
-                });
-                egui::Grid::new("teacher form")
-                    .num_columns(2)
-                    .show(ui, |ui| {
-                        grid_row(
-                            ui,
-                            "Teacher iterations",
-                            egui::DragValue::new(&mut self.teacher.train.iterations)
-                                .range(1..=1_000_000),
-                        );
-                        grid_row(
-                            ui,
-                            "Hidden size",
-                            egui::DragValue::new(&mut self.teacher.hidden_size).range(16..=1152),
-                        );
-                        grid_row(
-                            ui,
-                            "Depth",
-                            egui::DragValue::new(&mut self.teacher.depth).range(1..=28),
-                        );
-                    });
-            } else {
-                let name = ui.label("Teacher weights");
-                ui.horizontal(|ui| {
-                    ui.text_edit_singleline(&mut self.teacher_file)
-                        .labelled_by(name.id);
-                    if ui.button("Browse…").clicked()
-                        && let Some(file) = rfd::FileDialog::new()
-                            .add_filter("weights", &["safetensors", "pt", "pth"])
-                            .pick_file()
-                    {
-                        self.teacher_file = file.display().to_string();
-                    }
-                });
-                if let Some(t) = loaded_teacher {
-                    ui.weak(format!("(the loaded teacher is {t})"));
-                }
-            }
+            self.teacher_form(ui, loaded_teacher);
             ui.add_space(6.0);
-            egui::Grid::new("distill form")
-                .num_columns(2)
-                .show(ui, |ui| {
-                    grid_row(
-                        ui,
-                        "History layers N",
-                        egui::DragValue::new(&mut self.distill.history_layers).range(0..=28),
-                    )
-                    .on_hover_text(
-                        "Lower blocks that attend to the trajectory so far (0 = step distillation)",
-                    );
-                    grid_row(
-                        ui,
-                        "Steps K",
-                        egui::DragValue::new(&mut self.trajectories.student_steps).range(1..=8),
-                    );
-                    grid_row(
-                        ui,
-                        "Trajectories",
-                        egui::DragValue::new(&mut self.trajectories.count).range(1..=1_000_000),
-                    );
-                    grid_row(
-                        ui,
-                        "Batch",
-                        egui::DragValue::new(&mut self.distill.train.batch_size).range(1..=1024),
-                    );
-                    grid_row(
-                        ui,
-                        "Iterations",
-                        egui::DragValue::new(&mut self.distill.train.iterations)
-                            .range(1..=10_000_000),
-                    );
-                    grid_row(
-                        ui,
-                        "Learning rate",
-                        egui::DragValue::new(&mut self.distill.train.lr)
-                            .speed(1e-5)
-                            .range(1e-6..=1e-2),
-                    );
-                    let mut cosine =
-                        matches!(self.distill.train.lr_schedule, LrSchedule::Cosine { .. });
-                    let name = ui.label("Cosine schedule");
-                    if ui
-                        .checkbox(&mut cosine, "")
-                        .labelled_by(name.id)
-                        .on_hover_text(
-                            "Warm-up, then a half cosine down to a small fraction of the rate",
-                        )
-                        .changed()
-                    {
-                        self.distill.train.lr_schedule = if cosine {
-                            LrSchedule::cosine()
-                        } else {
-                            LrSchedule::Constant
-                        };
-                    }
-                    ui.end_row();
-                    let name = ui.label("Loss");
-                    egui::ComboBox::from_id_salt("distill loss")
-                        .selected_text(loss_name(self.distill.loss))
-                        .show_ui(ui, |ui| {
-                            for l in [DistillLoss::Mse, DistillLoss::PseudoHuber, DistillLoss::L1] {
-                                ui.selectable_value(&mut self.distill.loss, l, loss_name(l));
-                            }
-                        })
-                        .response
-                        .labelled_by(name.id);
-                    ui.end_row();
-                    grid_row(
-                        ui,
-                        "Self-forced share",
-                        egui::DragValue::new(&mut self.distill.self_forcing.fraction)
-                            .speed(0.01)
-                            .range(0.0..=1.0),
-                    )
-                    .on_hover_text(format!(
-                        "Share of each batch trained on the student's own earlier steps instead \
-                         of the teacher's (0 = teacher forcing, the paper's); from iteration {}, \
-                         ramped up over {}",
-                        self.distill.self_forcing.start, self.distill.self_forcing.ramp
-                    ));
-                    grid_row(
-                        ui,
-                        "Preview every",
-                        egui::DragValue::new(&mut self.preview_every).range(0..=100_000),
-                    );
-                });
-            ui.checkbox(
-                &mut self.evaluate,
-                "Evaluate while distilling (FID, class agreement)",
-            );
-            if self.evaluate {
-                egui::Grid::new("eval form").num_columns(2).show(ui, |ui| {
-                    grid_row(
-                        ui,
-                        "Evaluate every",
-                        egui::DragValue::new(&mut self.eval.every).range(1..=1_000_000),
-                    );
-                    grid_row(
-                        ui,
-                        "Samples",
-                        egui::DragValue::new(&mut self.eval.samples).range(2..=100_000),
-                    );
-                });
-                let name = ui.label("Feature network");
-                ui.text_edit_singleline(&mut self.feature_net)
-                    .labelled_by(name.id);
-            }
+            self.distill_form(ui);
+            self.eval_form(ui);
             self.gan_form(ui);
             let name = ui.label("Run folder (the same folder resumes)");
             ui.text_edit_singleline(&mut self.run_dir)
                 .labelled_by(name.id);
         });
         ui.add_space(8.0);
+        self.buttons(ui)
+    }
+
+    /// Where the teacher comes from: trained first on a dataset, or a weight file.
+    fn teacher_form(&mut self, ui: &mut egui::Ui, loaded_teacher: Option<&str>) {
+        ui.checkbox(&mut self.train_teacher, "Train a new teacher first");
+        if self.train_teacher {
+            let name = ui.label("Dataset (fashion-mnist or an ImageFolder / IDX folder)");
+            ui.horizontal(|ui| {
+                ui.text_edit_singleline(&mut self.dataset)
+                    .labelled_by(name.id);
+                if ui.button("Browse…").clicked()
+                    && let Some(dir) = rfd::FileDialog::new().pick_folder()
+                {
+                    self.dataset = dir.display().to_string();
+                }
+            });
+            egui::Grid::new("teacher form")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    grid_row(
+                        ui,
+                        "Teacher iterations",
+                        egui::DragValue::new(&mut self.teacher.train.iterations)
+                            .range(1..=1_000_000),
+                    );
+                    grid_row(
+                        ui,
+                        "Hidden size",
+                        egui::DragValue::new(&mut self.teacher.hidden_size).range(16..=1152),
+                    );
+                    grid_row(
+                        ui,
+                        "Depth",
+                        egui::DragValue::new(&mut self.teacher.depth).range(1..=28),
+                    );
+                });
+        } else {
+            let name = ui.label("Teacher weights");
+            ui.horizontal(|ui| {
+                ui.text_edit_singleline(&mut self.teacher_file)
+                    .labelled_by(name.id);
+                if ui.button("Browse…").clicked()
+                    && let Some(file) = rfd::FileDialog::new()
+                        .add_filter("weights", &["safetensors", "pt", "pth"])
+                        .pick_file()
+                {
+                    self.teacher_file = file.display().to_string();
+                }
+            });
+            if let Some(t) = loaded_teacher {
+                ui.weak(format!("(the loaded teacher is {t})"));
+            }
+        }
+    }
+
+    /// The distillation's settings.
+    fn distill_form(&mut self, ui: &mut egui::Ui) {
+        egui::Grid::new("distill form")
+            .num_columns(2)
+            .show(ui, |ui| {
+                grid_row(
+                    ui,
+                    "History layers N",
+                    egui::DragValue::new(&mut self.distill.history_layers).range(0..=28),
+                )
+                .on_hover_text(
+                    "Lower blocks that attend to the trajectory so far (0 = step distillation)",
+                );
+                grid_row(
+                    ui,
+                    "Steps K",
+                    egui::DragValue::new(&mut self.trajectories.student_steps).range(1..=8),
+                );
+                grid_row(
+                    ui,
+                    "Trajectories",
+                    egui::DragValue::new(&mut self.trajectories.count).range(1..=1_000_000),
+                );
+                grid_row(
+                    ui,
+                    "Batch",
+                    egui::DragValue::new(&mut self.distill.train.batch_size).range(1..=1024),
+                );
+                grid_row(
+                    ui,
+                    "Iterations",
+                    egui::DragValue::new(&mut self.distill.train.iterations).range(1..=10_000_000),
+                );
+                grid_row(
+                    ui,
+                    "Learning rate",
+                    egui::DragValue::new(&mut self.distill.train.lr)
+                        .speed(1e-5)
+                        .range(1e-6..=1e-2),
+                );
+                let mut cosine =
+                    matches!(self.distill.train.lr_schedule, LrSchedule::Cosine { .. });
+                let name = ui.label("Cosine schedule");
+                if ui
+                    .checkbox(&mut cosine, "")
+                    .labelled_by(name.id)
+                    .on_hover_text(
+                        "Warm-up, then a half cosine down to a small fraction of the rate",
+                    )
+                    .changed()
+                {
+                    self.distill.train.lr_schedule = if cosine {
+                        LrSchedule::cosine()
+                    } else {
+                        LrSchedule::Constant
+                    };
+                }
+                ui.end_row();
+                let name = ui.label("Loss");
+                egui::ComboBox::from_id_salt("distill loss")
+                    .selected_text(loss_name(self.distill.loss))
+                    .show_ui(ui, |ui| {
+                        for l in [DistillLoss::Mse, DistillLoss::PseudoHuber, DistillLoss::L1] {
+                            ui.selectable_value(&mut self.distill.loss, l, loss_name(l));
+                        }
+                    })
+                    .response
+                    .labelled_by(name.id);
+                ui.end_row();
+                grid_row(
+                    ui,
+                    "Self-forced share",
+                    egui::DragValue::new(&mut self.distill.self_forcing.fraction)
+                        .speed(0.01)
+                        .range(0.0..=1.0),
+                )
+                .on_hover_text(format!(
+                    "Share of each batch trained on the student's own earlier steps instead \
+                     of the teacher's (0 = teacher forcing, the paper's); from iteration {}, \
+                     ramped up over {}",
+                    self.distill.self_forcing.start, self.distill.self_forcing.ramp
+                ));
+                grid_row(
+                    ui,
+                    "Preview every",
+                    egui::DragValue::new(&mut self.preview_every).range(0..=100_000),
+                );
+            });
+    }
+
+    /// Evaluation while distilling.
+    fn eval_form(&mut self, ui: &mut egui::Ui) {
+        ui.checkbox(
+            &mut self.evaluate,
+            "Evaluate while distilling (FID, class agreement)",
+        );
+        if self.evaluate {
+            egui::Grid::new("eval form").num_columns(2).show(ui, |ui| {
+                grid_row(
+                    ui,
+                    "Evaluate every",
+                    egui::DragValue::new(&mut self.eval.every).range(1..=1_000_000),
+                );
+                grid_row(
+                    ui,
+                    "Samples",
+                    egui::DragValue::new(&mut self.eval.samples).range(2..=100_000),
+                );
+            });
+            let name = ui.label("Feature network");
+            ui.text_edit_singleline(&mut self.feature_net)
+                .labelled_by(name.id);
+        }
+    }
+
+    /// Start / resume, Stop and Load result; the request a click makes.
+    fn buttons(&mut self, ui: &mut egui::Ui) -> Option<Request> {
         let mut request = None;
         ui.horizontal(|ui| {
             if self.running {
