@@ -290,11 +290,13 @@ pub fn training_table(device: &Device, args: &crate::Args) {
     );
     out!("|---|---|---|---|---|---|---|---|---|---|");
     type Step = fn(&Device, usize, Plan) -> Timing;
+    /// Name, step, default timed steps, the script's arguments, and FLOPs (ours, theirs).
+    type TrainRow<'a> = (&'a str, Step, usize, &'a [&'a str], [f64; 2]);
     // A training step's FLOPs: forward and backward, about three forwards, per image × batch.
     let (teacher, student) = (DitConfig::fashion_mnist(), distill_config());
     let s = StudentConfig::new(4, 2);
     let teacher_step_flops = 3.0 * 64.0 * teacher_forward_flops(&teacher);
-    let rows: [(&str, Step, usize, &[&str], [f64; 2]); 2] = [
+    let rows: [TrainRow; 2] = [
         (
             "teacher, default model (28×28×1, patch 4, hidden 64, depth 4, batch 64)",
             teacher_step,
