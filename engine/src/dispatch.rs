@@ -7,15 +7,15 @@
 //! CPU too; `ARD_WGSL=1` / `f16` (or [`set_fused_attention`]) switches our WGSL attention on.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::cpu::CpuKernels;
+use crate::cpu::{CpuKernels, cpu_attention_calls};
 use crate::device::{on_flex, on_wgpu};
-use crate::ops::{AttentionMask, BurnKernels, Kernels};
-use crate::wgsl::{WgslKernels, fused_attention_supported};
+use crate::ops::{AttentionMask, BurnKernels, Kernels, burn_attention_calls};
+use crate::wgsl::{WgslKernels, fused_attention_supported, wgsl_attention_calls};
 
 /// Which set computes an op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,20 +118,19 @@ pub fn attention_kernels_for(device: &Device, dtype: DType, head_dim: usize) -> 
     }
 }
 
-/// Attention calls each set has computed in this process (burn, CPU, WGSL): how a caller or a
-/// test knows which kernel ran.
-static ATTENTION_CALLS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-
-/// Attention calls so far per set, in the order burn, CPU, WGSL.
+/// Attentions each set has computed in this process, in the order burn, CPU, WGSL, as each
+/// kernel counts its own calls: how a caller or a test knows which kernel ran.
 pub fn attention_calls() -> [u64; 3] {
-    ATTENTION_CALLS.each_ref().map(|c| c.load(Relaxed))
+    [
+        burn_attention_calls(),
+        cpu_attention_calls(),
+        wgsl_attention_calls(),
+    ]
 }
 
 /// softmax(q kᵀ / √d) v under `mask`: `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
-    let set = attention_kernels_for(&q.device(), q.dtype(), q.dims()[3]);
-    ATTENTION_CALLS[set as usize].fetch_add(1, Relaxed);
-    match set {
+    match attention_kernels_for(&q.device(), q.dtype(), q.dims()[3]) {
         KernelSet::Burn => BurnKernels.attention(q, k, v, mask),
         KernelSet::Cpu => CpuKernels.attention(q, k, v, mask),
         KernelSet::Wgsl => WgslKernels {

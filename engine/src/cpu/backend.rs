@@ -404,9 +404,18 @@ pub fn cpu_gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(burn::backend::Dispatch::cpu_gelu_tanh(x.into_dispatch()))
 }
 
+/// Calls of [`cpu_attention`] in this process.
+static CPU_ATTENTION_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many attentions our fused CPU kernel has computed in this process.
+pub fn cpu_attention_calls() -> u64 {
+    CPU_ATTENTION_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with the fused CPU kernel,
 /// differentiable. The device must be flex ([`crate::device::on_flex`]) and the tensors f32.
 pub fn cpu_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
+    CPU_ATTENTION_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let [b, h, lq, d] = q.dims();
     let lk = k.dims()[2];
     let flat = |t: Tensor<4>, l: usize| t.reshape([b * h, l, d]).into_dispatch();

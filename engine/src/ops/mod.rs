@@ -10,6 +10,7 @@ pub use mask::AttentionMask;
 pub use reference::{AttentionShape, attention_reference};
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use burn::nn::Linear;
 use burn::tensor::FloatDType;
@@ -90,9 +91,18 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     y.cast(FloatDType::from(dtype))
 }
 
+/// Calls of burn's attention ([`BurnKernels`]) in this process.
+static BURN_ATTENTION_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// How many attentions burn's ops have computed in this process.
+pub fn burn_attention_calls() -> u64 {
+    BURN_ATTENTION_CALLS.load(Relaxed)
+}
+
 /// burn's attention under `mask`, one call per group of queries that see the same keys (a
 /// step of a block-causal or block-diagonal mask), so no masked score is ever formed.
 fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) -> Tensor<4> {
+    BURN_ATTENTION_CALLS.fetch_add(1, Relaxed);
     let attend = |q, k, v| burn_attention(q, k, v, None, None, AttentionModuleOptions::default());
     let (lq, lk) = (q.dims()[2], k.dims()[2]);
     let group = match mask {

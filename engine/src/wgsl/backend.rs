@@ -102,6 +102,14 @@ pub fn fused_attention_supported(device: &burn::tensor::Device, head_dim: usize)
     !device.is_autodiff() && on_wgpu(device) && TileConfig::for_head_dim(head_dim).is_some()
 }
 
+/// Calls of [`fused_attention`] in this process.
+static WGSL_ATTENTION_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many attentions our WGSL kernel has been handed in this process.
+pub fn wgsl_attention_calls() -> u64 {
+    WGSL_ATTENTION_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `q: [B, h, Lq, d]`, `k, v: [B, h, Lk, d]` → `[B, h, Lq, d]` with our kernel on burn's wgpu
 /// device. Check [`fused_attention_supported`] first. `f16_mode` stores
 /// q, k, v and the output as f16 where the device has f16 shaders.
@@ -112,6 +120,7 @@ pub fn fused_attention(
     mask: AttentionMask,
     f16_mode: bool,
 ) -> Tensor<4> {
+    WGSL_ATTENTION_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let [b, h, lq, d] = q.dims();
     let lk = k.dims()[2];
     let shape = AttentionShape {
