@@ -39,9 +39,17 @@ cargo build --release --bin ard
 ard() { target/release/ard "$@" --device cpu; }
 mkdir -p "$RUN"
 start=$(date +%s)
-stage() { echo "== $1 ($(( ($(date +%s) - start) / 60 )) min in)"; }
+# Each stage's wall time goes to $RUN/stage-times.tsv as it ends (a rerun adds the rest of a
+# stage it resumes); `ard manifest` adds them up.
+current="" since=$start
+stage() {
+  local now; now=$(date +%s)
+  [ -z "$current" ] || printf '%s\t%s\n' "$current" $(( now - since )) >> "$RUN/stage-times.tsv"
+  current=$2 since=$now
+  echo "== $1 ($(( (now - start) / 60 )) min in)"
+}
 
-stage "teacher (and the feature networks beside it)"
+stage "teacher (and the feature networks beside it)" teacher
 features() {
   [ -f "$RUN/feature_net.safetensors" ] || \
     ard train-features --out "$RUN/feature_net.safetensors" ${FEATURE_ITERS:+--iterations $FEATURE_ITERS} \
@@ -58,7 +66,7 @@ features_job=$!
 ard train-teacher --out "$RUN/teacher" ${TEACHER_ITERS:+--iterations $TEACHER_ITERS} \
   --seed "$SEED" --log-every 50 --resume 2>&1 | tee -a "$RUN/teacher.log"
 
-stage "trajectories (two workers)"
+stage "trajectories (two workers)" trajectories
 traj() {
   ard trajectories --teacher "$RUN/teacher/teacher.safetensors" --out "$RUN/trajectories" \
     ${TRAJECTORIES:+--count $TRAJECTORIES} --seed "$SEED" --shard "$1"
@@ -68,11 +76,11 @@ worker=$!
 traj 0/2
 wait "$worker"
 
-stage "feature networks (the students are scored as they train)"
+stage "feature networks (the students are scored as they train)" feature-networks
 wait "$features_job"
 [ -f "$RUN/feature_net_3.safetensors" ] || { echo "feature networks failed: $RUN/features.log"; exit 1; }
 
-stage "distill N=$HISTORY and N=0 side by side"
+stage "distill N=$HISTORY and N=0 side by side" distill
 distil() {
   ARD_TRAIN_THREADS=1 ard distill --teacher "$RUN/teacher/teacher.safetensors" --trajectories "$RUN/trajectories" \
     --history-layers "$1" --out "$RUN/student-n$1" ${DISTILL_ITERS:+--iterations $DISTILL_ITERS} \
@@ -83,14 +91,14 @@ baseline=$!
 distil "$HISTORY"
 wait "$baseline"
 
-stage "adversarial fine-tuning of the ARD student (stage 2)"
+stage "adversarial fine-tuning of the ARD student (stage 2)" finetune-gan
 ard finetune-gan --student "$RUN/student-n$HISTORY/student.safetensors" \
   --teacher "$RUN/teacher/teacher.safetensors" --trajectories "$RUN/trajectories" \
   --out "$RUN/gan-n$HISTORY" ${GAN_ITERS:+--iterations $GAN_ITERS} \
   --feature-net "$RUN/feature_net.safetensors" --eval-every 500 --seed "$SEED" --log-every 50 \
   --resume 2>&1 | tee -a "$RUN/gan.log"
 
-stage "eval"
+stage "eval" eval
 ard eval --teacher "$RUN/teacher/teacher.safetensors" \
   --students "$RUN/student-n$HISTORY/student.safetensors,$RUN/gan-n$HISTORY/student.safetensors,$RUN/student-n0/student.safetensors" \
   --feature-net "$RUN/feature_net.safetensors,$RUN/feature_net_3.safetensors,$RUN/feature_net_2.safetensors" \
@@ -99,7 +107,7 @@ ard eval --teacher "$RUN/teacher/teacher.safetensors" \
 python3 docs/plot_curves.py "$RUN/distillation-curves.png" "ARD N=$HISTORY=$RUN/student-n$HISTORY" \
   "baseline N=0=$RUN/student-n0" || echo "(no matplotlib: curves not drawn)"
 
-stage "install"
+stage "install" install
 cp "$RUN/teacher/teacher.safetensors" assets/teacher.safetensors
 cp "$RUN/student-n$HISTORY/student.safetensors" assets/ard.safetensors
 cp "$RUN/student-n0/student.safetensors" assets/baseline.safetensors
@@ -109,23 +117,10 @@ cp "$RUN/feature_net_2.safetensors" assets/feature_net_2.safetensors
 cp "$RUN/feature_net_3.safetensors" assets/feature_net_3.safetensors
 cp "$RUN/eval.json" assets/eval.json
 cp "$RUN/eval.md" assets/eval.md
-cat > assets/manifest.json <<JSON
-{
-  "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist)",
-  "dataset_fingerprint_train": "$(grep -o 'fingerprint [0-9a-f]*' "$RUN/teacher.log" | tail -1 | cut -d' ' -f2)",
-  "seed": $SEED,
-  "history_layers": $HISTORY,
-  "overrides": {
-    "teacher_iterations": "${TEACHER_ITERS:-default}",
-    "trajectories": "${TRAJECTORIES:-default}",
-    "distill_iterations": "${DISTILL_ITERS:-default}",
-    "gan_iterations": "${GAN_ITERS:-default}",
-    "feature_iterations": "${FEATURE_ITERS:-default}",
-    "eval_samples": "${SAMPLES:-default}"
-  },
-  "defaults": $(target/release/ard defaults),
-  "command": "bash assets/train-defaults.sh",
-  "minutes": $(( ($(date +%s) - start) / 60 ))
-}
-JSON
-stage "done"
+stage "done" ""
+overrides=""
+for v in SEED HISTORY TEACHER_ITERS TRAJECTORIES DISTILL_ITERS GAN_ITERS FEATURE_ITERS SAMPLES; do
+  [ -z "${!v}" ] || overrides+="$v=${!v} "
+done
+target/release/ard manifest --run "$RUN" --command "${overrides}bash assets/train-defaults.sh" \
+  --out assets/manifest.json

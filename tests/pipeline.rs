@@ -413,3 +413,49 @@ fn a_stopped_run_checkpoints_and_resumes() {
     ));
     assert!(matches!(events.last(), Some(TrainingEvent::Saved { .. })));
 }
+
+/// `ard manifest` reads a run folder: the teacher's options and data as the job wrote them, the
+/// model file's fingerprint, the stage times a script appended (added up per stage), and no
+/// checkpoint.
+#[test]
+fn a_run_manifest_is_written_from_the_run_folder() {
+    let root = tempfile::tempdir().unwrap();
+    train(&root.path().join("teacher"), 2, false);
+    std::fs::write(
+        root.path().join(ard_engine::train::STAGE_TIMES_FILE),
+        "teacher\t90\ntrajectories\t30\nteacher\t30\n",
+    )
+    .unwrap();
+    let out = root.path().join("manifest.json");
+    let text = ard_app::cli::run_args_output([
+        "ard",
+        "manifest",
+        "--run",
+        &root.path().display().to_string(),
+        "--command",
+        "bash train.sh",
+        "--out",
+        &out.display().to_string(),
+    ])
+    .unwrap();
+    assert!(text.is_empty(), "{text}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let teacher = &m["jobs"]["teacher"];
+    assert_eq!(teacher["teacher-options.json"]["train"]["iterations"], 2);
+    assert_eq!(teacher["teacher-options.json"]["hidden_size"], 16);
+    assert_eq!(
+        teacher["dataset.json"]["fingerprint"],
+        serde_json::json!(toy_data(32).fingerprint())
+    );
+    let file = root.path().join("teacher/teacher.safetensors");
+    assert_eq!(
+        teacher["teacher.safetensors"],
+        serde_json::json!(ard_engine::io::file_fingerprint(&file).unwrap())
+    );
+    assert!(teacher.get("checkpoint.safetensors").is_none());
+    assert_eq!(m["stage_minutes"]["teacher"], 2.0);
+    assert_eq!(m["stage_minutes"]["trajectories"], 0.5);
+    assert_eq!(m["command"], "bash train.sh");
+    assert_eq!(m["defaults"]["teacher"]["train"]["iterations"], 24000);
+}

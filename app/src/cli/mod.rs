@@ -65,6 +65,9 @@ enum Command {
     /// Print the training defaults (teacher, trajectories, distillation, feature network) as
     /// JSON: what the commands and the app's training tab use when not told otherwise.
     Defaults,
+    /// Write a run folder's manifest: each job's options, data, last evaluation point and model
+    /// fingerprints, the stage times a pipeline script recorded, and the defaults, as JSON.
+    Manifest(train::ManifestArgs),
 }
 
 /// Parses `args` (program name first) and runs the command.
@@ -108,6 +111,7 @@ fn output(cli: Cli) -> Result<String> {
         Command::Decode(args) => done(vae::decode_cmd(args)),
         Command::Encode(args) => done(vae::encode_cmd(args)),
         Command::Defaults => Ok(format!("{}\n", train::defaults_json())),
+        Command::Manifest(args) => train::manifest_cmd(args),
     }
 }
 

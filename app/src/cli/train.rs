@@ -405,6 +405,35 @@ pub(super) fn defaults_json() -> String {
     serde_json::to_string_pretty(&defaults).expect("plain data")
 }
 
+/// `ard manifest`.
+#[derive(Args)]
+pub struct ManifestArgs {
+    /// The run folder (a pipeline's jobs in its subfolders, e.g. runs/defaults).
+    #[arg(long)]
+    run: PathBuf,
+    /// The command that made the run, recorded as given.
+    #[arg(long)]
+    command: Option<String>,
+    /// Write the manifest here (atomically) instead of printing it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// The run folder's manifest with the defaults of this build (what each job did not override).
+pub(super) fn manifest_cmd(args: ManifestArgs) -> Result<String> {
+    let mut manifest = ard_engine::train::run_manifest(&args.run)?;
+    manifest["command"] = serde_json::json!(args.command);
+    manifest["defaults"] = serde_json::from_str(&defaults_json()).expect("our own JSON");
+    let text = serde_json::to_string_pretty(&manifest).expect("plain data") + "\n";
+    match args.out {
+        Some(out) => {
+            ard_engine::io::write_atomically(&out, text.as_bytes())?;
+            Ok(String::new())
+        }
+        None => Ok(text),
+    }
+}
+
 pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     let (_, device) = choose_device(args.train.device.as_deref())?;
     let data = load_dataset(&args.data, args.size, args.channels, Split::Train)?;

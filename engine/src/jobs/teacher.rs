@@ -11,12 +11,14 @@ use crate::data::datasets::Dataset;
 use crate::diffusion::loss::{noised_batch, teacher_loss_rows};
 use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
 use crate::error::Result;
+use crate::io::writer::write_atomically;
 use crate::model::config::{DitConfig, ModelMeta};
 use crate::model::dit::Dit;
 use crate::model::init::init_teacher;
 use crate::model::loaded::Model;
 use crate::model::params::InitOptions;
 use crate::train::events::Hooks;
+use crate::train::manifest::DATASET_FILE;
 use crate::train::options::TrainOptions;
 use crate::train::run_dir::RunDir;
 use crate::train::schedule::LrSchedule;
@@ -116,6 +118,7 @@ pub fn train_teacher(
         TEACHER_OPTIONS_FILE,
         teacher,
     )?;
+    write_dataset_description(data, &run.dir)?;
     let mut trainer = run.trainer(resuming, fresh()?, options, &mut hooks)?;
     trainer.split_for(device, dit.num_heads, dit.num_patches());
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
@@ -139,6 +142,18 @@ pub fn train_teacher(
             |model, b, rows| teacher_loss_rows(model, b, rows, &train_device),
         )
     })
+}
+
+/// Writes what the teacher trains on into its run folder ([`DATASET_FILE`], for manifests).
+fn write_dataset_description(data: &Dataset, dir: &std::path::Path) -> Result<()> {
+    let description = serde_json::json!({
+        "fingerprint": data.fingerprint(),
+        "images": data.len(),
+        "shape": [data.channels(), data.image_size(), data.image_size()],
+        "classes": data.class_names,
+    });
+    let text = serde_json::to_string_pretty(&description).expect("plain data");
+    write_atomically(&dir.join(DATASET_FILE), text.as_bytes())
 }
 
 #[cfg(test)]
