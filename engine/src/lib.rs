@@ -6,6 +6,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`model`] | architectures and presets, DiT block, ARD student, block-causal attention, precision, weight files |
+//! | [`text`] | prompts to token states: the tokenizer and the MiniLM sentence encoder (BERT) |
 //! | [`diffusion`] | noise schedule, DDIM + guidance, sampling a model step by step, the teacher's loss |
 //! | [`distill`] | trajectory sets, the distillation loss |
 //! | [`gan`] | stage 2: the teacher-feature discriminator, hinge losses, adversarial fine-tuning |
@@ -33,6 +34,7 @@ pub mod jobs;
 pub mod model;
 pub mod ops;
 pub mod studio;
+pub mod text;
 pub mod train;
 pub mod vae;
 pub mod wgsl;
