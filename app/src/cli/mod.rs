@@ -1,6 +1,7 @@
 //! The `ard` command line: parsing and the commands, callable in-process for tests. One file
 //! per command family; every flag default comes from the engine's option structs.
 
+mod dataset;
 mod eval;
 mod gan;
 mod info;
@@ -65,6 +66,9 @@ enum Command {
     /// Print the training defaults (teacher, trajectories, distillation, feature network) as
     /// JSON: what the commands and the app's training tab use when not told otherwise.
     Defaults,
+    /// Build a training set (`ard dataset emoji`: the captioned emoji set).
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
     /// Write a run folder's manifest: each job's options, data, last evaluation point and model
     /// fingerprints, the stage times a pipeline script recorded, and the defaults, as JSON.
     Manifest(train::ManifestArgs),
@@ -112,6 +116,7 @@ fn output(cli: Cli) -> Result<String> {
         Command::Encode(args) => done(vae::encode_cmd(args)),
         Command::Defaults => Ok(format!("{}\n", train::defaults_json())),
         Command::Manifest(args) => train::manifest_cmd(args),
+        Command::Dataset(command) => done(dataset::dataset_cmd(command)),
     }
 }
 

@@ -248,6 +248,26 @@ pub fn list_image_folder(
     Ok((names, items))
 }
 
+/// `img` centre-cropped to a square, resized to `size`, as `channels` planes (1: grey, 3: RGB)
+/// of values in [−1, 1].
+pub fn image_pixels(img: &image::DynamicImage, size: usize, channels: usize) -> Vec<f32> {
+    let (w, h) = (img.width(), img.height());
+    let side = w.min(h);
+    let img = img
+        .crop_imm((w - side) / 2, (h - side) / 2, side, side)
+        .resize_exact(size as u32, size as u32, FilterType::Triangle);
+    let mut data = Vec::with_capacity(channels * size * size);
+    if channels == 1 {
+        data.extend(img.to_luma8().pixels().map(|p| p.0[0] as f32 / 127.5 - 1.0));
+    } else {
+        let rgb = img.to_rgb8();
+        for c in 0..3 {
+            data.extend(rgb.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
+        }
+    }
+    data
+}
+
 /// An ImageFolder tree: each sub-folder (sorted by name) is a class; its PNG/JPEG files are
 /// centre-cropped to a square and resized to `size`, as grey (`channels` = 1) or RGB (3).
 pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset> {
@@ -260,21 +280,7 @@ pub fn image_folder(root: &Path, size: usize, channels: usize) -> Result<Dataset
     let mut data = Vec::new();
     let mut labels = Vec::new();
     for (f, label) in items {
-        let img = open_image(&f)?;
-        let (w, h) = (img.width(), img.height());
-        let side = w.min(h);
-        let img = img
-            .crop_imm((w - side) / 2, (h - side) / 2, side, side)
-            .resize_exact(size as u32, size as u32, FilterType::Triangle);
-        if channels == 1 {
-            let g = img.to_luma8();
-            data.extend(g.pixels().map(|p| p.0[0] as f32 / 127.5 - 1.0));
-        } else {
-            let rgb = img.to_rgb8();
-            for c in 0..3 {
-                data.extend(rgb.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
-            }
-        }
+        data.extend(image_pixels(&open_image(&f)?, size, channels));
         labels.push(label);
     }
     let n = labels.len();

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::data::captioned::{is_captioned_folder, load_captioned};
 use crate::data::datasets::{
     Dataset, Split, fashion_mnist_from, fashion_mnist_split, image_folder,
 };
@@ -10,8 +11,9 @@ use crate::error::{EngineError, Result};
 
 /// Opens a dataset named the way the CLI and the app name it: `fashion-mnist` (Debian's
 /// package), a folder of Fashion-MNIST-style IDX files, a latent folder (`ard encode
-/// --folder`; its latents must be `channels`×`size`×`size`), or an ImageFolder tree (one folder
-/// per class) resized to `size` with `channels` channels.
+/// --folder`; its latents must be `channels`×`size`×`size`), a captioned set (`captions.tsv`;
+/// its `class` column labels the images), or an ImageFolder tree (one folder per class) resized
+/// to `size` with `channels` channels.
 pub fn load_dataset(spec: &str, size: usize, channels: usize, split: Split) -> Result<Dataset> {
     if spec == "fashion-mnist" {
         return fashion_mnist_split(split);
@@ -40,6 +42,8 @@ pub fn load_dataset(spec: &str, size: usize, channels: usize, split: Split) -> R
         .any(|e| e.file_name().to_string_lossy().contains("idx3-ubyte"));
     if has_idx {
         fashion_mnist_from(path, split)
+    } else if is_captioned_folder(path) {
+        Ok(load_captioned(path, size, channels)?.data)
     } else {
         image_folder(path, size, channels)
     }
