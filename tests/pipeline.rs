@@ -226,6 +226,7 @@ fn trajectories_shard_resume_and_distil() {
             (3, n, m.anchors.clone())
         );
         let req = SampleRequest {
+            prompts: None,
             noise: seeded_noise(vec![2, 1, 8, 8], 1),
             labels: vec![0, 1],
             ddim: DdimOptions::default(),

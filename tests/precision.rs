@@ -60,6 +60,7 @@ fn check(device: &Device, label: &str) {
         let teacher = load("dit_teacher.safetensors");
         let io = reference_file("ddim_io.safetensors");
         let req = SampleRequest {
+            prompts: None,
             noise: io.f32("noise").unwrap(),
             labels: io.labels("y").unwrap(),
             ddim: DdimOptions::default(),

@@ -57,6 +57,7 @@ fn a_teacher_learns_the_toy_classes() {
     .unwrap();
     let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
     let req = SampleRequest {
+        prompts: None,
         noise: seeded_noise(vec![16, 1, 8, 8], 9),
         labels: labels.clone(),
         ddim: DdimOptions {

@@ -30,6 +30,7 @@ fn reference_vectors_on_wgpu() {
     let teacher = load_reference("dit_teacher.safetensors", &device);
     let io = reference_file("ddim_io.safetensors");
     let req = SampleRequest {
+        prompts: None,
         noise: io.f32("noise").unwrap(),
         labels: io.labels("y").unwrap(),
         ddim: DdimOptions::default(),

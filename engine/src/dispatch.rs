@@ -140,6 +140,25 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: AttentionMask) 
     }
 }
 
+/// Attention from queries to a padded batch of keys (cross-attention to prompts of several
+/// lengths): item b sees its first `lengths[b]` keys; `None`: every key. Shapes as
+/// [`attention`].
+pub fn key_padded_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    lengths: Option<&[usize]>,
+) -> Tensor<4> {
+    let Some(lengths) = lengths else {
+        return attention(q, k, v, AttentionMask::None);
+    };
+    match attention_kernels_for(&q.device(), q.dtype(), q.dims()[3]) {
+        KernelSet::Burn => BurnKernels.key_padded_attention(q, k, v, lengths),
+        KernelSet::Cpu => CpuKernels.key_padded_attention(q, k, v, lengths),
+        KernelSet::Wgsl => WgslKernels { f16: false }.key_padded_attention(q, k, v, lengths),
+    }
+}
+
 /// `layer(x)`: `x: [.., in]` → `[.., out]`.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     match kernels_for(&x.device(), x.dtype()) {

@@ -64,6 +64,7 @@ pub fn load_reference(name: &str, device: &Device) -> LoadedModel {
 pub fn reference_student_request() -> SampleRequest {
     let io = reference_file("ard_io.safetensors");
     SampleRequest {
+        prompts: None,
         noise: io.f32("zT").unwrap(),
         labels: io.labels("y").unwrap(),
         ddim: Default::default(),

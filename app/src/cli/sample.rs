@@ -101,6 +101,7 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
         ),
     };
     let req = SampleRequest {
+        prompts: None,
         noise,
         labels,
         ddim: args.ddim.options(args.clip),

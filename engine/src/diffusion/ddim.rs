@@ -10,6 +10,7 @@ use crate::diffusion::schedule::RespacedSchedule;
 use crate::io::host::labels_to_device;
 use crate::model::config::DitConfig;
 use crate::model::dit::Dit;
+use crate::model::text_condition::Cond;
 
 pub use crate::model::config::DDIM_STEPS;
 /// The paper's guidance scale.
@@ -121,27 +122,44 @@ pub fn ddim_sample_until(
     noise: Tensor<4>,
     labels: &[i64],
     options: &DdimOptions,
+    on_step: impl FnMut(&DdimStep) -> ControlFlow<()>,
+) -> Option<Tensor<4>> {
+    let device = noise.device();
+    let cond = Cond::Labels(labels_to_device(labels, &device));
+    let null = teacher
+        .null_class()
+        .map(|n| Cond::Labels(labels_to_device(&vec![n; labels.len()], &device)));
+    ddim_sample_cond_until(teacher, noise, &cond, null.as_ref(), options, on_step)
+}
+
+/// DDIM from `noise` under `cond` (labels or prompts), guided against `null` (the null class
+/// or the empty prompt, one per image) when the scale is not 1; stops early, returning `None`,
+/// when `on_step` breaks.
+pub fn ddim_sample_cond_until(
+    teacher: &Dit,
+    noise: Tensor<4>,
+    cond: &Cond,
+    null: Option<&Cond>,
+    options: &DdimOptions,
     mut on_step: impl FnMut(&DdimStep) -> ControlFlow<()>,
 ) -> Option<Tensor<4>> {
     let schedule = RespacedSchedule::linear(options.steps);
     let channels = teacher.config().in_channels;
-    let b = labels.len();
-    let device = noise.device();
-    let y = labels_to_device(labels, &device);
+    let b = cond.len();
     let mut x = noise;
     for index in (0..schedule.len()).rev() {
         let timestep = schedule.timesteps[index];
         let t = vec![timestep as f32; b];
-        let out = if options.cfg_scale == 1.0 {
-            teacher.forward(x.clone(), &t, y.clone())
-        } else {
-            teacher.forward_with_cfg(
+        let out = match null {
+            Some(null) if options.cfg_scale != 1.0 => teacher.forward_guided(
                 x.clone(),
                 &t,
-                labels,
+                cond,
+                null,
                 options.cfg_scale,
                 options.guided_channels_for(teacher.config()),
-            )
+            ),
+            _ => teacher.forward(x.clone(), &t, cond.clone()),
         };
         let eps = out.narrow(1, 0, channels);
         let (x_prev, x0_pred) = ddim_update(

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, labels_to_device};
 use crate::model::dit::Dit;
 
@@ -115,7 +115,9 @@ pub fn teacher_loss(
     rng: &mut StdRng,
     device: &Device,
 ) -> Result<Tensor<1>> {
-    let null = model.y_embedder.null_class();
+    let null = model.null_class().ok_or_else(|| {
+        EngineError::WrongKind("this loss takes class labels; the model is text-conditioned".into())
+    })?;
     let batch = noised_batch(x0, labels, alpha_bar, null, label_dropout, rng);
     teacher_loss_rows(model, &batch, 0..labels.len(), device)
 }

@@ -6,19 +6,45 @@ use std::ops::ControlFlow;
 
 use burn::tensor::Device;
 
-use crate::diffusion::ddim::{DdimOptions, ddim_sample_until};
+use crate::diffusion::ddim::{DdimOptions, ddim_sample_cond_until};
 use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, labels_to_device};
-use crate::model::config::ModelMeta;
+use crate::model::config::{ModelMeta, TextConfig};
+use crate::model::dit::Dit;
 use crate::model::loaded::{LoadedModel, Model};
+use crate::model::text_condition::{Cond, HostPrompts};
 
-/// What to sample: the starting noise `[B, C, H, W]` and one label per image.
+/// What to sample: the starting noise `[B, C, H, W]` and one label per image (a class
+/// model) or one prompt per image (a text model).
 #[derive(Clone, Debug)]
 pub struct SampleRequest {
     pub noise: HostTensor,
+    /// Class models: one label per image (empty for a text model).
     pub labels: Vec<i64>,
+    /// Text models: the prompts, encoded.
+    pub prompts: Option<PromptRequest>,
     /// Teacher only.
     pub ddim: DdimOptions,
+}
+
+/// A text model's prompts, encoded on the host, with the empty prompt for guidance.
+#[derive(Clone, Debug)]
+pub struct PromptRequest {
+    /// The prompts as typed, one per image.
+    pub text: Vec<String>,
+    pub encoded: HostPrompts,
+    /// The empty prompt (one row).
+    pub null: HostPrompts,
+}
+
+impl SampleRequest {
+    /// Images in the request.
+    pub fn batch(&self) -> usize {
+        match &self.prompts {
+            Some(p) => p.encoded.len(),
+            None => self.labels.len(),
+        }
+    }
 }
 
 /// One intermediate result, streamed as soon as it is computed.
@@ -50,49 +76,82 @@ pub struct SampleOutput {
     pub images: HostTensor,
 }
 
-/// Checks a request against the model's shape and classes.
+/// Checks a request against the model's shape and its kind of condition.
 pub fn validate_request(meta: &ModelMeta, req: &SampleRequest) -> Result<()> {
     let d = &meta.dit;
-    let want = d.batch_shape(req.labels.len());
+    let want = d.batch_shape(req.batch());
     if req.noise.shape != want {
         return Err(EngineError::Mismatch(format!(
-            "noise has shape {:?}; this model needs {want:?} (one image per label)",
+            "noise has shape {:?}; this model needs {want:?} (one image per label or prompt)",
             req.noise.shape
         )));
     }
-    if !(1..=crate::diffusion::schedule::TRAIN_TIMESTEPS).contains(&req.ddim.steps) {
+    validate_ddim(&req.ddim)?;
+    if req.batch() == 0 {
+        return Err(EngineError::InvalidSetting(
+            "no labels or prompts: nothing to sample".into(),
+        ));
+    }
+    match (&d.text, &req.prompts) {
+        (Some(text), Some(p)) => check_prompts(text, p),
+        (Some(_), None) => Err(EngineError::WrongKind(
+            "this model is text-conditioned: give prompts, not class labels".into(),
+        )),
+        (None, Some(_)) => Err(EngineError::WrongKind(
+            "this model is class-conditional: give class labels (or a prompt naming a class)"
+                .into(),
+        )),
+        (None, None) => check_labels(d.num_classes, &req.labels),
+    }
+}
+
+fn validate_ddim(ddim: &DdimOptions) -> Result<()> {
+    if !(1..=crate::diffusion::schedule::TRAIN_TIMESTEPS).contains(&ddim.steps) {
         return Err(EngineError::InvalidSetting(format!(
             "DDIM steps must be between 1 and {}, got {}",
             crate::diffusion::schedule::TRAIN_TIMESTEPS,
-            req.ddim.steps
+            ddim.steps
         )));
     }
-    if !req.ddim.cfg_scale.is_finite() || req.ddim.cfg_scale < 0.0 {
+    if !ddim.cfg_scale.is_finite() || ddim.cfg_scale < 0.0 {
         return Err(EngineError::InvalidSetting(format!(
             "guidance scale {} must be a finite number ≥ 0 (1 = no guidance)",
-            req.ddim.cfg_scale
+            ddim.cfg_scale
         )));
     }
-    if req.ddim.guided_channels == Some(0) {
+    if ddim.guided_channels == Some(0) {
         return Err(EngineError::InvalidSetting(
             "guidance needs at least one guided channel".into(),
         ));
     }
-    if req.labels.is_empty() {
-        return Err(EngineError::InvalidSetting(
-            "no labels: nothing to sample".into(),
-        ));
+    Ok(())
+}
+
+fn check_labels(num_classes: usize, labels: &[i64]) -> Result<()> {
+    match labels.iter().find(|&&l| l < 0 || l >= num_classes as i64) {
+        Some(&bad) => Err(EngineError::UnknownClass(format!(
+            "unknown class {bad}: the model has {num_classes} classes (0..={})",
+            num_classes - 1
+        ))),
+        None => Ok(()),
     }
-    if let Some(&bad) = req
-        .labels
-        .iter()
-        .find(|&&l| l < 0 || l >= d.num_classes as i64)
-    {
-        return Err(EngineError::UnknownClass(format!(
-            "unknown class {bad}: the model has {} classes (0..={})",
-            d.num_classes,
-            d.num_classes - 1
-        )));
+}
+
+fn check_prompts(text: &TextConfig, p: &PromptRequest) -> Result<()> {
+    for (what, h) in [("prompts", &p.encoded), ("the empty prompt", &p.null)] {
+        if h.channels() != text.caption_channels {
+            return Err(EngineError::Mismatch(format!(
+                "{what} are encoded {} wide; this model reads {} ({})",
+                h.channels(),
+                text.caption_channels,
+                text.encoder
+            )));
+        }
+    }
+    if p.null.len() != 1 {
+        return Err(EngineError::InvalidSetting(
+            "one empty prompt, please".into(),
+        ));
     }
     Ok(())
 }
@@ -132,7 +191,8 @@ pub fn sample_until(
                 clip_denoised: req.ddim.clip_denoised || model.meta.clip_denoised,
                 ..req.ddim.clone()
             };
-            let out = ddim_sample_until(dit, noise, &req.labels, &ddim, |s| {
+            let (cond, null) = conditions(dit, req, device)?;
+            let out = ddim_sample_cond_until(dit, noise, &cond, null.as_ref(), &ddim, |s| {
                 let state = HostTensor::from_tensor(s.state.clone());
                 let x0 = HostTensor::from_tensor(s.x0_pred.clone());
                 let name = format!("pred_z0_{}", s.index);
@@ -159,9 +219,9 @@ pub fn sample_until(
             let names = student.config().output_names("infer");
             let anchors = student.config().anchors.clone();
             let total = names.len();
-            let y = labels_to_device(&req.labels, device);
+            let (cond, _) = conditions(&student.dit, req, device)?;
             let clip = model.meta.clip_denoised;
-            student.sample_until(noise, y, |k, pred| {
+            student.sample_until(noise, cond, |k, pred| {
                 let pred = if clip {
                     pred.clone().clamp(-1.0, 1.0)
                 } else {
@@ -192,4 +252,24 @@ pub fn sample_until(
         steps,
         images,
     }))
+}
+
+/// The request's condition on `device` and the null one guidance runs against (none for a
+/// class model without a null class).
+fn conditions(dit: &Dit, req: &SampleRequest, device: &Device) -> Result<(Cond, Option<Cond>)> {
+    match &req.prompts {
+        Some(p) => {
+            let null = p.null.repeat(p.encoded.len()).to_device(device)?;
+            Ok((
+                Cond::Text(p.encoded.to_device(device)?),
+                Some(Cond::Text(null)),
+            ))
+        }
+        None => {
+            let null = dit
+                .null_class()
+                .map(|n| Cond::Labels(labels_to_device(&vec![n; req.labels.len()], device)));
+            Ok((Cond::Labels(labels_to_device(&req.labels, device)), null))
+        }
+    }
 }

@@ -315,6 +315,7 @@ pub fn generate_samples(
             .collect();
         let y: Vec<i64> = ids.iter().map(|&g| (g % d.num_classes) as i64).collect();
         let req = SampleRequest {
+            prompts: None,
             noise: HostTensor::new(d.batch_shape(ids.len()), noise),
             labels: y.clone(),
             ddim: ddim.clone(),

@@ -10,7 +10,9 @@ use crate::dispatch::{gelu_tanh, linear};
 use crate::error::Result;
 use crate::model::attention::{Mixing, SelfAttention};
 use crate::model::config::DitConfig;
+use crate::model::cross_attention::CrossAttention;
 use crate::model::params::{LinearInit, ParamSource, ParamWriter};
+use crate::model::text_condition::TextContext;
 
 /// adaLN's `modulate(layer_norm(x), shift, scale)`, on the kernels `dispatch.rs` picks.
 pub use crate::dispatch::ln_modulate as norm_modulate;
@@ -34,10 +36,13 @@ impl Mlp {
     }
 }
 
-/// Attention and MLP, each modulated (shift, scale) and gated by the conditioning.
+/// Attention and MLP, each modulated (shift, scale) and gated by the conditioning; in a
+/// text-conditioned model, cross-attention to the prompt between them (PixArt-α's block).
 #[derive(Module, Debug)]
 pub struct DitBlock {
     pub attn: SelfAttention,
+    /// Text-conditioned models only: attention to the prompt's tokens.
+    pub cross_attn: Option<CrossAttention>,
     pub mlp: Mlp,
     /// SiLU then Linear(H, 6H): shift/scale/gate for attention, then for the MLP.
     pub ada_ln: Linear,
@@ -48,6 +53,15 @@ impl DitBlock {
         let h = cfg.hidden_size;
         Ok(Self {
             attn: SelfAttention::load(r, &format!("{prefix}.attn"), h, cfg.num_heads)?,
+            cross_attn: match cfg.is_text() {
+                true => Some(CrossAttention::load(
+                    r,
+                    &format!("{prefix}.cross_attn"),
+                    h,
+                    cfg.num_heads,
+                )?),
+                false => None,
+            },
             mlp: Mlp {
                 fc1: r.linear(
                     &format!("{prefix}.mlp.fc1"),
@@ -73,14 +87,23 @@ impl DitBlock {
 
     pub fn save(&self, w: &mut ParamWriter, prefix: &str) {
         self.attn.save(w, &format!("{prefix}.attn"));
+        if let Some(cross) = &self.cross_attn {
+            cross.save(w, &format!("{prefix}.cross_attn"));
+        }
         w.linear(&format!("{prefix}.mlp.fc1"), &self.mlp.fc1);
         w.linear(&format!("{prefix}.mlp.fc2"), &self.mlp.fc2);
         w.linear(&format!("{prefix}.adaLN_modulation.1"), &self.ada_ln);
     }
 
-    /// `x: [B, S, T, H]` tokens of S steps, `c: [B, S, H]` one conditioning per step
-    /// → `[B, S, T, H]`
-    pub fn forward(&self, x: Tensor<4>, c: Tensor<3>, mixing: Mixing) -> Tensor<4> {
+    /// `x: [B, S, T, H]` tokens of S steps, `c: [B, S, H]` one conditioning per step, the
+    /// prompt's `context` (text models) → `[B, S, T, H]`
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        c: Tensor<3>,
+        mixing: Mixing,
+        context: Option<&TextContext>,
+    ) -> Tensor<4> {
         let [b, s, t, h] = x.dims();
         let m = split_last(linear(&self.ada_ln, silu(c)).unsqueeze_dim::<4>(2), 6);
         let [
@@ -97,7 +120,10 @@ impl DitBlock {
             .attn
             .forward(h_attn.reshape([b, s * t, h]), mixing)
             .reshape([b, s, t, h]);
-        let x = x + gate_msa * attn;
+        let mut x = x + gate_msa * attn;
+        if let (Some(cross), Some(context)) = (&self.cross_attn, context) {
+            x = x.clone() + cross.forward(x, context);
+        }
 
         let h_mlp = norm_modulate(x.clone(), shift_mlp, scale_mlp);
         x + gate_mlp * self.mlp.forward(h_mlp)

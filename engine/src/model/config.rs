@@ -26,6 +26,36 @@ pub struct DitConfig {
     /// Width of the sinusoidal timestep features fed to the timestep MLP.
     #[serde(default = "default_frequency_embedding_size")]
     pub frequency_embedding_size: usize,
+    /// A text-conditioned model (every block cross-attends to the prompt's token states);
+    /// `None`: class labels (`num_classes` of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextConfig>,
+}
+
+/// What a text-conditioned DiT reads of a prompt: the token states of a sentence encoder,
+/// cut to `max_tokens`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    /// The encoder the model was trained with (its name: `all-MiniLM-L6-v2`).
+    pub encoder: String,
+    /// Width of the encoder's token states.
+    pub caption_channels: usize,
+    /// Tokens of a prompt the model reads, `[CLS]` and `[SEP]` included.
+    pub max_tokens: usize,
+}
+
+/// Prompt tokens a text-conditioned DiT reads by default: CLDR names and keyword lists fit.
+pub const TEXT_MAX_TOKENS: usize = 32;
+
+impl TextConfig {
+    /// all-MiniLM-L6-v2's token states (width 384), [`TEXT_MAX_TOKENS`] of them.
+    pub fn minilm() -> Self {
+        Self {
+            encoder: "all-MiniLM-L6-v2".into(),
+            caption_channels: 384,
+            max_tokens: TEXT_MAX_TOKENS,
+        }
+    }
 }
 
 /// DiT's MLP width over the hidden width.
@@ -52,6 +82,25 @@ impl DitConfig {
             num_classes: 10,
             learn_sigma: false,
             frequency_embedding_size: FREQUENCY_EMBEDDING_SIZE,
+            text: None,
+        }
+    }
+
+    /// ARD Studio's text-to-image teacher: 32×32 RGB emoji, patch 4 (64 tokens), hidden 96,
+    /// depth 6, 4 heads, each block cross-attending to MiniLM's token states.
+    pub fn emoji_text() -> Self {
+        Self {
+            input_size: 32,
+            patch_size: 4,
+            in_channels: 3,
+            hidden_size: 96,
+            depth: 6,
+            num_heads: 4,
+            mlp_hidden: 96 * MLP_RATIO,
+            num_classes: 0,
+            learn_sigma: false,
+            frequency_embedding_size: FREQUENCY_EMBEDDING_SIZE,
+            text: Some(TextConfig::minilm()),
         }
     }
 
@@ -101,6 +150,7 @@ impl DitConfig {
             num_classes: 1000,
             learn_sigma: true,
             frequency_embedding_size: FREQUENCY_EMBEDDING_SIZE,
+            text: None,
         }
     }
 
@@ -136,6 +186,17 @@ impl DitConfig {
     pub fn with_classes(mut self, num_classes: usize) -> Self {
         self.num_classes = num_classes;
         self
+    }
+
+    /// Conditioned on `text` instead of class labels.
+    pub fn with_text(mut self, text: TextConfig) -> Self {
+        self.text = Some(text);
+        self.num_classes = 0;
+        self
+    }
+
+    pub fn is_text(&self) -> bool {
+        self.text.is_some()
     }
 
     pub fn with_learn_sigma(mut self, learn_sigma: bool) -> Self {
@@ -205,8 +266,20 @@ impl DitConfig {
                 self.hidden_size
             ));
         }
-        if self.depth == 0 || self.num_classes == 0 || self.mlp_hidden == 0 {
-            return fail("depth, classes and MLP width must be positive".into());
+        if self.depth == 0 || self.mlp_hidden == 0 {
+            return fail("depth and MLP width must be positive".into());
+        }
+        match &self.text {
+            None if self.num_classes == 0 => {
+                return fail("a class-conditional model needs at least one class".into());
+            }
+            Some(_) if self.num_classes != 0 => {
+                return fail("a text-conditioned model has no classes".into());
+            }
+            Some(t) if t.caption_channels == 0 || t.max_tokens < 2 => {
+                return fail("text conditioning needs token states of at least 2 tokens".into());
+            }
+            _ => {}
         }
         if self.frequency_embedding_size < 2 {
             return fail("frequency embedding size must be at least 2".into());

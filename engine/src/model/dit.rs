@@ -3,7 +3,7 @@
 //! sigma), with classifier-free guidance as its `forward_with_cfg`.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::io::host::labels_to_device;
@@ -16,6 +16,7 @@ use crate::model::embedding::{
 use crate::model::final_layer::FinalLayer;
 use crate::model::params::{Init, ParamSource, ParamWriter};
 use crate::model::precision::{cast_like, to_f32};
+use crate::model::text_condition::{Cond, TextContext, TextEmbedder};
 
 #[derive(Module, Debug)]
 pub struct Dit {
@@ -23,7 +24,10 @@ pub struct Dit {
     /// Fixed positions `[1, T, H]` (stored in checkpoints; never trained).
     pub pos_embed: Param<Tensor<3>>,
     pub t_embedder: TimestepEmbedder,
-    pub y_embedder: LabelEmbedder,
+    /// Class-conditional models: the label table.
+    pub y_embedder: Option<LabelEmbedder>,
+    /// Text-conditioned models: the prompt's projections.
+    pub text_embedder: Option<TextEmbedder>,
     pub blocks: Vec<DitBlock>,
     pub final_layer: FinalLayer,
     #[module(skip)]
@@ -44,7 +48,10 @@ impl Dit {
             Param::from_tensor(Tensor::from_data(table, r.device()))
         };
         let t_embedder = TimestepEmbedder::load(r, cfg)?;
-        let y_embedder = LabelEmbedder::load(r, cfg)?;
+        let (y_embedder, text_embedder) = match &cfg.text {
+            None => (Some(LabelEmbedder::load(r, cfg)?), None),
+            Some(text) => (None, Some(TextEmbedder::load(r, cfg, text)?)),
+        };
         let blocks = (0..cfg.depth)
             .map(|i| DitBlock::load(r, &format!("blocks.{i}"), cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -53,6 +60,7 @@ impl Dit {
             pos_embed: pos_embed.set_require_grad(false),
             t_embedder,
             y_embedder,
+            text_embedder,
             blocks,
             final_layer: FinalLayer::load(r, "final_layer", cfg)?,
             config: cfg.clone(),
@@ -63,7 +71,12 @@ impl Dit {
         self.x_embedder.save(w);
         w.tensor("pos_embed", &self.pos_embed);
         self.t_embedder.save(w);
-        self.y_embedder.save(w);
+        if let Some(y) = &self.y_embedder {
+            y.save(w);
+        }
+        if let Some(text) = &self.text_embedder {
+            text.save(w);
+        }
         for (i, b) in self.blocks.iter().enumerate() {
             b.save(w, &format!("blocks.{i}"));
         }
@@ -84,67 +97,88 @@ impl Dit {
         self.x_embedder.forward(cast_like(x, &pos)) + pos
     }
 
-    /// `c = t_embed(t) + y_embed(y)`: `t: [B]`, `y: [B]` → `[B, hidden]`
-    pub fn condition(&self, t: &[f32], y: Tensor<1, Int>) -> Tensor<2> {
-        self.t_embedder.forward(t, &y.device()) + self.y_embedder.forward(y)
+    /// `c = t_embed(t) + y_embed(y)` (or `+ pooled_proj(prompt)`): `t: [B]`, `cond`: B labels
+    /// or prompts → `[B, hidden]`, and the prompts' context for the blocks.
+    pub fn condition(&self, t: &[f32], cond: &Cond) -> (Tensor<2>, Option<TextContext>) {
+        let (extra, context) = self.embed_condition(cond);
+        (self.t_embedder.forward(t, &extra.device()) + extra, context)
     }
 
-    /// Output tokens → image: `[N, T, p·p·C_out]` → `[N, C_out, H, W]`
+    /// The condition's part of adaLN's input `[B, H]` (the label's row, or the projected
+    /// pooled prompt) and, for prompts, the blocks' context. Panics when `cond` is not the
+    /// model's kind (callers check it: `LoadedModel::check_condition`).
+    pub fn embed_condition(&self, cond: &Cond) -> (Tensor<2>, Option<TextContext>) {
+        match (cond, &self.y_embedder, &self.text_embedder) {
+            (Cond::Labels(y), Some(table), _) => (table.forward(y.clone()), None),
+            (Cond::Text(prompts), _, Some(text)) => {
+                let (context, pooled) = text.forward(prompts);
+                (pooled, Some(context))
+            }
+            (Cond::Labels(_), ..) => panic!("a text-conditioned model takes prompts, not labels"),
+            (Cond::Text(_), ..) => panic!("a class-conditional model takes labels, not prompts"),
+        }
+    }
+
+    /// The class used for the unconditional half of guidance (class models only).
+    pub fn null_class(&self) -> Option<i64> {
+        self.y_embedder.as_ref().map(LabelEmbedder::null_class)
+    }
+
     pub fn unpatchify(&self, x: Tensor<3>) -> Tensor<4> {
         let cfg = self.config();
         unpatchify(x, cfg.patch_size, cfg.out_channels())
     }
 
-    /// `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → `[B, C_out, H, W]` (epsilon, then sigma
-    /// channels), in f32 whatever the model's precision.
-    pub fn forward(&self, x: Tensor<4>, t: &[f32], y: Tensor<1, Int>) -> Tensor<4> {
-        let (tokens, c) = self.blocks_forward(x, t, y, |_| {});
+    /// `x: [B, C, H, W]`, `t: [B]`, `cond`: B labels or prompts → `[B, C_out, H, W]` (epsilon,
+    /// then sigma channels), in f32 whatever the model's precision.
+    pub fn forward(&self, x: Tensor<4>, t: &[f32], cond: impl Into<Cond>) -> Tensor<4> {
+        let (tokens, c) = self.blocks_forward(x, t, &cond.into(), |_| {});
         to_f32(self.unpatchify(self.final_layer.forward(tokens, c)))
     }
 
     /// The tokens after every block, for the adversarial stage's discriminator (the teacher as
-    /// a feature extractor): `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → depth × `[B, T, H]` and
-    /// the conditioning `c: [B, H]`.
+    /// a feature extractor): `x: [B, C, H, W]`, `t: [B]`, `cond`: B labels or prompts →
+    /// depth × `[B, T, H]` and the conditioning `c: [B, H]`.
     pub fn block_features(
         &self,
         x: Tensor<4>,
         t: &[f32],
-        y: Tensor<1, Int>,
+        cond: impl Into<Cond>,
     ) -> (Vec<Tensor<3>>, Tensor<2>) {
         let [b, _, _, _] = x.dims();
         let (t_tok, h) = (self.config.num_patches(), self.config.hidden_size);
         let mut features = Vec::with_capacity(self.blocks.len());
-        let (_, c) =
-            self.blocks_forward(x, t, y, |f| features.push(f.clone().reshape([b, t_tok, h])));
+        let (_, c) = self.blocks_forward(x, t, &cond.into(), |f| {
+            features.push(f.clone().reshape([b, t_tok, h]))
+        });
         (features, c)
     }
 
-    /// Embedding and blocks: `x: [B, C, H, W]`, `t: [B]`, `y: [B]` → the last block's tokens
+    /// Embedding and blocks: `x: [B, C, H, W]`, `t: [B]`, `cond` → the last block's tokens
     /// `[B, T, H]` and the conditioning `[B, H]`; `each` sees every block's tokens
     /// `[B, 1, T, H]`.
     fn blocks_forward(
         &self,
         x: Tensor<4>,
         t: &[f32],
-        y: Tensor<1, Int>,
+        cond: &Cond,
         mut each: impl FnMut(&Tensor<4>),
     ) -> (Tensor<3>, Tensor<2>) {
         let [b, _, _, _] = x.dims();
-        let c = self.condition(t, y);
+        let (c, context) = self.condition(t, cond);
         let tokens = self.embed(x);
         let [_, n_tok, h] = tokens.dims();
         let mut tokens = tokens.reshape([b, 1, n_tok, h]);
         let c3 = c.clone().reshape([b, 1, h]);
         for block in &self.blocks {
-            tokens = block.forward(tokens, c3.clone(), Mixing::Full);
+            tokens = block.forward(tokens, c3.clone(), Mixing::Full, context.as_ref());
             each(&tokens);
         }
         (tokens.reshape([b, n_tok, h]), c)
     }
 
-    /// Classifier-free guidance as the reference `forward_with_cfg`: the batch runs once with
-    /// its labels and once with the null class; the first `guided_channels` output channels
-    /// become `uncond + scale·(cond − uncond)`, the rest keep the conditional output.
+    /// Classifier-free guidance as the reference `forward_with_cfg`, for a class model: the
+    /// batch runs once with its labels and once with the null class ([`Self::forward_guided`]).
     /// `x: [B, C, H, W]` → `[B, C_out, H, W]`
     pub fn forward_with_cfg(
         &self,
@@ -154,15 +188,37 @@ impl Dit {
         scale: f32,
         guided_channels: usize,
     ) -> Tensor<4> {
-        let b = labels.len();
         let device = x.device();
-        let null = vec![self.y_embedder.null_class(); b];
+        let null_class = self
+            .null_class()
+            .expect("labels guide a class-conditional model");
+        let null = vec![null_class; labels.len()];
+        let cond = Cond::Labels(labels_to_device(labels, &device));
+        let null = Cond::Labels(labels_to_device(&null, &device));
+        self.forward_guided(x, t, &cond, &null, scale, guided_channels)
+    }
+
+    /// Classifier-free guidance: the batch runs once with `cond` and once with `null` (the
+    /// null class, or the empty prompt); the first `guided_channels` output channels become
+    /// `uncond + scale·(cond − uncond)`, the rest keep the conditional output.
+    /// `x: [B, C, H, W]` → `[B, C_out, H, W]`
+    pub fn forward_guided(
+        &self,
+        x: Tensor<4>,
+        t: &[f32],
+        cond: &Cond,
+        null: &Cond,
+        scale: f32,
+        guided_channels: usize,
+    ) -> Tensor<4> {
+        let b = cond.len();
+        let device = x.device();
         // Where the kernels split a batch into lanes (the CPU's), the conditional and
         // unconditional halves run lane by lane side by side; elsewhere as one batch of 2B.
         let lanes = crate::dispatch::lanes(&device, x.dtype(), b, self.config().num_patches());
         let out = if let Some(lanes) = lanes {
             use rayon::prelude::*;
-            let work: Vec<(&[i64], std::ops::Range<usize>)> = [labels, &null[..]]
+            let work: Vec<(&Cond, std::ops::Range<usize>)> = [cond, null]
                 .into_iter()
                 .flat_map(|y| lanes.iter().map(move |r| (y, r.clone())))
                 .collect();
@@ -172,20 +228,15 @@ impl Dit {
                     self.forward(
                         x.clone().narrow(0, r.start, r.len()),
                         &t[r.clone()],
-                        labels_to_device(&y[r], &device),
+                        y.narrow(r),
                     )
                 })
                 .collect();
             Tensor::cat(outs, 0)
         } else {
-            let mut y = labels.to_vec();
-            y.extend(null);
+            let both = Cond::cat(cond, null).expect("the null condition is of the model's kind");
             let t2: Vec<f32> = t.iter().chain(t.iter()).copied().collect();
-            self.forward(
-                Tensor::cat(vec![x.clone(), x], 0),
-                &t2,
-                labels_to_device(&y, &device),
-            )
+            self.forward(Tensor::cat(vec![x.clone(), x], 0), &t2, both)
         };
         let [_, c_out, _, _] = out.dims();
         let g = guided_channels.min(c_out);

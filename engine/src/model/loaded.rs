@@ -262,6 +262,7 @@ pub fn infer_meta(file: &TensorFile, options: &LoadOptions) -> Result<ModelMeta>
         num_classes,
         learn_sigma,
         frequency_embedding_size,
+        text: None,
     };
     dit.validate()?;
     let heads = 1

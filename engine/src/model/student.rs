@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::{EngineError, Result};
 use crate::model::attention::{KvCache, Mixing};
@@ -20,6 +20,7 @@ use crate::model::dit::Dit;
 use crate::model::final_layer::FinalLayer;
 use crate::model::params::{ParamSource, ParamWriter};
 use crate::model::precision::to_f32;
+use crate::model::text_condition::{Cond, TextContext};
 
 #[derive(Module, Debug)]
 pub struct ArdStudent {
@@ -104,28 +105,29 @@ impl ArdStudent {
         }
     }
 
-    /// Per-step conditioning `t_embed(marker_k) + y_embed(y)`: `y: [B]` → `[B, K, H]`
-    pub fn step_conditions(&self, y: Tensor<1, Int>) -> Tensor<3> {
+    /// Per-step conditioning `t_embed(marker_k) + y_embed(y)`: `cond`: B labels or prompts →
+    /// `[B, K, H]`, and the prompts' context (every step attends to the same prompt).
+    pub fn step_conditions(&self, cond: &Cond) -> (Tensor<3>, Option<TextContext>) {
         let markers: Vec<f32> = self
             .config()
             .time_markers
             .iter()
             .map(|&t| t as f32)
             .collect();
+        let (y, context) = self.dit.embed_condition(cond); // [B, H]
         let t = self.dit.t_embedder.forward(&markers, &y.device()); // [K, H]
-        let y = self.dit.y_embedder.forward(y); // [B, H]
-        t.unsqueeze_dim::<3>(0) + y.unsqueeze_dim::<3>(1)
+        (t.unsqueeze_dim::<3>(0) + y.unsqueeze_dim::<3>(1), context)
     }
 
     /// Teacher-forced pass over all K steps at once (training).
     /// `inputs`: K tensors `[B, C, H, W]` (x_T, then the targets of steps 0..K−1),
-    /// `y: [B]` → K outputs `[B, C_out, H, W]`.
+    /// `cond`: B labels or prompts → K outputs `[B, C_out, H, W]`.
     pub fn forward_teacher_forced(
         &self,
         inputs: &[Tensor<4>],
-        y: Tensor<1, Int>,
+        cond: impl Into<Cond>,
     ) -> Result<Vec<Tensor<4>>> {
-        let (x, c) = self.teacher_forced_tokens(inputs, y)?;
+        let (x, c) = self.teacher_forced_tokens(inputs, cond)?;
         let k = x.dims()[1];
         Ok((0..k).map(|s| self.step_output(&x, &c, s)).collect())
     }
@@ -135,7 +137,7 @@ impl ArdStudent {
     pub fn teacher_forced_tokens(
         &self,
         inputs: &[Tensor<4>],
-        y: Tensor<1, Int>,
+        cond: impl Into<Cond>,
     ) -> Result<(Tensor<4>, Tensor<3>)> {
         let steps = self.steps();
         if inputs.len() != steps {
@@ -145,14 +147,15 @@ impl ArdStudent {
                 inputs.len()
             )));
         }
-        let c = self.step_conditions(y); // [B, K, H]
+        let (c, context) = self.step_conditions(&cond.into()); // [B, K, H]
+        let context = context.as_ref();
         let tokens: Vec<Tensor<3>> = inputs.iter().map(|x| self.dit.embed(x.clone())).collect();
         let mut x = Tensor::stack::<4>(tokens, 1); // [B, K, T, H]
         let [b, k, t, h] = x.dims();
         let history = self.config().history_layers;
         for (i, block) in self.dit.blocks.iter().enumerate() {
             x = if i < history {
-                block.forward(x, c.clone(), Mixing::BlockCausal { steps: k })
+                block.forward(x, c.clone(), Mixing::BlockCausal { steps: k }, context)
             } else {
                 // Block-diagonal: fold the steps into the batch.
                 block
@@ -160,6 +163,7 @@ impl ArdStudent {
                         x.reshape([b * k, 1, t, h]),
                         c.clone().reshape([b * k, 1, h]),
                         Mixing::Full,
+                        context,
                     )
                     .reshape([b, k, t, h])
             };
@@ -183,6 +187,7 @@ impl ArdStudent {
         k: usize,
         x: Tensor<4>,
         ck: Tensor<3>,
+        context: Option<&TextContext>,
         caches: &mut [KvCache],
     ) -> Tensor<4> {
         let channels = self.dit.config().in_channels;
@@ -195,7 +200,7 @@ impl ArdStudent {
                 Some(cache) => Mixing::Cached(cache),
                 None => Mixing::Full,
             };
-            tokens = block.forward(tokens, ck.clone(), mixing);
+            tokens = block.forward(tokens, ck.clone(), mixing, context);
         }
         let out = self
             .head(k)
@@ -209,10 +214,10 @@ impl ArdStudent {
     pub fn sample(
         &self,
         noise: Tensor<4>,
-        y: Tensor<1, Int>,
+        cond: impl Into<Cond>,
         mut on_step: impl FnMut(usize, &Tensor<4>),
     ) -> Vec<Tensor<4>> {
-        self.sample_until(noise, y, |k, p| {
+        self.sample_until(noise, cond, |k, p| {
             on_step(k, p);
             ControlFlow::Continue(())
         })
@@ -223,31 +228,36 @@ impl ArdStudent {
     pub fn sample_until(
         &self,
         noise: Tensor<4>,
-        y: Tensor<1, Int>,
+        cond: impl Into<Cond>,
         mut on_step: impl FnMut(usize, &Tensor<4>) -> ControlFlow<()>,
     ) -> Vec<Tensor<4>> {
-        let c = self.step_conditions(y); // [B, K, H]
+        let (c, context) = self.step_conditions(&cond.into()); // [B, K, H]
         let b = c.dims()[0];
         // Lanes run side by side, each with its own caches (one lane off the CPU).
         let tokens = self.dit.config().num_patches();
         let lanes = crate::dispatch::lanes(&c.device(), noise.dtype(), b, tokens)
             .unwrap_or_else(|| std::iter::once(0..b).collect());
-        let mut lanes: Vec<(Tensor<4>, Tensor<3>, Vec<KvCache>)> = lanes
+        let mut lanes: Vec<Lane> = lanes
             .into_iter()
-            .map(|r| {
-                let caches = vec![KvCache::default(); self.config().history_layers];
-                (
-                    noise.clone().narrow(0, r.start, r.len()),
-                    c.clone().narrow(0, r.start, r.len()),
-                    caches,
-                )
+            .map(|r| Lane {
+                x: noise.clone().narrow(0, r.start, r.len()),
+                c: c.clone().narrow(0, r.start, r.len()),
+                context: context.as_ref().map(|ctx| ctx.narrow(r)),
+                caches: vec![KvCache::default(); self.config().history_layers],
             })
             .collect();
         let mut predictions = Vec::with_capacity(self.steps());
         for k in 0..self.steps() {
-            let step = |(x, c, caches): &mut (Tensor<4>, Tensor<3>, Vec<KvCache>)| {
-                let prediction = self.infer_step(k, x.clone(), c.clone().narrow(1, k, 1), caches);
-                *x = prediction.clone();
+            let step = |lane: &mut Lane| {
+                let ck = lane.c.clone().narrow(1, k, 1);
+                let prediction = self.infer_step(
+                    k,
+                    lane.x.clone(),
+                    ck,
+                    lane.context.as_ref(),
+                    &mut lane.caches,
+                );
+                lane.x = prediction.clone();
                 prediction
             };
             let prediction = if lanes.len() == 1 {
@@ -264,6 +274,15 @@ impl ArdStudent {
         }
         predictions
     }
+}
+
+/// A part of an inference batch that runs with its own caches: its current input `[b, C, H, W]`,
+/// per-step conditioning `[b, K, H]` and prompt context.
+struct Lane {
+    x: Tensor<4>,
+    c: Tensor<3>,
+    context: Option<TextContext>,
+    caches: Vec<KvCache>,
 }
 
 /// A random-weight (not zero-initialised) student of 8×8 grey images, 3 classes, K = 3, N = 1 of

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use burn::nn::Linear;
 use burn::tensor::FloatDType;
-use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor, TensorData};
 
 /// LayerNorm's ε in DiT (`elementwise_affine=False, eps=1e-6`).
 pub const LAYER_NORM_EPS: f64 = 1e-6;
@@ -35,6 +35,18 @@ pub trait Kernels {
         mask: AttentionMask,
     ) -> Tensor<4> {
         masked_attention(q, k, v, mask)
+    }
+
+    /// softmax(q kᵀ / √d) v where query row-set b sees only its first `lengths[b]` keys (a
+    /// batch of prompts padded to the longest). Shapes as [`Kernels::attention`].
+    fn key_padded_attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        lengths: &[usize],
+    ) -> Tensor<4> {
+        key_padded_attention(q, k, v, lengths)
     }
 
     /// `layer(x)`: `x: [.., in]` → `[.., out]`.
@@ -97,6 +109,20 @@ static BURN_ATTENTION_CALLS: AtomicU64 = AtomicU64::new(0);
 /// How many attentions burn's ops have computed in this process.
 pub fn burn_attention_calls() -> u64 {
     BURN_ATTENTION_CALLS.load(Relaxed)
+}
+
+/// burn's attention with the keys after each batch item's length masked out.
+fn key_padded_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, lengths: &[usize]) -> Tensor<4> {
+    BURN_ATTENTION_CALLS.fetch_add(1, Relaxed);
+    let ([b, h, lq, _], lk) = (q.dims(), k.dims()[2]);
+    assert_eq!(lengths.len(), b, "one length per batch item");
+    let padding: Vec<bool> = lengths
+        .iter()
+        .flat_map(|&n| (0..lk).map(move |j| j >= n))
+        .collect();
+    let mask = Tensor::<4, Bool>::from_data(TensorData::new(padding, [b, 1, 1, lk]), &q.device())
+        .expand([b, h, lq, lk]);
+    burn_attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
 }
 
 /// burn's attention under `mask`, one call per group of queries that see the same keys (a

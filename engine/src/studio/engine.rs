@@ -328,6 +328,7 @@ impl EngineThread {
     ) -> Result<Option<Vec<HostTensor>>> {
         let meta = &generator.model.meta;
         let request = SampleRequest {
+            prompts: None,
             noise: Self::noise(meta, req),
             labels: req.labels.clone(),
             ddim: DdimOptions {
@@ -388,6 +389,7 @@ impl EngineThread {
             .as_ref()
             .expect("a student has its config");
         let request = SampleRequest {
+            prompts: None,
             noise: Self::noise(student_meta, req),
             labels: req.labels.clone(),
             ddim: DdimOptions {

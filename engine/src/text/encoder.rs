@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{EngineError, Result};
+use crate::io::host::HostTensor;
 use crate::io::weights::TensorFile;
 use crate::model::params::ParamSource;
+use crate::model::text_condition::{HostPrompts, PromptBatch};
 use crate::text::bert::{Bert, mean_pool};
 use crate::text::config::BertConfig;
 use crate::text::tokenizer::{PromptTokenizer, Tokens};
@@ -76,6 +78,36 @@ impl TextEncoder {
             bert,
             weights: weights.to_path_buf(),
         })
+    }
+
+    /// `prompts` encoded for a model (on the host): token states padded to the longest prompt,
+    /// lengths, pooled embeddings. A prompt repeated in the list is encoded once.
+    pub fn encode_prompts(&self, prompts: &[String]) -> Result<HostPrompts> {
+        let mut encoded: Vec<(&str, EncodedPrompt)> = Vec::new();
+        let mut order = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let i = match encoded.iter().position(|(q, _)| *q == p.as_str()) {
+                Some(i) => i,
+                None => {
+                    encoded.push((p, self.encode(p)?));
+                    encoded.len() - 1
+                }
+            };
+            order.push(i);
+        }
+        let states: Vec<_> = order.iter().map(|&i| encoded[i].1.states.clone()).collect();
+        let pooled: Vec<_> = order.iter().map(|&i| encoded[i].1.pooled.clone()).collect();
+        let batch = PromptBatch::from_prompts(&states, &pooled);
+        Ok(HostPrompts {
+            states: HostTensor::from_tensor(batch.states),
+            lengths: batch.lengths,
+            pooled: HostTensor::from_tensor(batch.pooled),
+        })
+    }
+
+    /// The empty prompt: guidance's null condition (`[CLS] [SEP]`).
+    pub fn null_prompt(&self) -> Result<HostPrompts> {
+        self.encode_prompts(&[String::new()])
     }
 
     /// `prompt`'s token states and pooled embedding.

@@ -39,6 +39,7 @@ pub fn sample_grid(
     let n = d.num_classes.min(10);
     let device = preview_device(model.num_params(), &model.device());
     let req = SampleRequest {
+        prompts: None,
         noise: seeded_noise(d.batch_shape(n), 1234),
         labels: (0..n as i64).collect(),
         ddim: DdimOptions::default(),

@@ -402,6 +402,7 @@ fn time_row(
 ) -> Row {
     let repeats = args.repeats;
     let req = SampleRequest {
+        prompts: None,
         noise: seeded_noise(dit.batch_shape(batch), 1),
         labels: (0..batch as i64)
             .map(|i| i % dit.num_classes as i64)

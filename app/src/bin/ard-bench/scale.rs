@@ -132,6 +132,7 @@ pub fn probe(path: &Path, choice: DeviceChoice, precision: Precision, load_only:
     reset_peak_memory();
     // The teacher: three guided DDIM steps; the first warms up (kernel compilation on wgpu).
     let req = |steps| SampleRequest {
+        prompts: None,
         noise: seeded_noise(dit.batch_shape(1), 1),
         labels: vec![207],
         ddim: DdimOptions {
