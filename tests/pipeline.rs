@@ -273,6 +273,7 @@ fn a_distillation_scores_itself_as_it_goes_and_resumes_its_log() {
                 ..Default::default()
             },
             &RunDir {
+                prompts: None,
                 eval: Some(eval),
                 ..toy_run_dir(&dir, resume)
             },
@@ -380,6 +381,7 @@ fn a_stopped_run_checkpoints_and_resumes() {
         &toy_data(32),
         &toy_teacher_options(toy_train_options(5)),
         &RunDir {
+            prompts: None,
             checkpoint_every: 100,
             ..toy_run_dir(&dir, false)
         },

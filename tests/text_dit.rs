@@ -217,3 +217,107 @@ fn text_models_round_trip_and_refuse_the_wrong_condition() {
     let err = sample(&class_model, &req, &device, |_| {}).unwrap_err();
     assert!(err.to_string().contains("class-conditional"), "{err}");
 }
+
+/// A captioned set of `n` 8×8 images of two kinds (a bright left or top half) with two
+/// caption forms each, written as `captions.tsv` under `dir`.
+fn toy_captioned_set(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut table = String::from("file\tclass\tcaption_name\tcaption_keywords\n");
+    for i in 0..n {
+        let left = i % 2 == 0;
+        let image = image::RgbImage::from_fn(8, 8, |x, y| {
+            let on = if left { x < 4 } else { y < 4 };
+            image::Rgb(if on { [250, 200, 40] } else { [20, 30, 90] })
+        });
+        image.save(dir.join(format!("images/{i}.png"))).unwrap();
+        let (class, name, keywords) = match left {
+            true => ("left", "a bright left half", "left, bright"),
+            false => ("top", "a bright top half", "top, bright"),
+        };
+        table += &format!("images/{i}.png\t{class}\t{name}\t{keywords}\n");
+    }
+    std::fs::write(dir.join("captions.tsv"), table).unwrap();
+}
+
+/// The tiny random BERT of the encoder fixtures (16 wide) with the shipped tokenizer.
+fn tiny_encoder(max_tokens: usize) -> ard_engine::text::TextEncoder {
+    let text = Path::new(env!("CARGO_MANIFEST_DIR"));
+    ard_engine::text::TextEncoder::read(
+        &text.join("tests/fixtures/text-encoder/tiny_bert_config.json"),
+        &text.join("assets/text-encoder/tokenizer.json"),
+        &text.join("tests/fixtures/text-encoder/tiny_bert.safetensors"),
+        max_tokens,
+        &Device::flex(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_text_teacher_trains_on_captions_and_resumes_exactly() {
+    use ard_engine::jobs::{CaptionBank, train_text_teacher};
+    use ard_engine::train::{Hooks, Phase, TrainingEvent};
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("set");
+    toy_captioned_set(&data, 8);
+    let set = ard_engine::data::load_captioned(&data, 8, 3).unwrap();
+    let encoder = tiny_encoder(8);
+    let bank = CaptionBank::encode(&set, &encoder, |_, _| {}).unwrap();
+    assert_eq!(bank.text.len(), 4, "two forms of two captions");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    let dropped = bank.draw(&[0, 1, 2], 1.0, &mut rng);
+    assert_eq!(dropped, bank.null.repeat(3));
+    let text = TextConfig {
+        encoder: "tiny".into(),
+        caption_channels: 16,
+        max_tokens: 8,
+    };
+    let options = ard_studio::toy_teacher_options(ard_studio::toy_train_options(4));
+    let train = |dir: &Path, iterations: u64, resume: bool| {
+        let mut events = Vec::new();
+        let mut options = options.clone();
+        options.train.iterations = iterations;
+        let mut run = ard_studio::toy_run_dir(dir, resume);
+        run.sample_every = 2;
+        run.prompts = Some(std::sync::Arc::new(ard_engine::diffusion::PromptRequest {
+            text: vec![bank.text[0].clone(), bank.text[2].clone()],
+            encoded: HostPrompts::stack(&[&bank.encoded[0], &bank.encoded[2]]),
+            null: bank.null.clone(),
+        }));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let hooks = Hooks {
+            phase: Phase::Teacher,
+            stop: &stop,
+            on_event: &mut |e| events.push(e),
+        };
+        train_text_teacher(&set, &bank, &text, &options, &run, &Device::flex(), hooks).unwrap();
+        events
+    };
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let events = train(&a, 4, false);
+    let losses: Vec<f32> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainingEvent::Progress { loss, .. } => *loss,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(losses.len(), 4);
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{losses:?}"
+    );
+    assert!(a.join("samples/iter-0000004.png").exists());
+    train(&b, 2, false);
+    train(&b, 4, true);
+    assert_eq!(
+        ard_studio::file_weights(&a.join("teacher.safetensors")),
+        ard_studio::file_weights(&b.join("teacher.safetensors"))
+    );
+    let teacher = LoadedModel::load(
+        a.join("teacher.safetensors"),
+        &LoadOptions::default(),
+        &Device::flex(),
+    )
+    .unwrap();
+    assert_eq!(teacher.meta.dit.text.as_ref(), Some(&text));
+}

@@ -37,6 +37,7 @@ fn a_teacher_learns_the_toy_classes() {
             ..toy_teacher_options(opts)
         },
         &RunDir {
+            prompts: None,
             checkpoint_every: 1000,
             ..toy_run_dir(&dir, false)
         },

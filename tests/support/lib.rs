@@ -202,6 +202,7 @@ pub fn toy_train_options(iterations: u64) -> ard_engine::train::TrainOptions {
 /// A run folder checkpointing every 2 iterations, without sample grids or evaluation.
 pub fn toy_run_dir(dir: &std::path::Path, resume: bool) -> ard_engine::train::RunDir {
     ard_engine::train::RunDir {
+        prompts: None,
         dir: dir.to_path_buf(),
         checkpoint_every: 2,
         sample_every: 0,

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::assets::text_encoder_dir;
 use anyhow::{Result, bail};
 use ard_engine::HostTensor;
 use ard_engine::conditioning::{display_name, first_class_name, resolve_label, resolve_prompt};
+use ard_engine::diffusion::PromptRequest;
 use ard_engine::diffusion::{SampleOutput, SampleRequest, sample};
 use ard_engine::io::png_settings::{self, GenerationSettings};
 use ard_engine::io::{
@@ -13,6 +15,7 @@ use ard_engine::io::{
     step_strip,
 };
 use ard_engine::model::{LoadedModel, Model, Precision};
+use ard_engine::text::TextEncoder;
 use clap::Args;
 
 use super::{ArchArgs, DdimArgs, DeviceArgs, positive, split_tensor_ref};
@@ -30,7 +33,8 @@ pub struct SampleArgs {
     /// Class labels, comma-separated (indices or class names); one image each.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["labels_from", "prompt"])]
     labels: Vec<String>,
-    /// Free text resolved to a class by the model's class names and synonyms.
+    /// Free text: a text model encodes it ("" samples unconditionally); a class model resolves
+    /// it to a class by its class names and synonyms.
     #[arg(long, conflicts_with = "labels_from")]
     prompt: Option<String>,
     /// Images to make from --prompt (at least 1).
@@ -63,6 +67,9 @@ pub struct SampleArgs {
     /// outputs stay f32) where the device computes in them.
     #[arg(long, default_value_t = Precision::F32)]
     precision: Precision,
+    /// A text model's encoder folder (default: the shipped all-MiniLM-L6-v2).
+    #[arg(long = "text-encoder")]
+    text_encoder: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -89,19 +96,20 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
         }
         None => None,
     };
-    let labels = labels(&args, &model)?;
+    let (labels, prompts) = match model.meta.dit.is_text() {
+        true => (Vec::new(), Some(prompt_request(&args, &model)?)),
+        false => (labels(&args, &model)?, None),
+    };
+    let batch = prompts.as_ref().map_or(labels.len(), |p| p.text.len());
     let noise = match &args.noise {
         Some(r) => {
             let (f, k) = split_tensor_ref(r)?;
             TensorFile::read(&f)?.f32(&k)?
         }
-        None => seeded_noise(
-            model.meta.dit.batch_shape(labels.len()),
-            args.seed.unwrap_or(0),
-        ),
+        None => seeded_noise(model.meta.dit.batch_shape(batch), args.seed.unwrap_or(0)),
     };
     let req = SampleRequest {
-        prompts: None,
+        prompts,
         noise,
         labels,
         ddim: args.ddim.options(args.clip),
@@ -120,6 +128,50 @@ pub(super) fn sample_cmd(args: SampleArgs) -> Result<()> {
         save_pngs(path, &args, &model, &req, &out, pixels)?;
     }
     Ok(())
+}
+
+/// A text model's `--prompt`, once per image, through the text encoder (the empty prompt
+/// samples unconditionally).
+fn prompt_request(args: &SampleArgs, model: &LoadedModel) -> Result<PromptRequest> {
+    let text = model.meta.dit.text.as_ref().expect("a text model");
+    if !args.labels.is_empty() || args.labels_from.is_some() {
+        bail!(
+            "{}: this model is text-conditioned; give --prompt TEXT, not classes",
+            args.weights.display()
+        );
+    }
+    let Some(prompt) = args.prompt.clone() else {
+        bail!(
+            "{}: this model is text-conditioned; give --prompt TEXT",
+            args.weights.display()
+        )
+    };
+    let dir = args.text_encoder.clone().unwrap_or_else(text_encoder_dir);
+    let encoder = TextEncoder::read_dir(&dir, text.max_tokens, &ard_engine::Device::flex())?;
+    if encoder.bert.config.hidden_size != text.caption_channels {
+        bail!(
+            "{}: token states {} wide; the model reads {} ({})",
+            dir.display(),
+            encoder.bert.config.hidden_size,
+            text.caption_channels,
+            text.encoder
+        );
+    }
+    let tokens = encoder.tokenizer.tokenize(&prompt)?;
+    match (prompt.trim().is_empty(), tokens.truncated) {
+        (true, _) => eprintln!("the empty prompt: unconditional samples"),
+        (false, true) => eprintln!(
+            "the prompt is longer than the model reads: cut to its first {} tokens",
+            text.max_tokens
+        ),
+        _ => {}
+    }
+    let prompts = vec![prompt; args.batch];
+    Ok(PromptRequest {
+        encoded: encoder.encode_prompts(&prompts)?,
+        null: encoder.null_prompt()?,
+        text: prompts,
+    })
 }
 
 /// One label per image: from a tensor file, `--labels`, or the class `--prompt` means.
@@ -170,8 +222,11 @@ fn run(
             s.config().history_layers
         ),
     };
-    let n = req.labels.len();
-    eprintln!("{kind}; {n} images of classes {:?}", req.labels);
+    let n = req.batch();
+    match &req.prompts {
+        Some(p) => eprintln!("{kind}; {n} images of `{}`", p.text[0]),
+        None => eprintln!("{kind}; {n} images of classes {:?}", req.labels),
+    }
     let start = Instant::now();
     let out = sample(model, req, device, |s| {
         eprintln!(
@@ -204,7 +259,9 @@ fn save_steps(
         "noise"
     };
     w.add_f32(noise_key, &req.noise, Storage::F32);
-    w.add_i64("y", &req.labels);
+    if !req.labels.is_empty() {
+        w.add_i64("y", &req.labels);
+    }
     for (name, t) in &out.tensors {
         w.add_f32(name, t, Storage::F32);
     }

@@ -1,14 +1,15 @@
 //! The training commands: `ard train-teacher`, `ard distill`, `ard train-features`. Their flag
 //! defaults are the engine's [`TeacherOptions`], [`DistillOptions`] and feature-net defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use ard_engine::Device;
 use ard_engine::data::{
-    DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE, Split, load_dataset,
+    DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE, Split, load_captioned, load_dataset,
 };
+use ard_engine::diffusion::PromptRequest;
 use ard_engine::distill::TrajectorySet;
 use ard_engine::distill::{DistillLoss, SelfForcing};
 use ard_engine::eval::{
@@ -17,10 +18,11 @@ use ard_engine::eval::{
 };
 use ard_engine::gan::GanOptions;
 use ard_engine::jobs::{
-    DistillOptions, TeacherOptions, distill_student, feature_net_training, train_feature_net,
-    train_teacher,
+    CaptionBank, DistillOptions, TeacherOptions, distill_student, feature_net_training,
+    train_feature_net, train_teacher, train_text_teacher,
 };
-use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
+use ard_engine::model::{HostPrompts, LoadOptions, LoadedModel, Model, ModelMeta, TextConfig};
+use ard_engine::text::TextEncoder;
 use ard_engine::train::{
     CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, LrSchedule, Phase, RunDir,
     SAMPLE_EVERY, TrainOptions, preview_device,
@@ -28,6 +30,7 @@ use ard_engine::train::{
 use clap::Args;
 
 use super::{choose_device, fmt_secs, positive, run_job};
+use crate::assets::text_encoder_dir;
 
 /// Optimisation and run-directory flags of one training command, with the defaults of
 /// `$defaults` (a [`TrainOptions`]): one struct per command, so each `--help` shows its own.
@@ -95,6 +98,7 @@ macro_rules! train_args {
 
             pub(super) fn run_dir(&self) -> RunDir {
                 RunDir {
+                    prompts: None,
                     checkpoint_every: self.checkpoint_every,
                     sample_every: self.sample_every,
                     resume: self.resume,
@@ -197,6 +201,11 @@ pub struct EvalDuringArgs {
 }
 
 impl EvalDuringArgs {
+    /// Whether an evaluation during training was asked for.
+    pub(super) fn is_set(&self) -> bool {
+        self.feature_net.is_some()
+    }
+
     /// The evaluation these flags ask for, of models like those of `meta`.
     pub(super) fn load(
         &self,
@@ -248,27 +257,44 @@ pub struct TrainTeacherArgs {
     /// 1 (grey) or 3 (RGB) for ImageFolder data.
     #[arg(long, default_value_t = IMAGE_FOLDER_CHANNELS)]
     channels: usize,
-    #[arg(long, default_value_t = teacher_defaults().patch_size)]
-    patch: usize,
-    #[arg(long, default_value_t = teacher_defaults().hidden_size)]
-    hidden: usize,
-    #[arg(long, default_value_t = teacher_defaults().depth)]
-    depth: usize,
-    #[arg(long, default_value_t = teacher_defaults().num_heads)]
-    heads: usize,
-    /// Probability of training a batch element with the null class (for guidance).
+    /// Patch size (default 4, class and text models alike).
+    #[arg(long)]
+    patch: Option<usize>,
+    /// Hidden width (default 64; 96 for a text model).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Blocks (default 4; 6 for a text model).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Attention heads (default 4).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Probability of training a batch element with the null class, or a text model's with the
+    /// empty prompt (for guidance).
     #[arg(long = "label-dropout", default_value_t = teacher_defaults().label_dropout)]
     label_dropout: f64,
+    /// Train a text-conditioned teacher on a captioned set (`ard dataset emoji`, a
+    /// captions.tsv, or a .txt beside each image): prompts through the text encoder.
+    #[arg(long)]
+    text: bool,
+    /// The text encoder's folder (config.json, tokenizer.json, weights; default: the shipped
+    /// all-MiniLM-L6-v2 in assets/text-encoder).
+    #[arg(long = "text-encoder")]
+    text_encoder: Option<PathBuf>,
 }
 
 impl TrainTeacherArgs {
-    /// The teacher settings these flags give.
+    /// The teacher settings these flags give (the text preset's architecture with --text).
     pub fn options(&self) -> TeacherOptions {
+        let base = match self.text {
+            true => TeacherOptions::emoji_text(),
+            false => teacher_defaults(),
+        };
         TeacherOptions {
-            patch_size: self.patch,
-            hidden_size: self.hidden,
-            depth: self.depth,
-            num_heads: self.heads,
+            patch_size: self.patch.unwrap_or(base.patch_size),
+            hidden_size: self.hidden.unwrap_or(base.hidden_size),
+            depth: self.depth.unwrap_or(base.depth),
+            num_heads: self.heads.unwrap_or(base.num_heads),
             label_dropout: self.label_dropout,
             train: self.train.options(),
         }
@@ -435,6 +461,9 @@ pub(super) fn manifest_cmd(args: ManifestArgs) -> Result<String> {
 }
 
 pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
+    if args.text {
+        return train_text_teacher_cmd(args);
+    }
     let (_, device) = choose_device(args.train.device.as_deref())?;
     let data = load_dataset(&args.data, args.size, args.channels, Split::Train)?;
     eprintln!(
@@ -453,6 +482,66 @@ pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     run.eval = args.eval.load(&meta, &device)?;
     run_job(Phase::Teacher, args.train.log_every, |hooks| {
         train_teacher(&data, &options, &run, &device, hooks)
+    })
+}
+
+/// Prompts a text teacher's sample grids show: the first caption of `n` images spread over
+/// the set.
+fn preview_prompts(bank: &CaptionBank, n: usize) -> PromptRequest {
+    let images = bank.forms.len();
+    let picks: Vec<usize> = (0..n.min(images))
+        .map(|i| bank.forms[i * images / n.min(images)][0])
+        .collect();
+    let encoded: Vec<_> = picks.iter().map(|&c| &bank.encoded[c]).collect();
+    PromptRequest {
+        text: picks.iter().map(|&c| bank.text[c].clone()).collect(),
+        encoded: HostPrompts::stack(&encoded),
+        null: bank.null.clone(),
+    }
+}
+
+/// `ard train-teacher --text`: the captions encoded once, then the text teacher's training.
+fn train_text_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
+    let (_, device) = choose_device(args.train.device.as_deref())?;
+    if args.eval.is_set() {
+        bail!(
+            "--feature-net/--eval-every score a class model's samples; a text model's training \
+             reports its loss and sample grids"
+        );
+    }
+    let set = load_captioned(Path::new(&args.data), args.size, args.channels)?;
+    let text = TextConfig::minilm();
+    let dir = args.text_encoder.clone().unwrap_or_else(text_encoder_dir);
+    let encoder = TextEncoder::read_dir(&dir, text.max_tokens, &Device::flex())?;
+    if encoder.bert.config.hidden_size != text.caption_channels {
+        bail!(
+            "{}: token states {} wide; the text teacher reads {} ({})",
+            dir.display(),
+            encoder.bert.config.hidden_size,
+            text.caption_channels,
+            text.encoder
+        );
+    }
+    eprintln!(
+        "data: {} captioned images {}x{}x{} (fingerprint {})",
+        set.data.len(),
+        set.data.channels(),
+        set.data.image_size(),
+        set.data.image_size(),
+        set.data.fingerprint()
+    );
+    let start = std::time::Instant::now();
+    let bank = CaptionBank::encode(&set, &encoder, |done, total| {
+        if done == total || done.is_multiple_of(1000) {
+            eprintln!("encoded {done}/{total} captions");
+        }
+    })?;
+    eprintln!("captions encoded in {:.1} s", start.elapsed().as_secs_f64());
+    let mut run = args.train.run_dir();
+    run.prompts = Some(Arc::new(preview_prompts(&bank, 8)));
+    let options = args.options();
+    run_job(Phase::Teacher, args.train.log_every, |hooks| {
+        train_text_teacher(&set, &bank, &text, &options, &run, &device, hooks)
     })
 }
 

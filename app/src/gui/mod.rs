@@ -58,18 +58,7 @@ pub fn default_models() -> Vec<PathBuf> {
         .collect()
 }
 
-/// `assets/`: `$ARD_ASSETS`, else next to the executable's checkout, else the source tree's.
-pub fn assets_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ARD_ASSETS") {
-        return dir.into();
-    }
-    let from_exe = std::env::current_exe().ok().and_then(|exe| {
-        exe.ancestors()
-            .map(|a| a.join("assets"))
-            .find(|a| a.join("ard.safetensors").exists())
-    });
-    from_exe.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"))
-}
+pub use crate::assets::assets_dir;
 
 /// A message for the user: errors stay until dismissed, notes until the next one.
 #[derive(Clone, Debug, PartialEq)]

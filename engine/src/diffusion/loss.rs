@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use crate::error::{EngineError, Result};
 use crate::io::host::{HostTensor, labels_to_device};
 use crate::model::dit::Dit;
+use crate::model::text_condition::{Cond, HostPrompts};
 
 /// `x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε` for a batch `[B, …]` with one timestep per image; returns
 /// `(x_t, t, ε)` on the host.
@@ -63,7 +64,10 @@ pub struct NoisedBatch {
     pub x_t: HostTensor,
     pub t: Vec<f32>,
     pub eps: HostTensor,
+    /// A class model's labels (empty for a text model).
     pub labels: Vec<i64>,
+    /// A text model's prompts, one per image (the empty prompt where dropped).
+    pub prompts: Option<HostPrompts>,
 }
 
 /// Noises `x0` at random timesteps and drops labels to `null_class` with probability
@@ -83,6 +87,25 @@ pub fn noised_batch(
         t,
         eps,
         labels,
+        prompts: None,
+    }
+}
+
+/// Noises `x0` at random timesteps for a text model; `prompts` draws each image's prompt
+/// (after the noise, from the same generator).
+pub fn noised_text_batch(
+    x0: &HostTensor,
+    alpha_bar: &[f64],
+    rng: &mut StdRng,
+    prompts: impl FnOnce(&mut StdRng) -> HostPrompts,
+) -> NoisedBatch {
+    let (x_t, t, eps) = q_sample(x0, alpha_bar, rng);
+    NoisedBatch {
+        x_t,
+        t,
+        eps,
+        labels: Vec::new(),
+        prompts: Some(prompts(rng)),
     }
 }
 
@@ -96,10 +119,14 @@ pub fn teacher_loss_rows(
 ) -> Result<Tensor<1>> {
     let idx: Vec<usize> = rows.clone().collect();
     let c = model.config().in_channels;
+    let cond = match &batch.prompts {
+        Some(p) => Cond::Text(p.rows(&idx).to_device(device)?),
+        None => Cond::Labels(labels_to_device(&batch.labels[rows.clone()], device)),
+    };
     let out = model.forward(
         batch.x_t.rows(&idx).to_device(device)?,
-        &batch.t[rows.clone()],
-        labels_to_device(&batch.labels[rows], device),
+        &batch.t[rows],
+        cond,
     );
     let diff = out.narrow(1, 0, c) - batch.eps.rows(&idx).to_device::<4>(device)?;
     Ok(diff.square().mean())

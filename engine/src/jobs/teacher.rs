@@ -1,18 +1,23 @@
-//! Training a class-conditional DiT teacher from scratch on a dataset: epsilon prediction,
-//! label dropout for guidance (DiT, Peebles & Xie 2023), on the training loop.
+//! Training a DiT teacher from scratch on the training loop: epsilon prediction, with label
+//! dropout for guidance (DiT, Peebles & Xie 2023) for a class model, or caption dropout to the
+//! empty prompt (PixArt-α, Chen et al. 2024) for a text model.
 
 use std::path::PathBuf;
 
 use burn::tensor::Device;
 use rand::Rng;
+use rand::rngs::StdRng;
 use serde::Serialize;
 
+use crate::data::captioned::CaptionedSet;
 use crate::data::datasets::Dataset;
-use crate::diffusion::loss::{noised_batch, teacher_loss_rows};
+use crate::diffusion::loss::{NoisedBatch, noised_batch, noised_text_batch, teacher_loss_rows};
 use crate::diffusion::schedule::{TRAIN_TIMESTEPS, alpha_bar_from_betas, linear_betas};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::io::host::HostTensor;
 use crate::io::writer::write_atomically;
-use crate::model::config::{DitConfig, ModelMeta};
+use crate::jobs::captions::CaptionBank;
+use crate::model::config::{DitConfig, ModelMeta, TextConfig};
 use crate::model::dit::Dit;
 use crate::model::init::init_teacher;
 use crate::model::loaded::Model;
@@ -68,7 +73,29 @@ impl Default for TeacherOptions {
     }
 }
 
+/// Iterations of the text-to-image teacher on the emoji set by default.
+pub const TEXT_TEACHER_ITERATIONS: u64 = 24000;
+
 impl TeacherOptions {
+    /// [`DitConfig::emoji_text`]'s architecture (without its text part, which the encoder
+    /// gives), [`TEXT_TEACHER_ITERATIONS`] at [`SMALL_TEACHER_LR`] on the cosine schedule,
+    /// captions dropped with DiT's probability.
+    pub fn emoji_text() -> Self {
+        let arch = DitConfig::emoji_text();
+        Self {
+            patch_size: arch.patch_size,
+            hidden_size: arch.hidden_size,
+            depth: arch.depth,
+            num_heads: arch.num_heads,
+            label_dropout: DIT_LABEL_DROPOUT,
+            train: TrainOptions {
+                lr: SMALL_TEACHER_LR,
+                lr_schedule: LrSchedule::cosine(),
+                ..TrainOptions::paper(TEXT_TEACHER_ITERATIONS)
+            },
+        }
+    }
+
     /// The teacher's architecture for `size`×`size` images of `channels` channels and `classes`
     /// classes (epsilon prediction only: pixel-space teachers sample with a fixed variance).
     pub fn architecture(&self, size: usize, channels: usize, classes: usize) -> DitConfig {
@@ -89,17 +116,86 @@ pub fn train_teacher(
     teacher: &TeacherOptions,
     run: &RunDir,
     device: &Device,
-    mut hooks: Hooks,
+    hooks: Hooks,
 ) -> Result<PathBuf> {
-    let dit = &teacher.architecture(data.image_size(), data.channels(), data.class_names.len());
+    let dit = teacher.architecture(data.image_size(), data.channels(), data.class_names.len());
+    let meta = ModelMeta::pixel_teacher(dit.clone(), Some(data.class_names.clone()));
+    let (null, dropout) = (dit.num_classes as i64, teacher.label_dropout);
+    fit_teacher(
+        data,
+        &meta,
+        teacher,
+        run,
+        device,
+        hooks,
+        |x0, idx, alpha_bar, rng| {
+            let y: Vec<i64> = idx.iter().map(|&i| data.labels[i]).collect();
+            noised_batch(x0, &y, alpha_bar, null, dropout, rng)
+        },
+    )
+}
+
+/// Trains a text-conditioned teacher on a captioned set whose captions `bank` holds encoded
+/// (epsilon prediction; each image with one of its caption forms, or with probability
+/// `label_dropout` the empty prompt, for guidance) with the architecture of `teacher` reading
+/// `text`.
+pub fn train_text_teacher(
+    set: &CaptionedSet,
+    bank: &CaptionBank,
+    text: &TextConfig,
+    teacher: &TeacherOptions,
+    run: &RunDir,
+    device: &Device,
+    hooks: Hooks,
+) -> Result<PathBuf> {
+    let data = &set.data;
+    let dit = teacher
+        .architecture(data.image_size(), data.channels(), 0)
+        .with_text(text.clone());
+    if bank.null.channels() != text.caption_channels || bank.forms.len() != data.len() {
+        return Err(EngineError::Mismatch(format!(
+            "the encoded captions ({} images, {} wide) do not fit the set ({} images) and the \
+             model ({} wide)",
+            bank.forms.len(),
+            bank.null.channels(),
+            data.len(),
+            text.caption_channels
+        )));
+    }
+    let meta = ModelMeta::pixel_teacher(dit, None);
+    let dropout = teacher.label_dropout;
+    fit_teacher(
+        data,
+        &meta,
+        teacher,
+        run,
+        device,
+        hooks,
+        |x0, idx, alpha_bar, rng| {
+            noised_text_batch(x0, alpha_bar, rng, |rng| bank.draw(idx, dropout, rng))
+        },
+    )
+}
+
+/// The teacher's training on the loop: batches of `data` noised and conditioned by `noise`
+/// (`x0`, the images' indices, ᾱ, the iteration's generator).
+fn fit_teacher(
+    data: &Dataset,
+    meta: &ModelMeta,
+    teacher: &TeacherOptions,
+    run: &RunDir,
+    device: &Device,
+    mut hooks: Hooks,
+    noise: impl Fn(&HostTensor, &[usize], &[f64], &mut StdRng) -> NoisedBatch + Sync,
+) -> Result<PathBuf> {
+    let dit = &meta.dit;
     dit.validate()?;
     let options = &teacher.train;
-    let label_dropout = teacher.label_dropout;
     let train_device = device.clone().autodiff();
     let fresh = || -> Result<Dit> {
         let m = init_teacher(
             dit,
-            Some(data.class_names.clone()),
+            meta.class_names.clone(),
             InitOptions {
                 seed: options.seed,
                 zero_init: true,
@@ -111,7 +207,6 @@ pub fn train_teacher(
             Model::Student(_) => unreachable!(),
         }
     };
-    let meta = ModelMeta::pixel_teacher(dit.clone(), Some(data.class_names.clone()));
     let (resuming, _lock) = run.open(
         |stored| stored.dit == *dit,
         "was made with another architecture; resume without changing it, or use a new directory",
@@ -124,20 +219,19 @@ pub fn train_teacher(
     let alpha_bar = alpha_bar_from_betas(&linear_betas(TRAIN_TIMESTEPS));
     let batch = options.batch_size;
     let model = JobModel {
-        meta: &meta,
+        meta,
         file_name: "teacher.safetensors",
         as_model: &|ema: &Dit| Model::Teacher(ema.clone()),
     };
     training_loop(&mut trainer, run, model, hooks, |t| {
-        let null = dit.num_classes as i64;
         t.step_sharded(
             batch,
             |rng| {
                 let idx: Vec<usize> = (0..batch)
                     .map(|_| rng.random_range(0..data.len()))
                     .collect();
-                let (x0, y) = data.batch(&idx);
-                Ok(noised_batch(&x0, &y, &alpha_bar, null, label_dropout, rng))
+                let (x0, _) = data.batch(&idx);
+                Ok(noise(&x0, &idx, &alpha_bar, rng))
             },
             |model, b, rows| teacher_loss_rows(model, b, rows, &train_device),
         )

@@ -117,6 +117,48 @@ impl HostPrompts {
         })
     }
 
+    /// Prompts `idx` of the batch, padded to the longest of them.
+    pub fn rows(&self, idx: &[usize]) -> Self {
+        let parts: Vec<Self> = idx
+            .iter()
+            .map(|&i| Self {
+                states: self.states.rows(&[i]),
+                lengths: vec![self.lengths[i]],
+                pooled: self.pooled.rows(&[i]),
+            })
+            .collect();
+        Self::stack(&parts.iter().collect::<Vec<_>>())
+    }
+
+    /// The prompts of `parts` in order, token states cut or padded with zeros to the longest
+    /// prompt.
+    pub fn stack(parts: &[&Self]) -> Self {
+        let longest = parts
+            .iter()
+            .flat_map(|p| p.lengths.iter())
+            .copied()
+            .max()
+            .unwrap_or(1);
+        let c = parts.first().map_or(0, |p| p.channels());
+        let (mut states, mut lengths, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
+        for p in parts {
+            let l = p.states.shape[1];
+            for (b, &n) in p.lengths.iter().enumerate() {
+                let row = &p.states.data[b * l * c..(b + 1) * l * c];
+                states.extend_from_slice(&row[..n * c]);
+                states.resize(states.len() + (longest - n) * c, 0.0);
+                lengths.push(n);
+            }
+            pooled.extend_from_slice(&p.pooled.data);
+        }
+        let n = lengths.len();
+        Self {
+            states: HostTensor::new(vec![n, longest, c], states),
+            lengths,
+            pooled: HostTensor::new(vec![n, c], pooled),
+        }
+    }
+
     /// The same prompt `n` times (`self` holds one).
     pub fn repeat(&self, n: usize) -> Self {
         let rows = |t: &HostTensor| t.rows(&vec![0; n]);

@@ -77,6 +77,7 @@ impl Pipeline<'_> {
     /// A phase's run folder in the run's directory.
     fn run_dir(&self, name: &str) -> RunDir {
         RunDir {
+            prompts: None,
             sample_every: self.req.preview_every,
             ..RunDir::new(self.req.run_dir.join(name))
         }

@@ -6,8 +6,8 @@ use burn::tensor::Device;
 use image::RgbImage;
 
 use crate::diffusion::ddim::DdimOptions;
-use crate::diffusion::sampling::{SampleRequest, sample};
-use crate::error::Result;
+use crate::diffusion::sampling::{PromptRequest, SampleRequest, sample};
+use crate::error::{EngineError, Result};
 use crate::io::host::seeded_noise;
 use crate::io::preview::{save_png, step_strip};
 use crate::model::loaded::{LoadedModel, Model};
@@ -27,21 +27,32 @@ pub fn preview_device(num_params: usize, device: &Device) -> Device {
     }
 }
 
-/// One image per class (at most 10), every step of the model shown left to right, sampled on
-/// the CPU for models up to [`PREVIEW_ON_CPU_PARAMS`]; latents are decoded through `decoder`
-/// on the decoder's own device when given. Returns the grid it wrote to `path`.
+/// One image per class (at most 10) or per prompt of `prompts` (a text model), every step of
+/// the model shown left to right, sampled on the CPU for models up to
+/// [`PREVIEW_ON_CPU_PARAMS`]; latents are decoded through `decoder` on the decoder's own device
+/// when given. Returns the grid it wrote to `path`.
 pub fn sample_grid(
     model: &LoadedModel,
     decoder: Option<&AutoencoderKL>,
+    prompts: Option<&PromptRequest>,
     path: &Path,
 ) -> Result<RgbImage> {
     let d = &model.meta.dit;
-    let n = d.num_classes.min(10);
     let device = preview_device(model.num_params(), &model.device());
+    let (labels, prompts) = match (d.is_text(), prompts) {
+        (false, _) => ((0..d.num_classes.min(10) as i64).collect(), None),
+        (true, Some(p)) => (Vec::new(), Some(p.clone())),
+        (true, None) => {
+            return Err(EngineError::InvalidSetting(
+                "a text model's sample grid needs prompts".into(),
+            ));
+        }
+    };
+    let n = prompts.as_ref().map_or(labels.len(), |p| p.encoded.len());
     let req = SampleRequest {
-        prompts: None,
+        prompts,
         noise: seeded_noise(d.batch_shape(n), 1234),
-        labels: (0..n as i64).collect(),
+        labels,
         ddim: DdimOptions::default(),
     };
     let model = model.copy_to(&device)?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use burn::module::Module;
 
+use crate::diffusion::sampling::PromptRequest;
 use crate::error::{EngineError, Result};
 use crate::eval::monitor::TrainingEval;
 use crate::model::config::ModelMeta;
@@ -35,6 +36,8 @@ pub struct RunDir {
     /// A latent model's sample grids are decoded through this VAE (on its own device), when
     /// given; otherwise latents are previewed with a fixed latent→RGB map.
     pub decoder: Option<Arc<AutoencoderKL>>,
+    /// The prompts a text model's sample grids show (a class model shows its classes).
+    pub prompts: Option<Arc<PromptRequest>>,
 }
 
 impl RunDir {
@@ -47,6 +50,7 @@ impl RunDir {
             resume: true,
             eval: None,
             decoder: None,
+            prompts: None,
         }
     }
 

@@ -148,6 +148,7 @@ impl<M: Module> Writer<'_, M> {
         let image = sample_grid(
             &self.loaded(&trainer.ema),
             self.run.decoder.as_deref(),
+            self.run.prompts.as_deref(),
             &path,
         )?;
         Ok(TrainingEvent::Preview {

@@ -19,6 +19,7 @@
 //! - with `--imagenet DIR`: DiT-XL/2 at 256 px, load time and peak memory of its 2.7 GB of
 //!   weights, seconds per teacher and student step (`scale.rs`);
 //! - with `--vae-256`: the SD VAE's decode and encode at 256 px;
+//! - with `--text`: a prompt's encoding by the shipped text encoder (`text.rs`);
 //! - with `--torch FILE`: the authors' PyTorch code (`../shared/anchors/torch_speed.py`) on the
 //!   same shapes, in the same run, beside each training and DiT-S/2 inference row: with
 //!   `--rounds R`, each row R times, ours then theirs, the best of each kept and every round's
@@ -26,6 +27,7 @@
 
 mod report;
 mod scale;
+mod text;
 mod training;
 
 use std::time::{Duration, Instant};
@@ -95,6 +97,9 @@ struct Args {
     /// The SD VAE at 256 px: decode and encode times.
     #[arg(long)]
     vae_256: bool,
+    /// Prompt encoding by the shipped text encoder (CPU).
+    #[arg(long)]
+    text: bool,
     /// Also write the report (Markdown, headed by this command) to this file.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -549,6 +554,9 @@ fn run(args: &Args) {
     }
     if args.vae_256 {
         scale::vae_table(&which, args.repeats);
+    }
+    if args.text {
+        text::text_table(args.repeats);
     }
     if args.imagenet.is_some() || args.vae_256 {
         return;
