@@ -38,16 +38,7 @@ SAMPLES=${SAMPLES:-}
 cargo build --release --bin ard
 ard() { target/release/ard "$@" --device cpu; }
 mkdir -p "$RUN"
-start=$(date +%s)
-# Each stage's wall time goes to $RUN/stage-times.tsv as it ends (a rerun adds the rest of a
-# stage it resumes); `ard manifest` adds them up.
-current="" since=$start
-stage() {
-  local now; now=$(date +%s)
-  [ -z "$current" ] || printf '%s\t%s\n' "$current" $(( now - since )) >> "$RUN/stage-times.tsv"
-  current=$2 since=$now
-  echo "== $1 ($(( (now - start) / 60 )) min in)"
-}
+source assets/stage-times.sh
 
 stage "teacher (and the feature networks beside it)" teacher
 features() {
