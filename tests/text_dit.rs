@@ -321,3 +321,87 @@ fn a_text_teacher_trains_on_captions_and_resumes_exactly() {
     .unwrap();
     assert_eq!(teacher.meta.dit.text.as_ref(), Some(&text));
 }
+
+/// `ard sample` on a text model: a prompt goes through the shipped encoder (also an empty one
+/// and a 10,000-character one); classes, a non-UTF-8 prompt, and an encoder of another width
+/// are refused with the model's kind or the widths named.
+#[test]
+fn ard_sample_encodes_prompts_for_a_text_model() {
+    use ard_app::cli::run_args;
+    let dir = tempfile::tempdir().unwrap();
+    let dit = DitConfig::fashion_mnist()
+        .with_image(8, 3)
+        .with_patch(4)
+        .with_hidden(16)
+        .with_depth(1)
+        .with_heads(2)
+        .with_text(TextConfig::minilm());
+    let options = InitOptions {
+        seed: 4,
+        zero_init: false,
+    };
+    let weights = dir.path().join("text.safetensors");
+    init_teacher(&dit, None, options, &Device::flex())
+        .unwrap()
+        .save(&weights, Storage::F32)
+        .unwrap();
+    let w = weights.display().to_string();
+    let sample = |extra: &[&str]| {
+        let mut args = vec![
+            "ard",
+            "sample",
+            "--device",
+            "cpu",
+            "--weights",
+            &w,
+            "--steps",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        run_args(args)
+    };
+    let png = dir.path().join("apple.png").display().to_string();
+    sample(&[
+        "--prompt",
+        "a red apple",
+        "--batch",
+        "2",
+        "--seed",
+        "1",
+        "--png",
+        &png,
+    ])
+    .unwrap();
+    let image = image::open(&png).unwrap();
+    assert!(image.width() > image.height(), "two images side by side");
+    sample(&["--prompt", ""]).unwrap();
+    sample(&["--prompt", &"a very long prompt about cats ".repeat(350)]).unwrap();
+    let err = sample(&["--labels", "1"]).unwrap_err().to_string();
+    assert!(
+        err.contains("text-conditioned") && err.contains("--prompt"),
+        "{err}"
+    );
+    let bad: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(vec![b'a', 0xff, b'b']);
+    let args: Vec<std::ffi::OsString> = ["ard", "sample", "--weights", &w, "--prompt"]
+        .iter()
+        .map(Into::into)
+        .chain([bad])
+        .collect();
+    let err = run_args(args).unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("utf-8"), "{err}");
+    // The fixture's tiny model reads 12-wide states; the shipped encoder gives 384.
+    let tiny = fixture("tiny_text_dit.safetensors").display().to_string();
+    let err = run_args([
+        "ard",
+        "sample",
+        "--weights",
+        &tiny,
+        "--prompt",
+        "cat",
+        "--device",
+        "cpu",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("384") && err.contains("12"), "{err}");
+}

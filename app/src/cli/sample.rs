@@ -204,6 +204,14 @@ fn labels(args: &SampleArgs, model: &LoadedModel) -> Result<Vec<i64>> {
     Ok(vec![best.label as i64; args.batch])
 }
 
+/// `text` cut to `chars` characters, with `…` when cut (for logs).
+fn shortened(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 /// Samples `req`, reporting each step and the time per image.
 fn run(
     args: &SampleArgs,
@@ -224,7 +232,7 @@ fn run(
     };
     let n = req.batch();
     match &req.prompts {
-        Some(p) => eprintln!("{kind}; {n} images of `{}`", p.text[0]),
+        Some(p) => eprintln!("{kind}; {n} images of `{}`", shortened(&p.text[0], 60)),
         None => eprintln!("{kind}; {n} images of classes {:?}", req.labels),
     }
     let start = Instant::now();
