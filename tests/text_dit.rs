@@ -346,6 +346,12 @@ fn ard_sample_encodes_prompts_for_a_text_model() {
         .save(&weights, Storage::F32)
         .unwrap();
     let w = weights.display().to_string();
+    let info = ard_app::cli::run_args_output(["ard", "info", &w]).unwrap();
+    assert!(
+        info.contains("text:        all-MiniLM-L6-v2 token states (384 wide, up to 32 tokens)"),
+        "{info}"
+    );
+    assert!(!info.contains("classes:"), "{info}");
     let sample = |extra: &[&str]| {
         let mut args = vec![
             "ard",

@@ -75,11 +75,18 @@ pub(super) fn info(path: &Path, arch: &ArchArgs) -> Result<String> {
         },
         d.mlp_hidden
     )?;
-    writeln!(
-        out,
-        "classes:     {} (+ null class for guidance)",
-        d.num_classes
-    )?;
+    match &d.text {
+        Some(t) => writeln!(
+            out,
+            "text:        {} token states ({} wide, up to {} tokens); the empty prompt guides",
+            t.encoder, t.caption_channels, t.max_tokens
+        )?,
+        None => writeln!(
+            out,
+            "classes:     {} (+ null class for guidance)",
+            d.num_classes
+        )?,
+    }
     writeln!(
         out,
         "learn_sigma: {} ({} output channels)",
