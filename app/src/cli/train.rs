@@ -485,13 +485,17 @@ pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     })
 }
 
-/// Prompts a text teacher's sample grids show: the first caption of `n` images spread over
-/// the set.
+/// Prompts a text teacher's sample grids show: `n` distinct first captions spread over the
+/// set (a set drawn in several styles lists each emoji once per style).
 fn preview_prompts(bank: &CaptionBank, n: usize) -> PromptRequest {
-    let images = bank.forms.len();
-    let picks: Vec<usize> = (0..n.min(images))
-        .map(|i| bank.forms[i * images / n.min(images)][0])
-        .collect();
+    let mut distinct: Vec<usize> = Vec::new();
+    for forms in &bank.forms {
+        if !distinct.contains(&forms[0]) {
+            distinct.push(forms[0]);
+        }
+    }
+    let n = n.min(distinct.len());
+    let picks: Vec<usize> = (0..n).map(|i| distinct[i * distinct.len() / n]).collect();
     let encoded: Vec<_> = picks.iter().map(|&c| &bank.encoded[c]).collect();
     PromptRequest {
         text: picks.iter().map(|&c| bank.text[c].clone()).collect(),
