@@ -7,6 +7,7 @@ mod gan;
 mod info;
 mod sample;
 mod train;
+mod train_text;
 mod trajectories;
 mod vae;
 

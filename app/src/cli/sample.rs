@@ -147,16 +147,7 @@ fn prompt_request(args: &SampleArgs, model: &LoadedModel) -> Result<PromptReques
         )
     };
     let dir = args.text_encoder.clone().unwrap_or_else(text_encoder_dir);
-    let encoder = TextEncoder::read_dir(&dir, text.max_tokens, &ard_engine::Device::flex())?;
-    if encoder.bert.config.hidden_size != text.caption_channels {
-        bail!(
-            "{}: token states {} wide; the model reads {} ({})",
-            dir.display(),
-            encoder.bert.config.hidden_size,
-            text.caption_channels,
-            text.encoder
-        );
-    }
+    let encoder = TextEncoder::read_for(&dir, text, &ard_engine::Device::flex())?;
     let tokens = encoder.tokenizer.tokenize(&prompt)?;
     match (prompt.trim().is_empty(), tokens.truncated) {
         (true, _) => eprintln!("the empty prompt: unconditional samples"),

@@ -1,15 +1,14 @@
 //! The training commands: `ard train-teacher`, `ard distill`, `ard train-features`. Their flag
 //! defaults are the engine's [`TeacherOptions`], [`DistillOptions`] and feature-net defaults.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use ard_engine::Device;
 use ard_engine::data::{
-    DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE, Split, load_captioned, load_dataset,
+    DEFAULT_DATASET, IMAGE_FOLDER_CHANNELS, IMAGE_FOLDER_SIZE, Split, load_dataset,
 };
-use ard_engine::diffusion::PromptRequest;
 use ard_engine::distill::TrajectorySet;
 use ard_engine::distill::{DistillLoss, SelfForcing};
 use ard_engine::eval::{
@@ -18,11 +17,10 @@ use ard_engine::eval::{
 };
 use ard_engine::gan::GanOptions;
 use ard_engine::jobs::{
-    CaptionBank, DistillOptions, TeacherOptions, distill_student, feature_net_training,
-    train_feature_net, train_teacher, train_text_teacher,
+    DistillOptions, TeacherOptions, distill_student, feature_net_training, train_feature_net,
+    train_teacher,
 };
-use ard_engine::model::{HostPrompts, LoadOptions, LoadedModel, Model, ModelMeta, TextConfig};
-use ard_engine::text::TextEncoder;
+use ard_engine::model::{LoadOptions, LoadedModel, Model, ModelMeta};
 use ard_engine::train::{
     CHECKPOINT_EVERY, COSINE_FINAL_FRACTION, COSINE_WARMUP, LrSchedule, Phase, RunDir,
     SAMPLE_EVERY, TrainOptions, preview_device,
@@ -30,7 +28,6 @@ use ard_engine::train::{
 use clap::Args;
 
 use super::{choose_device, fmt_secs, positive, run_job};
-use crate::assets::text_encoder_dir;
 
 /// Optimisation and run-directory flags of one training command, with the defaults of
 /// `$defaults` (a [`TrainOptions`]): one struct per command, so each `--help` shows its own.
@@ -244,19 +241,19 @@ fn positive_u64(s: &str) -> std::result::Result<u64, String> {
 #[derive(Args)]
 pub struct TrainTeacherArgs {
     #[command(flatten)]
-    train: TeacherTrainArgs,
+    pub(super) train: TeacherTrainArgs,
     #[command(flatten)]
-    eval: EvalDuringArgs,
+    pub(super) eval: EvalDuringArgs,
     /// `fashion-mnist` (Debian's dataset-fashion-mnist), a folder of IDX files, or an
     /// ImageFolder tree (one sub-folder per class).
     #[arg(long, default_value = DEFAULT_DATASET)]
-    data: String,
+    pub(super) data: String,
     /// Image side for ImageFolder data (Fashion-MNIST is 28).
     #[arg(long, default_value_t = IMAGE_FOLDER_SIZE)]
-    size: usize,
+    pub(super) size: usize,
     /// 1 (grey) or 3 (RGB) for ImageFolder data.
     #[arg(long, default_value_t = IMAGE_FOLDER_CHANNELS)]
-    channels: usize,
+    pub(super) channels: usize,
     /// Patch size (default 4, class and text models alike).
     #[arg(long)]
     patch: Option<usize>,
@@ -280,7 +277,7 @@ pub struct TrainTeacherArgs {
     /// The text encoder's folder (config.json, tokenizer.json, weights; default: the shipped
     /// all-MiniLM-L6-v2 in assets/text-encoder).
     #[arg(long = "text-encoder")]
-    text_encoder: Option<PathBuf>,
+    pub(super) text_encoder: Option<PathBuf>,
 }
 
 impl TrainTeacherArgs {
@@ -462,7 +459,7 @@ pub(super) fn manifest_cmd(args: ManifestArgs) -> Result<String> {
 
 pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     if args.text {
-        return train_text_teacher_cmd(args);
+        return super::train_text::train_text_teacher_cmd(args);
     }
     let (_, device) = choose_device(args.train.device.as_deref())?;
     let data = load_dataset(&args.data, args.size, args.channels, Split::Train)?;
@@ -482,70 +479,6 @@ pub(super) fn train_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
     run.eval = args.eval.load(&meta, &device)?;
     run_job(Phase::Teacher, args.train.log_every, |hooks| {
         train_teacher(&data, &options, &run, &device, hooks)
-    })
-}
-
-/// Prompts a text teacher's sample grids show: `n` distinct first captions spread over the
-/// set (a set drawn in several styles lists each emoji once per style).
-fn preview_prompts(bank: &CaptionBank, n: usize) -> PromptRequest {
-    let mut distinct: Vec<usize> = Vec::new();
-    for forms in &bank.forms {
-        if !distinct.contains(&forms[0]) {
-            distinct.push(forms[0]);
-        }
-    }
-    let n = n.min(distinct.len());
-    let picks: Vec<usize> = (0..n).map(|i| distinct[i * distinct.len() / n]).collect();
-    let encoded: Vec<_> = picks.iter().map(|&c| &bank.encoded[c]).collect();
-    PromptRequest {
-        text: picks.iter().map(|&c| bank.text[c].clone()).collect(),
-        encoded: HostPrompts::stack(&encoded),
-        null: bank.null.clone(),
-    }
-}
-
-/// `ard train-teacher --text`: the captions encoded once, then the text teacher's training.
-fn train_text_teacher_cmd(args: TrainTeacherArgs) -> Result<()> {
-    let (_, device) = choose_device(args.train.device.as_deref())?;
-    if args.eval.is_set() {
-        bail!(
-            "--feature-net/--eval-every score a class model's samples; a text model's training \
-             reports its loss and sample grids"
-        );
-    }
-    let set = load_captioned(Path::new(&args.data), args.size, args.channels)?;
-    let text = TextConfig::minilm();
-    let dir = args.text_encoder.clone().unwrap_or_else(text_encoder_dir);
-    let encoder = TextEncoder::read_dir(&dir, text.max_tokens, &Device::flex())?;
-    if encoder.bert.config.hidden_size != text.caption_channels {
-        bail!(
-            "{}: token states {} wide; the text teacher reads {} ({})",
-            dir.display(),
-            encoder.bert.config.hidden_size,
-            text.caption_channels,
-            text.encoder
-        );
-    }
-    eprintln!(
-        "data: {} captioned images {}x{}x{} (fingerprint {})",
-        set.data.len(),
-        set.data.channels(),
-        set.data.image_size(),
-        set.data.image_size(),
-        set.data.fingerprint()
-    );
-    let start = std::time::Instant::now();
-    let bank = CaptionBank::encode(&set, &encoder, |done, total| {
-        if done == total || done.is_multiple_of(1000) {
-            eprintln!("encoded {done}/{total} captions");
-        }
-    })?;
-    eprintln!("captions encoded in {:.1} s", start.elapsed().as_secs_f64());
-    let mut run = args.train.run_dir();
-    run.prompts = Some(Arc::new(preview_prompts(&bank, 8)));
-    let options = args.options();
-    run_job(Phase::Teacher, args.train.log_every, |hooks| {
-        train_text_teacher(&set, &bank, &text, &options, &run, &device, hooks)
     })
 }
 

@@ -57,19 +57,7 @@ impl Default for TeacherOptions {
     /// [`DitConfig::fashion_mnist`]'s architecture, [`SMALL_TEACHER_ITERATIONS`] iterations at
     /// peak rate [`SMALL_TEACHER_LR`] on the cosine schedule.
     fn default() -> Self {
-        let arch = DitConfig::fashion_mnist();
-        Self {
-            patch_size: arch.patch_size,
-            hidden_size: arch.hidden_size,
-            depth: arch.depth,
-            num_heads: arch.num_heads,
-            label_dropout: DIT_LABEL_DROPOUT,
-            train: TrainOptions {
-                lr: SMALL_TEACHER_LR,
-                lr_schedule: LrSchedule::cosine(),
-                ..TrainOptions::paper(SMALL_TEACHER_ITERATIONS)
-            },
-        }
+        Self::small(&DitConfig::fashion_mnist(), SMALL_TEACHER_ITERATIONS)
     }
 }
 
@@ -81,7 +69,12 @@ impl TeacherOptions {
     /// gives), [`TEXT_TEACHER_ITERATIONS`] at [`SMALL_TEACHER_LR`] on the cosine schedule,
     /// captions dropped with DiT's probability.
     pub fn emoji_text() -> Self {
-        let arch = DitConfig::emoji_text();
+        Self::small(&DitConfig::emoji_text(), TEXT_TEACHER_ITERATIONS)
+    }
+
+    /// A small teacher from scratch: `arch`'s sizes, `iterations` at [`SMALL_TEACHER_LR`] on
+    /// the cosine schedule, DiT's dropout of the condition.
+    fn small(arch: &DitConfig, iterations: u64) -> Self {
         Self {
             patch_size: arch.patch_size,
             hidden_size: arch.hidden_size,
@@ -91,7 +84,7 @@ impl TeacherOptions {
             train: TrainOptions {
                 lr: SMALL_TEACHER_LR,
                 lr_schedule: LrSchedule::cosine(),
-                ..TrainOptions::paper(TEXT_TEACHER_ITERATIONS)
+                ..TrainOptions::paper(iterations)
             },
         }
     }

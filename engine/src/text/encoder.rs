@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{EngineError, Result};
 use crate::io::host::HostTensor;
 use crate::io::weights::TensorFile;
+use crate::model::config::TextConfig;
 use crate::model::params::ParamSource;
 use crate::model::text_condition::{HostPrompts, PromptBatch};
 use crate::text::bert::{Bert, mean_pool};
@@ -50,6 +51,22 @@ impl TextEncoder {
             max_tokens,
             device,
         )
+    }
+
+    /// The encoder in `dir` for a model that reads `text`: prompts cut to its tokens, and
+    /// token states of its width (another width is refused, naming both).
+    pub fn read_for(dir: &Path, text: &TextConfig, device: &Device) -> Result<Self> {
+        let encoder = Self::read_dir(dir, text.max_tokens, device)?;
+        let width = encoder.bert.config.hidden_size;
+        if width != text.caption_channels {
+            return Err(EngineError::Mismatch(format!(
+                "{}: token states {width} wide; the model reads {} ({})",
+                dir.display(),
+                text.caption_channels,
+                text.encoder
+            )));
+        }
+        Ok(encoder)
     }
 
     /// Reads the three files; a weight file whose tensors do not fit the config is refused
